@@ -1,0 +1,1 @@
+"""Plugins that ship with the core: infrastructure (``core``) and the baseline methods."""

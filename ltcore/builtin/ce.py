@@ -1,0 +1,23 @@
+"""``ce``: plain cross-entropy on the classifier view (the default when no method is selected)."""
+
+from ltcore import hookimpl
+
+
+def cross_entropy_term(run, weight: float = 1.0):
+    """Cross-entropy on the classifier view's logits."""
+    import torch.nn.functional as F
+
+    from ltcore.terms import classifier_term
+
+    return classifier_term("ce", "ce", F.cross_entropy, weight)
+
+
+@hookimpl
+def register_losses(register):
+    register("ce", cross_entropy_term)
+
+
+@hookimpl
+def setup_run(run):
+    run.classifier_view()
+    run.main_stage.set_classifier_loss(cross_entropy_term(run))

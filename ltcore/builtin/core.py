@@ -1,0 +1,205 @@
+"""The built-in infrastructure plugin: datasets, backbones, heads, views, samplers, metrics.
+
+It is always active and has no ``setup_run``: it only registers components that every run and
+every plugin can use by name.
+"""
+
+from __future__ import annotations
+
+from ltcore import hookimpl
+
+
+def _dataset(build):
+    def factory(config):
+        return build(config)
+    factory.__doc__ = build.__doc__
+    return factory
+
+
+def _digits(config):
+    """scikit-learn's real 8x8 handwritten digits, made long-tailed (embedded; no download)."""
+    from ltcore.data import digits_lt
+
+    return digits_lt(config.imbalance_factor)
+
+
+def _cifar10(config):
+    """CIFAR-10-LT (LDAM-DRW construction) from --data-dir, downloaded if absent."""
+    from ltcore.data import cifar_lt
+
+    return cifar_lt(10, config.data_dir, config.imbalance_factor)
+
+
+def _cifar100(config):
+    """CIFAR-100-LT (LDAM-DRW construction) from --data-dir, downloaded if absent."""
+    from ltcore.data import cifar_lt
+
+    return cifar_lt(100, config.data_dir, config.imbalance_factor)
+
+
+def _imagefolder(config):
+    """DIR/train/<class>/... made long-tailed; DIR/val and DIR/test as evaluation splits."""
+    from ltcore.data import imagefolder_lt
+
+    return imagefolder_lt(config.data_dir, config.imbalance_factor)
+
+
+def _split_list(name):
+    def factory(config):
+        from ltcore.data import split_list_dataset
+
+        return split_list_dataset(name, config.data_dir)
+    factory.__doc__ = f"{name} from its standard split list files under --data-dir"
+    return factory
+
+
+@hookimpl
+def register_datasets(register):
+    register("digits-lt", _digits)
+    register("cifar10-lt", _cifar10)
+    register("cifar100-lt", _cifar100)
+    register("imagefolder-lt", _imagefolder)
+    for name in ("imagenet-lt", "inaturalist2018", "places-lt"):
+        register(name, _split_list(name))
+
+
+def _lazy(module: str, attribute: str, *args):
+    def factory(*call_args, **kwargs):
+        import importlib
+
+        obj = getattr(importlib.import_module(module), attribute)
+        return obj(*args)(*call_args, **kwargs) if args else obj(*call_args, **kwargs)
+    return factory
+
+
+@hookimpl
+def register_backbones(register):
+    for name, blocks in (("resnet8", 1), ("resnet20", 3), ("resnet32", 5), ("resnet56", 9)):
+        register(name, _lazy("ltcore.models", "cifar_resnet", blocks),
+                 f"CIFAR ResNet-{6 * blocks + 2} (LDAM variant, option-A shortcuts), 64-d feature")
+    register("resnet50", _lazy("ltcore.models", "torchvision_resnet", "resnet50"),
+             "torchvision ResNet-50, random init, 2048-d feature")
+    register("resnext50", _lazy("ltcore.models", "torchvision_resnet", "resnext50_32x4d"),
+             "torchvision ResNeXt-50 32x4d, random init, 2048-d feature")
+
+
+@hookimpl
+def register_heads(register):
+    register("linear", _lazy("ltcore.models", "LinearClassifier"), "linear classifier")
+    register("cosine", _lazy("ltcore.models", "CosineClassifier"),
+             "cosine classifier scale * cos(f, w_c) (model.cosine_scale)")
+    register("mlp", _lazy("ltcore.models", "MLPHead"), "projection MLP Linear-BN-ReLU-Linear")
+
+
+@hookimpl
+def register_views(register):
+    from ltcore.views import VIEW_PIPELINES
+
+    for pipeline in VIEW_PIPELINES:
+        register(pipeline.name, pipeline, pipeline.description)
+
+
+def _sampler(attribute, doc, **fixed):
+    def factory(run, **options):
+        from ltcore import samplers
+
+        labels = run.dataset.train.labels
+        return getattr(samplers, attribute)(labels, **fixed, **options)
+    factory.__doc__ = doc
+    return factory
+
+
+def _progressive(run, **options):
+    """Progressively balanced: from instance- to class-balanced over the stage (Kang et al.)."""
+    from ltcore.samplers import ProgressivelyBalancedSampler
+
+    return ProgressivelyBalancedSampler(run.dataset.train.labels,
+                                        options.pop("total_epochs", run.config.epochs), **options)
+
+
+@hookimpl
+def register_samplers(register):
+    register("instance-balanced", _sampler("InstanceBalancedSampler",
+                                           "every image once per epoch, shuffled"))
+    register("class-balanced", _sampler("ClassPowerSampler", "classes uniform, then an image",
+                                        power=0.0))
+    register("square-root", _sampler("ClassPowerSampler", "p(class) ∝ sqrt(n_class)", power=0.5))
+    register("reverse", _sampler("ClassPowerSampler", "p(class) ∝ 1/n_class", power=-1.0))
+    register("class-power", _sampler("ClassPowerSampler",
+                                     "p(class) ∝ n_class^power (option power)"))
+    register("progressively-balanced", _progressive)
+
+
+def _metric(function, **kwargs):
+    from ltcore.evaluation import Metric
+
+    return Metric(function, **kwargs)
+
+
+def _accuracy(outputs):
+    from ltcore.evaluation import accuracy_figures
+
+    return accuracy_figures(outputs)
+
+
+def _ece(outputs):
+    """Expected calibration error (15 equal-width bins), percent."""
+    from ltcore.metrics import expected_calibration_error
+
+    probabilities = outputs.logits.softmax(dim=1)
+    return {"ece": 100.0 * float(expected_calibration_error(probabilities, outputs.labels))}
+
+
+def _embedding_metric(name, attribute):
+    def compute(outputs):
+        import torch.nn.functional as F
+
+        from ltcore import metrics
+
+        return {name: float(getattr(metrics, attribute)(F.normalize(outputs.features, dim=1),
+                                                        outputs.labels))}
+    compute.__doc__ = f"{name} of the L2-normalised validation features"
+    return compute
+
+
+def _clustering_metric(name, attribute):
+    def compute(outputs):
+        from ltcore import metrics
+
+        return {name: float(getattr(metrics, attribute)(outputs.features, outputs.labels))}
+    compute.__doc__ = f"{name} index of the backbone features (scikit-learn)"
+    return compute
+
+
+class _Lazy:
+    """A metric built on first use, so registration does not import torch."""
+
+    def __init__(self, build):
+        self._build = build
+        self._obj = None
+
+    def __getattr__(self, name):
+        if self._obj is None:
+            self._obj = self._build()
+        return getattr(self._obj, name)
+
+    def __call__(self, outputs):
+        return self.__getattr__("fn")(outputs)
+
+
+@hookimpl
+def register_metrics(register):
+    register("accuracy", _Lazy(lambda: _metric(_accuracy)),
+             "overall top-1, many/medium/few and harmonic-mean accuracy (always computed)")
+    register("ece", _Lazy(lambda: _metric(_ece)), "expected calibration error (15 bins)")
+    for name, attribute in (("calinski-harabasz", "calinski_harabasz"),
+                            ("davies-bouldin", "davies_bouldin")):
+        register(name, _Lazy(lambda a=attribute, n=name: _metric(
+            _clustering_metric(n, a), when="final", needs_features=True)),
+            f"{name} index of the validation features (final evaluation)")
+    for name, attribute in (("alignment", "intra_class_alignment"),
+                            ("uniformity", "inter_class_uniformity"),
+                            ("improved-uniformity", "improved_uniformity")):
+        register(name, _Lazy(lambda a=attribute, n=name: _metric(
+            _embedding_metric(n, a), when="final", needs_features=True)),
+            f"{name} of the validation features (CoGloAT sec. 4; final evaluation)")

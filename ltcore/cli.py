@@ -1,0 +1,273 @@
+"""``ltrun``: train with any combination of plugins, and inspect, evaluate and compare runs.
+
+``ltrun --plugin bcl --plugin rcl [run options]`` trains (no subcommand); ``ltrun plugins``,
+``ltrun datasets`` and ``ltrun evaluate`` (plus the commands plugins add) sit beside it.
+Errors a user can fix are printed as one paragraph without a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import LtcoreError
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+RUN_OPTIONS = {
+    "dataset": "dataset", "data_dir": "data_dir", "imbalance_factor": "imbalance_factor",
+    "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
+    "views": "views.backend", "experiment": "tracking.experiment",
+    "tracking_uri": "tracking.uri", "output": "output",
+}
+"""CLI option -> configuration key, applied after --set."""
+
+
+def load_plugins():
+    from .plugins import Plugins
+
+    plugins = Plugins()
+    for info in plugins.broken():
+        click.echo(f"warning: plugin {info.name!r} ({info.module}) failed to load and is "
+                   f"unavailable: {info.error}", err=True)
+    return plugins
+
+
+class LtrunGroup(click.Group):
+    """The ``ltrun`` group: plugins' commands are added when the group is first listed."""
+
+    def _with_plugin_commands(self, ctx):
+        if not getattr(self, "_plugins_loaded", False):
+            self._plugins_loaded = True
+            ctx.ensure_object(dict)
+            try:
+                plugins = load_plugins()
+            except LtcoreError as exc:
+                click.echo(f"warning: {exc}", err=True)
+                return
+            ctx.obj["plugins"] = plugins
+            plugins.pm.hook.register_commands(cli=self)
+
+    def list_commands(self, ctx):
+        self._with_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._with_plugin_commands(ctx)
+            command = super().get_command(ctx, name)
+        return command
+
+
+def plugins_of(ctx):
+    ctx.ensure_object(dict)
+    if "plugins" not in ctx.obj:
+        ctx.obj["plugins"] = load_plugins()
+    return ctx.obj["plugins"]
+
+
+@click.group(cls=LtrunGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--plugin", "-p", "plugin_names", multiple=True, metavar="NAME",
+              help="Method plugin to use; repeat to compose (default: ce).")
+@click.option("--preset", "presets", multiple=True, metavar="NAME",
+              help="Recipe of the selected plugins, e.g. cifar10-lt.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="TOML configuration file (format of --print-config).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Set any configuration key, e.g. --set optim.lr=0.2 --set bcl.temperature=0.1.")
+@click.option("--dataset", help="Dataset name (ltrun datasets lists them).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset's files are.")
+@click.option("--imbalance-factor", type=float, help="n_max / n_min of the training split.")
+@click.option("--epochs", type=int, help="Epochs of the main stage.")
+@click.option("--batch-size", type=int, help="Training batch size.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N.")
+@click.option("--views", type=click.Choice(["auto", "reference", "batched"]),
+              help="Augmentation backend: per-image reference or batched on the device.")
+@click.option("--experiment", help="MLflow experiment name.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db).")
+@click.option("--output", type=click.Path(file_okay=False), help="Checkpoints and reports folder.")
+@click.option("--resume", metavar="RUN_ID", help="Continue a run from its last checkpoint.")
+@click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="ltcore")
+@click.pass_context
+def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_config, no_progress,
+        debug, **options):
+    """Train a long-tailed recognition run composed from plugins.
+
+    \b
+    Examples:
+      ltrun --plugin bcl --plugin rcl --epochs 3
+      ltrun --plugin bcl --preset cifar10-lt --data-dir ~/data/cifar10
+      ltrun plugins --options bcl
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import engine
+    from .config import resolve
+
+    plugins = plugins_of(ctx)
+    if resume:
+        output = options.get("output") or "runs"
+        result = engine.resume(plugins, resume, output, progress=not no_progress)
+    else:
+        selected = plugins.select(list(plugin_names) or engine.DEFAULT_PLUGINS)
+        overrides = {RUN_OPTIONS[k]: v for k, v in options.items() if v is not None}
+        settings = resolve(plugins, selected, presets, config_file, assignments, overrides)
+        if print_config:
+            click.echo(f"# plugins: {' '.join(selected)}")
+            click.echo(settings.to_toml(), nl=False)
+            return
+        result = engine.train(plugins, selected, settings, progress=not no_progress)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"run {result.run_id} finished; checkpoints in {result.run_dir}")
+    click.echo(format_metrics(result.metrics))
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    splits: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        split, _, name = key.partition("/")
+        splits.setdefault(split, {})[name] = value
+    lines = []
+    for split, values in splits.items():
+        shown = "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+        lines.append(f"{split:>5}: {shown}")
+    return "\n".join(lines)
+
+
+@cli.command("plugins")
+@click.option("--options", "options_of", metavar="NAME", help="Show the options and presets of NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plugins_command(ctx, options_of, as_json):
+    """List installed plugins and the components they register."""
+    plugins = plugins_of(ctx)
+    if options_of:
+        click.echo(describe_options(plugins, options_of))
+        return
+    rows = []
+    for name, info in sorted(plugins.info.items()):
+        components: dict[str, list[str]] = {}
+        for c in plugins.components_of(name):
+            components.setdefault(c.kind, []).append(c.name)
+        rows.append({"name": name, "version": info.version, "distribution": info.distribution,
+                     "builtin": info.builtin, "error": info.error, "components": components,
+                     "presets": sorted(plugins.presets.get(name, {}))})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        origin = "built-in" if row["builtin"] else row["distribution"]
+        click.echo(f"{row['name']} {row['version']} ({origin})")
+        if row["error"]:
+            click.echo(f"    FAILED TO LOAD: {row['error']}")
+        for kind, names in row["components"].items():
+            click.echo(f"    {kind}: {', '.join(names)}")
+        if row["presets"]:
+            click.echo(f"    presets: {', '.join(row['presets'])}")
+
+
+def describe_options(plugins, name: str) -> str:
+    from .config import RunConfig, field_docs
+    from .errors import PluginError
+
+    if name == "core":
+        rows, presets = field_docs(RunConfig), {}
+    else:
+        if name not in plugins.info:
+            raise PluginError(f"unknown plugin {name!r}; installed plugins: "
+                              f"{', '.join(plugins.available())}")
+        cls = plugins.options.get(name)
+        rows = field_docs(cls, name) if cls else []
+        presets = plugins.presets.get(name, {})
+    lines = [f"options of {name}:" if rows else f"{name} has no options"]
+    for key, type_name, default, text in rows:
+        lines.append(f"  {key} ({type_name}, default {default!r})")
+        if text:
+            lines.append(f"      {text}")
+    if presets:
+        lines.append("presets:")
+        for preset in presets.values():
+            lines.append(f"  {preset.name}: {preset.doc}")
+            lines.extend(f"      {k} = {v!r}" for k, v in preset.settings.items())
+    return "\n".join(lines)
+
+
+@cli.command("datasets")
+@click.option("--dataset", help="Show the per-class counts of this dataset.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default="")
+@click.option("--imbalance-factor", type=float, default=None)
+@click.pass_context
+def datasets_command(ctx, dataset, data_dir, imbalance_factor):
+    """List datasets, or print a dataset's per-class counts and shot groups."""
+    plugins = plugins_of(ctx)
+    if not dataset:
+        for c in plugins.components["dataset"].values():
+            click.echo(f"{c.name:18} {c.doc}  [{c.plugin}]")
+        return
+    from .config import RunConfig, structure
+    from .metrics import shot_groups
+
+    values = {"dataset": dataset, "data_dir": data_dir}
+    if imbalance_factor is not None:
+        values["imbalance_factor"] = imbalance_factor
+    cfg = structure(RunConfig, values)
+    ds = plugins.component("dataset", dataset).obj(cfg)
+    counts = ds.class_counts
+    groups = shot_groups(counts, cfg.eval.many_threshold, cfg.eval.few_threshold)
+    group_of = {int(i): g for g, idx in groups.items() for i in idx}
+    click.echo(f"{ds.name}: {len(ds.train)} training images in {ds.num_classes} classes, "
+               f"imbalance factor {cfg.imbalance_factor:g} (source {ds.source})")
+    for split, data in ds.eval_splits().items():
+        click.echo(f"{split}: {len(data)} images")
+    click.echo(f"{'class':>5}  {'name':20} {'count':>6}  group")
+    for i, (name, n) in enumerate(zip(ds.classes, counts.tolist())):
+        click.echo(f"{i:>5}  {name[:20]:20} {n:>6}  {group_of.get(i, '')}")
+    click.echo("groups: " + ", ".join(f"{g} {len(idx)} classes" for g, idx in groups.items()))
+
+
+@cli.command("evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="model.pt or checkpoint.pt of a run.")
+@click.option("--dataset", help="Dataset to evaluate on (default: the run's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="The dataset's files.")
+@click.option("--imbalance-factor", type=float, help="Defines the shot groups (default: the run's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, as_json):
+    """Evaluate a saved model on the evaluation splits of a dataset."""
+    from .evaluate_saved import evaluate_checkpoint
+
+    overrides = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir),
+                                   ("imbalance_factor", imbalance_factor)) if v is not None}
+    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides)
+    click.echo(json.dumps(figures, indent=2) if as_json else format_metrics(figures))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn user errors into one-paragraph messages."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="ltrun", standalone_mode=False)
+    except LtcoreError as exc:
+        if "--debug" in args:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        sys.exit(130)

@@ -1,0 +1,366 @@
+"""Run configuration: attrs classes, layered sources and validation.
+
+Sources are applied in this order, later ones winning: the defaults below, each selected plugin's
+``default`` preset (its own defaults for core keys, e.g. BCL's views), the presets named with
+``--preset`` (every selected plugin's preset of that name, in ``--plugin`` order), a TOML file
+(``--config``), ``--set key=value`` and finally the dedicated CLI options (``--epochs``...).
+Keys are dotted: ``epochs``, ``optim.lr``, ``views.classifier``, and ``<plugin>.<option>`` for
+the options a plugin declares (``bcl.temperature``). An unknown key or an invalid value raises
+:class:`~ltcore.errors.ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import field, validators as v
+
+from .errors import ConfigError
+
+
+def doc(text: str, **kwargs):
+    """An attrs field with documentation shown by ``ltrun plugins --options``."""
+    return field(metadata={"doc": text}, **kwargs)
+
+
+def _positive(instance, attribute, value):
+    if value <= 0:
+        raise ValueError(f"'{attribute.name}' must be > 0, got {value!r}")
+
+
+def _non_negative(instance, attribute, value):
+    if value < 0:
+        raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
+
+
+@attrs.define(kw_only=True)
+class OptimConfig:
+    """SGD with momentum, the optimiser of every recipe in the papers."""
+
+    lr: float = doc("peak learning rate (after warm-up)", default=0.1, validator=_positive)
+    momentum: float = doc("SGD momentum", default=0.9, validator=_non_negative)
+    weight_decay: float = doc("L2 weight decay", default=5e-4, validator=_non_negative)
+    nesterov: bool = doc("Nesterov momentum", default=False)
+
+
+@attrs.define(kw_only=True)
+class ScheduleConfig:
+    """Learning-rate schedule: linear warm-up, then cosine, step or constant."""
+
+    kind: str = doc("cosine | step | constant", default="cosine",
+                    validator=v.in_(("cosine", "step", "constant")))
+    warmup_epochs: int = doc("epochs of linear warm-up from lr/warmup_epochs", default=0,
+                             validator=_non_negative)
+    milestones: tuple[int, ...] = doc("epochs where a step schedule multiplies lr by gamma",
+                                      default=())
+    gamma: float = doc("step-schedule decay factor", default=0.1, validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class ModelConfig:
+    """Backbone and heads."""
+
+    backbone: str = doc("registered backbone name (ltrun plugins shows them)", default="resnet32")
+    classifier: str = doc("classifier head: linear | cosine", default="linear")
+    cosine_scale: float = doc("logit scale of the cosine classifier", default=30.0,
+                              validator=_positive)
+    projection_hidden: int = doc("hidden width of the projection MLP", default=512,
+                                 validator=_positive)
+    projection_dim: int = doc("output width of the projection MLP", default=128,
+                              validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class ViewsConfig:
+    """Augmentation pipelines per branch and how they run."""
+
+    classifier: str = doc("view pipeline of the classifier branch", default="standard")
+    contrastive: str = doc("view pipeline of the contrastive branches", default="simaugment")
+    backend: str = doc("auto | reference (per-image torchvision) | batched (per-sample "
+                       "randomness on whole batches, on the training device)", default="auto",
+                       validator=v.in_(("auto", "reference", "batched")))
+    workers: int = doc("DataLoader workers of the reference backend", default=2,
+                       validator=_non_negative)
+
+
+@attrs.define(kw_only=True)
+class EvalConfig:
+    """Evaluation after every epoch."""
+
+    many_threshold: int = doc("classes with more training images are 'many'", default=100)
+    few_threshold: int = doc("classes with fewer training images are 'few'", default=20)
+    every: int = doc("evaluate every N epochs (the last epoch always)", default=1,
+                     validator=_positive)
+    metrics: tuple[str, ...] = doc("extra registered metrics to compute (e.g. "
+                                   "calinski-harabasz)", default=())
+    posthoc_la_tau: float = doc("post-hoc logit adjustment at evaluation: logits - tau*log(pi); "
+                                "0 disables", default=0.0, validator=_non_negative)
+    batch_size: int = doc("evaluation batch size", default=512, validator=_positive)
+
+
+@attrs.define(kw_only=True)
+class TrackingConfig:
+    """Where runs are recorded."""
+
+    uri: str = doc("MLflow tracking URI ('' = MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+                   default="")
+    experiment: str = doc("MLflow experiment name", default="ltcore")
+
+
+@attrs.define(kw_only=True)
+class RunConfig:
+    """Everything a run needs besides the plugins' own options."""
+
+    dataset: str = doc("registered dataset name (ltrun datasets lists them)", default="digits-lt")
+    data_dir: str = doc("where the dataset's files are ('' = the dataset's default)", default="")
+    imbalance_factor: float = doc("n_max / n_min of the long-tailed training split",
+                                  default=10.0, validator=_positive)
+    epochs: int = doc("epochs of the main stage", default=10, validator=_positive)
+    batch_size: int = doc("training batch size (images, before views)", default=128,
+                          validator=_positive)
+    sampler: str = doc("registered training sampler", default="instance-balanced")
+    seed: int = doc("seed of initialisation, sampling and augmentation", default=0)
+    device: str = doc("auto | cpu | cuda | cuda:N", default="auto")
+    precision: str = doc("auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
+                         default="auto", validator=v.in_(("auto", "fp32", "bf16")))
+    output: str = doc("directory for checkpoints and reports", default="runs")
+    optim: OptimConfig = field(factory=OptimConfig)
+    schedule: ScheduleConfig = field(factory=ScheduleConfig)
+    model: ModelConfig = field(factory=ModelConfig)
+    views: ViewsConfig = field(factory=ViewsConfig)
+    eval: EvalConfig = field(factory=EvalConfig)
+    tracking: TrackingConfig = field(factory=TrackingConfig)
+
+
+# -- parsing and structuring ----------------------------------------------------------------
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as a TOML value, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"optim.lr": 0.1}`` into ``{"optim": {"lr": 0.1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"key {key!r} goes below a value that is not a section")
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if attrs.has(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} is a section; set its keys ({key}.<name>) instead")
+        return structure(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(x, item, key) for x in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    raise ConfigError(f"invalid value {value!r} for {key}: expected {tp.__name__}")
+
+
+def structure(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build the attrs class ``cls`` from nested ``data``, validating every key."""
+    attrs.resolve_types(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            allowed = ", ".join(f"{prefix}.{k}" if prefix else k for k in fields)
+            raise ConfigError(f"unknown configuration key {full!r}; allowed here: {allowed}")
+        kwargs[key] = _coerce(value, fields[key].type, full)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        name = _failing_field(message, fields)
+        full = f"{prefix}.{name}" if prefix and name else (name or prefix or cls.__name__)
+        raise ConfigError(f"invalid value for {full}: {message}") from exc
+
+
+def _failing_field(text: str, fields: dict) -> str | None:
+    for name in fields:
+        if f"'{name}'" in text:
+            return name
+    return None
+
+
+def field_docs(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, doc) for every leaf option of ``cls``, nested sections flattened."""
+    attrs.resolve_types(cls)
+    rows = []
+    for f in attrs.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if attrs.has(f.type):
+            rows.extend(field_docs(f.type, key))
+            continue
+        default = f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+        type_name = getattr(f.type, "__name__", None) or str(f.type).replace("typing.", "")
+        rows.append((key, type_name, default, f.metadata.get("doc", "")))
+    return rows
+
+
+# -- the resolved configuration -------------------------------------------------------------
+
+
+@attrs.define
+class Settings:
+    """The resolved configuration of one run: the core's and each selected plugin's options."""
+
+    run: RunConfig
+    plugins: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self.run)
+        for name, options in self.plugins.items():
+            out[name] = attrs.asdict(options)
+        return out
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for MLflow params."""
+        return flatten(self.to_dict())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, full))
+        else:
+            out[full] = value
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def dump_toml(tree: dict[str, Any]) -> str:
+    """Write a two-level configuration tree as TOML (the format ``--config`` reads)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            lines.append("")
+            lines.append(f'[{section}]' if section.replace("_", "").replace("-", "").isalnum()
+                         else f'["{section}"]')
+            for k, val in flatten(values).items():
+                lines.append(f"{k} = {_toml_value(val)}")
+    return "\n".join(lines) + "\n"
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from exc
+
+
+DEFAULT_PRESET = "default"
+"""A plugin's preset of this name is applied whenever the plugin is selected, before the others."""
+
+
+def resolve(plugins, selected: list[str], presets: list[str] = (), config_file: str | None = None,
+            assignments: list[str] = (), overrides: dict[str, Any] | None = None) -> Settings:
+    """Merge every source into validated :class:`Settings` for the ``selected`` plugins."""
+    layers: list[dict] = [nest(plugins.presets[p][DEFAULT_PRESET].settings) for p in selected
+                          if DEFAULT_PRESET in plugins.presets.get(p, {})]
+    for preset in presets:
+        found = [plugins.presets[p][preset] for p in selected if preset in plugins.presets.get(p, {})]
+        if not found:
+            known = sorted({n for p in selected for n in plugins.presets.get(p, {})})
+            raise ConfigError(f"no selected plugin has a preset {preset!r}; presets of "
+                              f"{', '.join(selected) or 'the selected plugins'}: "
+                              f"{', '.join(known) or 'none'}")
+        layers.extend(nest(p.settings) for p in found)
+    if config_file:
+        layers.append(read_toml(config_file))
+    layers.append(nest(dict(parse_assignment(a) for a in assignments)))
+    layers.append(nest(overrides or {}))
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = merge(merged, layer)
+
+    plugin_options = {}
+    for name in selected:
+        cls = plugins.options.get(name)
+        values = merged.pop(name, {})
+        if cls is None:
+            if values:
+                raise ConfigError(f"plugin {name!r} has no options, but {name}.* keys were set")
+            continue
+        plugin_options[name] = structure(cls, values, name)
+    for key in list(merged):
+        if key in plugins.options or key in plugins.info:
+            raise ConfigError(f"options of plugin {key!r} were set, but it is not selected; "
+                              f"add --plugin {key}")
+    return Settings(run=structure(RunConfig, merged), plugins=plugin_options)

@@ -1,0 +1,369 @@
+"""Datasets: the long-tailed construction, the embedded default and the standard benchmarks.
+
+Small-image datasets (digits, CIFAR, ImageFolder trees of small images) are held in memory as
+uint8 tensors ``[N, C, H, W]`` so the batched view pipelines can run on the training device;
+large-image datasets (ImageNet-LT, iNaturalist, Places-LT) keep file paths and are decoded by
+DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import attrs
+import numpy as np
+import torch
+
+from .errors import DataError
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+SMALL_IMAGE_MAX_SIDE = 64
+"""ImageFolder trees whose images are at most this large are decoded into memory."""
+
+
+@attrs.define
+class Split:
+    """One split: labels and either in-memory uint8 images or image file paths."""
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    paths: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
+        images = self.images[index] if self.images is not None else None
+        return Split(self.labels[index], images, paths)
+
+
+@attrs.define
+class Dataset:
+    """A long-tailed training split with balanced evaluation splits."""
+
+    name: str
+    classes: list[str]
+    train: Split
+    val: Split | None
+    test: Split | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    channels: int = 3
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.train.labels, minlength=self.num_classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.images is not None
+
+    def eval_splits(self) -> dict[str, Split]:
+        return {name: split for name, split in (("val", self.val), ("test", self.test))
+                if split is not None}
+
+
+# -- the long-tailed profile ---------------------------------------------------------------
+
+
+def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> list[int]:
+    """Images kept per class: ``int(n_max * (1/IF) ** (i / (C - 1)))`` (Cao et al. 2019)."""
+    if num_classes == 1:
+        return [n_max]
+    return [int(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1)))
+            for i in range(num_classes)]
+
+
+def long_tail_indices(labels: Sequence[int], num_classes: int, imbalance_factor: float,
+                      n_max: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Indices of the long-tailed subset, exactly as the LDAM-DRW reference builds CIFAR-LT.
+
+    numpy is seeded once with ``seed``; classes are visited in label order; each class's indices
+    are shuffled and the first ``n_i`` kept. ``n_max`` defaults to the mean class size.
+    """
+    labels_np = np.asarray(labels)
+    n_max = n_max if n_max is not None else len(labels_np) // num_classes
+    counts = long_tail_counts(n_max, num_classes, imbalance_factor)
+    rng = np.random.RandomState(seed)
+    keep = []
+    for cls, n in enumerate(counts):
+        idx = np.where(labels_np == cls)[0]
+        if len(idx) < n:
+            raise DataError(f"class {cls} has {len(idx)} images, fewer than the {n} the "
+                            f"long-tailed profile with imbalance factor {imbalance_factor} needs")
+        rng.shuffle(idx)
+        keep.append(idx[:n])
+    return torch.from_numpy(np.concatenate(keep)).long()
+
+
+def split_per_class(labels: torch.Tensor, fractions_or_counts: Sequence[float | int],
+                    seed: int = 0) -> list[torch.Tensor]:
+    """Split indices per class into consecutive parts (counts, or fractions of each class)."""
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions_or_counts]
+    for cls in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        start = 0
+        for p, amount in enumerate(fractions_or_counts):
+            n = int(round(amount * len(idx))) if isinstance(amount, float) else amount
+            parts[p].append(idx[start:start + n])
+            start += n
+    return [torch.cat(p).sort().values for p in parts]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units."""
+    x = images.float().div_(255)
+    return (tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist()))
+
+
+# -- the embedded default ------------------------------------------------------------------
+
+
+def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
+    """scikit-learn's handwritten digits (1,797 real 8x8 images shipped with the package).
+
+    Per class (seeded): 30 images for test, 20 for validation, the rest is the training pool
+    (124 to 133 per class) made long-tailed with the standard profile and n_max = 124, so IF 10
+    gives 124 ... 12 images. Images are upsampled to ``image_size`` and replicated to 3 channels
+    so every CIFAR pipeline and model applies unchanged.
+    """
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = torch.from_numpy(raw.images).float().mul_(255.0 / 16.0).unsqueeze(1)
+    images = torch.nn.functional.interpolate(images, size=(image_size, image_size),
+                                             mode="bilinear", align_corners=False)
+    images = images.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.from_numpy(raw.target).long()
+    test_idx, val_idx, pool_idx = split_per_class(labels, [30, 20, 1.0])
+    pool_labels = labels[pool_idx]
+    n_max = int(torch.bincount(pool_labels).min())
+    keep = pool_idx[long_tail_indices(pool_labels.tolist(), 10, imbalance_factor, n_max)]
+    train = Split(labels[keep], images[keep])
+    mean, std = channel_stats(train.images)
+    return Dataset("digits-lt", [str(d) for d in range(10)], train,
+                   Split(labels[val_idx], images[val_idx]), Split(labels[test_idx], images[test_idx]),
+                   mean, std, image_size, source="sklearn.datasets.load_digits")
+
+
+# -- CIFAR ---------------------------------------------------------------------------------
+
+
+def default_data_dir(name: str) -> Path:
+    root = os.environ.get("LTCORE_DATA", os.path.join(Path.home(), ".cache", "ltcore", "data"))
+    return Path(root) / name
+
+
+def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float,
+             val_per_class: int | None = None) -> Dataset:
+    """CIFAR-10-LT / CIFAR-100-LT built as in the LDAM-DRW reference.
+
+    Reads torchvision's CIFAR from ``data_dir``: the extracted python batches or the
+    ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` archive (no network needed), and
+    downloads it otherwise. The official test split is the test set; the validation split is 20%
+    of it per class (seeded), which is then left out of the test figures.
+    """
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    root = Path(data_dir) if data_dir else default_data_dir(f"cifar{num_classes}")
+    cls = CIFAR10 if num_classes == 10 else CIFAR100
+    try:
+        train = cls(str(root), train=True, download=True)
+        test = cls(str(root), train=False, download=True)
+    except Exception as exc:
+        raise DataError(f"CIFAR-{num_classes} is not readable under {str(root)!r} and could not "
+                        f"be downloaded ({exc}); put the python archive "
+                        f"({cls.filename}) or its extracted folder ({cls.base_folder}) there") from exc
+    train_images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
+    train_labels = torch.tensor(train.targets).long()
+    keep = long_tail_indices(train.targets, num_classes, imbalance_factor)
+    test_images = torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous()
+    test_labels = torch.tensor(test.targets).long()
+    per_class = val_per_class if val_per_class is not None else len(test_labels) // num_classes // 5
+    val_idx, test_idx = split_per_class(test_labels, [per_class, 1.0])
+    mean, std = CIFAR10_STATS if num_classes == 10 else CIFAR100_STATS
+    return Dataset(f"cifar{num_classes}-lt", list(train.classes),
+                   Split(train_labels[keep], train_images[keep]),
+                   Split(test_labels[val_idx], test_images[val_idx]),
+                   Split(test_labels[test_idx], test_images[test_idx]),
+                   mean, std, 32, source=str(root))
+
+
+# -- ImageFolder trees ---------------------------------------------------------------------
+
+
+def _list_folder(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], list[int]]:
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is not a directory; expected an ImageFolder tree "
+                        f"{root}/<class>/<image>")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not found:
+        raise DataError(f"{str(root)!r} has no class sub-folders; expected {root}/<class>/<image>")
+    classes = classes or found
+    unknown = set(found) - set(classes)
+    if unknown:
+        raise DataError(f"{str(root)!r} has classes not in the training split: {sorted(unknown)}")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+        paths.extend(str(folder / f) for f in files)
+        labels.extend([label] * len(files))
+    if not paths:
+        raise DataError(f"{str(root)!r} has class folders but no images ({', '.join(IMAGE_SUFFIXES)})")
+    return classes, paths, labels
+
+
+def load_image(path: str):
+    """Open one image as RGB, with an error naming the file when it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot decode image {path!r}: {exc}; remove or replace the file") from exc
+
+
+def decode_images(paths: list[str]) -> torch.Tensor:
+    """Decode same-sized images into one uint8 tensor [N, 3, H, W]."""
+    first = np.asarray(load_image(paths[0]))
+    out = np.empty((len(paths), *first.shape), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        arr = np.asarray(load_image(path))
+        if arr.shape != first.shape:
+            raise DataError(f"image {path!r} is {arr.shape[1]}x{arr.shape[0]}, but "
+                            f"{paths[0]!r} is {first.shape[1]}x{first.shape[0]}; small-image "
+                            "folders must hold images of one size")
+        out[i] = arr
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LTCORE_CACHE", os.path.join(Path.home(), ".cache", "ltcore")))
+
+
+def cached_decode(paths: list[str], key: str) -> torch.Tensor:
+    """Decode ``paths`` once and reuse a uint8 tensor file keyed by the file list and ``key``."""
+    digest = hashlib.sha256()
+    digest.update(key.encode())
+    for p in paths:
+        st = os.stat(p)
+        digest.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    target = cache_dir() / "decoded" / f"{digest.hexdigest()[:32]}.pt"
+    if target.exists():
+        try:
+            return torch.load(target, weights_only=True)
+        except Exception:
+            target.unlink(missing_ok=True)
+    images = decode_images(paths)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    torch.save(images, tmp)
+    os.replace(tmp, target)
+    return images
+
+
+def imagefolder_lt(data_dir: str, imbalance_factor: float) -> Dataset:
+    """An ImageFolder tree made long-tailed with the standard profile (seed 0).
+
+    ``DIR/train/<class>/...`` is the training pool (classes in sorted order, n_max = mean class
+    size); ``DIR/val`` and ``DIR/test``, when present, are the evaluation splits. Images of at
+    most 64 px are decoded into memory (and cached); larger ones stay on disk.
+    """
+    if not data_dir:
+        raise DataError("imagefolder-lt needs --data-dir DIR with DIR/train/<class>/<image>")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data directory {str(root)!r} does not exist; imagefolder-lt expects "
+                        f"{root}/train/<class>/<image> (and optionally val/ and test/)")
+    classes, paths, labels = _list_folder(root / "train")
+    keep = long_tail_indices(labels, len(classes), imbalance_factor).tolist()
+    train_paths = [paths[i] for i in keep]
+    train_labels = torch.tensor([labels[i] for i in keep]).long()
+    evals = {}
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            _, p, lab = _list_folder(root / split, classes)
+            evals[split] = (p, torch.tensor(lab).long())
+    probe = load_image(train_paths[0])
+    small = max(probe.size) <= SMALL_IMAGE_MAX_SIDE
+    if small:
+        train = Split(train_labels, cached_decode(train_paths, f"train-if{imbalance_factor}"))
+        splits = {k: Split(lab, cached_decode(p, k)) for k, (p, lab) in evals.items()}
+        mean, std = channel_stats(train.images)
+        size = probe.size[0]
+    else:
+        train = Split(train_labels, paths=train_paths)
+        splits = {k: Split(lab, paths=p) for k, (p, lab) in evals.items()}
+        mean, std = IMAGENET_STATS
+        size = 224
+    return Dataset("imagefolder-lt", classes, train, splits.get("val"), splits.get("test"),
+                   mean, std, size, source=str(root))
+
+
+# -- split-list benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT) -----------------------
+
+SPLIT_LISTS = {
+    "imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt"),
+    "places-lt": ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt"),
+    "inaturalist2018": ("iNaturalist18_train.txt", None, "iNaturalist18_val.txt"),
+}
+"""Split list files (``relative/path label`` per line) of the standard long-tailed benchmarks."""
+
+
+def _read_split_list(root: Path, filename: str) -> tuple[list[str], torch.Tensor]:
+    path = root / filename
+    if not path.is_file():
+        raise DataError(f"split list {str(path)!r} is missing; put the standard split files "
+                        f"and the images under --data-dir {root}")
+    paths, labels = [], []
+    with open(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rel, label = line.split()
+                labels.append(int(label))
+            except ValueError as exc:
+                raise DataError(f"{path}:{lineno}: expected 'relative/path label', got "
+                                f"{line.strip()!r}") from exc
+            paths.append(str(root / rel))
+    return paths, torch.tensor(labels).long()
+
+
+def split_list_dataset(name: str, data_dir: str) -> Dataset:
+    """A benchmark whose splits are given by the standard list files under ``data_dir``."""
+    root = Path(data_dir) if data_dir else default_data_dir(name)
+    train_file, val_file, test_file = SPLIT_LISTS[name]
+    train_paths, train_labels = _read_split_list(root, train_file)
+    splits = {}
+    for split, filename in (("val", val_file), ("test", test_file)):
+        if filename:
+            p, lab = _read_split_list(root, filename)
+            splits[split] = Split(lab, paths=p)
+    num_classes = int(train_labels.max()) + 1
+    missing = [p for p in train_paths[:1] if not os.path.exists(p)]
+    if missing:
+        raise DataError(f"image {missing[0]!r} listed in {train_file} does not exist under "
+                        f"--data-dir {root}")
+    return Dataset(name, [str(c) for c in range(num_classes)], Split(train_labels, paths=train_paths),
+                   splits.get("val"), splits.get("test"), *IMAGENET_STATS, image_size=224,
+                   source=str(root))

@@ -1,0 +1,128 @@
+"""Backbones and heads, and the bundle a stage trains.
+
+``resnet32`` is the CIFAR ResNet of the LDAM-DRW code (16/32/64 channels, option-A zero-padding
+shortcuts, Kaiming init, 64-d pooled feature); ``resnet8/20/56`` are the same family with 1/3/9
+blocks per stage. ``resnet50`` and ``resnext50`` are torchvision's ImageNet models without their
+final fully-connected layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _ShortcutA(nn.Module):
+    """Parameter-free shortcut: subsample by 2 and zero-pad the new channels."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = (_ShortcutA(planes) if stride != 1 or in_planes != planes
+                         else nn.Identity())
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet family (He et al. 2016, sec. 4.2) as used by LDAM-DRW and its successors."""
+
+    def __init__(self, blocks_per_stage: int, in_channels: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, planes_in = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            for b in range(blocks_per_stage):
+                layers.append(BasicBlock(planes_in, planes, stride if b == 0 else 1))
+                planes_in = planes
+        self.layers = nn.Sequential(*layers)
+        self.feature_dim = 64
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x):
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+
+def cifar_resnet(blocks_per_stage: int):
+    def factory(in_channels: int = 3) -> nn.Module:
+        return CifarResNet(blocks_per_stage, in_channels)
+    factory.__doc__ = (f"CIFAR ResNet-{6 * blocks_per_stage + 2} (LDAM variant, option-A "
+                       "shortcuts), 64-d feature")
+    return factory
+
+
+def torchvision_resnet(name: str):
+    def factory(in_channels: int = 3) -> nn.Module:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(weights=None)
+        model.feature_dim = model.fc.in_features
+        model.fc = nn.Identity()
+        return model
+    factory.__doc__ = f"torchvision {name} (random init), final fc removed"
+    return factory
+
+
+class LinearClassifier(nn.Linear):
+    """A linear classifier; ``weight`` rows are the class vectors."""
+
+    def __init__(self, in_dim: int, num_classes: int):
+        super().__init__(in_dim, num_classes)
+
+
+class CosineClassifier(nn.Module):
+    """Cosine classifier: ``scale * cos(feature, w_c)`` (no bias)."""
+
+    def __init__(self, in_dim: int, num_classes: int, scale: float = 30.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_dim))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.scale * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
+
+
+class MLPHead(nn.Sequential):
+    """Projection MLP ``Linear - BatchNorm - ReLU - Linear`` (SupCon/BCL style)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 512):
+        super().__init__(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))
+
+
+class ModelBundle(nn.Module):
+    """What a stage trains: a backbone, a classifier and named extra heads."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.heads = nn.ModuleDict()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+    def forward(self, x):
+        return self.classifier(self.backbone(x))

@@ -1,0 +1,243 @@
+"""Finding, loading and registering plugins.
+
+Installed plugins come from the ``ltcore`` entry-point group; the built-in ones (the core's
+datasets, models, views and the baseline methods) are registered the same way from
+``BUILTIN_PLUGINS``. :class:`Plugins` loads them all, validates their hooks, and collects their
+components, options and presets; :meth:`Plugins.hooks` gives the run-time hook caller restricted
+to the plugins a run selected.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import Any, Callable
+
+import attrs
+import pluggy
+
+from . import __version__, hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "ltcore"
+
+CORE = "core"
+"""Name of the built-in plugin that provides datasets, models, views, samplers and metrics."""
+
+BUILTIN_PLUGINS = {
+    CORE: "ltcore.builtin.core",
+    "ce": "ltcore.builtin.ce",
+    "la": "ltcore.builtin.la",
+    "balanced-softmax": "ltcore.builtin.balanced_softmax",
+    "supcon": "ltcore.builtin.supcon",
+}
+
+COMPONENT_HOOKS = {
+    "dataset": "register_datasets",
+    "backbone": "register_backbones",
+    "head": "register_heads",
+    "view": "register_views",
+    "sampler": "register_samplers",
+    "loss": "register_losses",
+    "memory-bank": "register_memory_banks",
+    "prototype-provider": "register_prototype_providers",
+    "rebalancer": "register_rebalancers",
+    "metric": "register_metrics",
+    "stage": "register_stages",
+}
+"""Component kind -> the registration hook that declares components of that kind."""
+
+
+@attrs.define
+class Component:
+    """A named thing a plugin registered: a dataset, a loss, a view pipeline, ..."""
+
+    kind: str
+    name: str
+    obj: Any
+    plugin: str
+    doc: str = ""
+
+
+@attrs.define
+class Preset:
+    """A named recipe of configuration values declared by a plugin."""
+
+    name: str
+    plugin: str
+    settings: dict
+    doc: str = ""
+
+
+@attrs.define
+class PluginInfo:
+    """What ``ltrun plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    builtin: bool
+    error: str | None = None
+
+
+class Plugins:
+    """All installed plugins with their components, options and presets.
+
+    ``extra`` maps names to plugin objects registered in addition to the installed ones (tests and
+    notebooks use it to add a plugin without packaging it).
+    """
+
+    def __init__(self, extra: dict[str, object] | None = None):
+        self.pm = pluggy.PluginManager("ltcore")
+        self.pm.add_hookspecs(hookspecs)
+        self.info: dict[str, PluginInfo] = {}
+        for name, module in BUILTIN_PLUGINS.items():
+            self._load(name, lambda module=module: importlib.import_module(module),
+                       module, "ltcore", __version__, builtin=True)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            self._load(ep.name, ep.load, ep.value, dist, version, builtin=False)
+        for name, obj in (extra or {}).items():
+            self._load(name, lambda obj=obj: obj, repr(obj), "-", "-", builtin=False)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {self._name_of(exc.plugin)!r} implements a hook that "
+                              f"does not exist: {exc}") from exc
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in COMPONENT_HOOKS}
+        self.options: dict[str, type] = {}
+        self.presets: dict[str, dict[str, Preset]] = {}
+        self._collect()
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load(self, name: str, load: Callable[[], object], module: str, distribution: str,
+              version: str, builtin: bool) -> None:
+        if name in self.info:
+            raise PluginError(f"two plugins are named {name!r}: {self.info[name].module} "
+                              f"({self.info[name].distribution}) and {module} ({distribution})")
+        info = PluginInfo(name, module, distribution, version, builtin)
+        self.info[name] = info
+        try:
+            self.pm.register(load(), name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} has an invalid hook implementation: {exc}") from exc
+        except Exception as exc:  # a broken third-party plugin must not take the CLI down
+            info.error = f"{type(exc).__name__}: {exc}"
+
+    def _name_of(self, plugin: object) -> str:
+        return self.pm.get_name(plugin) or repr(plugin)
+
+    def _call_each(self, hook_name: str, make_register: Callable[[str], Callable]) -> None:
+        """Call ``hook_name`` on every plugin with a ``register`` bound to that plugin's name.
+
+        A third-party plugin whose registration fails is disabled and reported like one that
+        failed to import; a failing built-in plugin is a bug and raises.
+        """
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            name = impl.plugin_name
+            try:
+                impl.function(register=make_register(name))
+            except PluginError:
+                raise
+            except Exception as exc:
+                if self.info[name].builtin:
+                    raise
+                self._disable(name, f"{hook_name} raised {type(exc).__name__}: {exc}")
+
+    def _disable(self, name: str, error: str) -> None:
+        self.info[name].error = error
+        self.pm.unregister(name=name)
+        for table in self.components.values():
+            for key in [k for k, c in table.items() if c.plugin == name]:
+                del table[key]
+        self.options.pop(name, None)
+        self.presets.pop(name, None)
+
+    def _collect(self) -> None:
+        for kind, hook_name in COMPONENT_HOOKS.items():
+            self._call_each(hook_name, lambda plugin, kind=kind: self._component_registrar(kind, plugin))
+        self._call_each("register_options", self._options_registrar)
+        self._call_each("register_presets", self._preset_registrar)
+
+    def _component_registrar(self, kind: str, plugin: str) -> Callable:
+        def register(name: str, obj: Any, doc: str = "") -> None:
+            table = self.components[kind]
+            if name in table:
+                raise PluginError(f"{kind} {name!r} is registered by both plugin "
+                                  f"{table[name].plugin!r} and plugin {plugin!r}; uninstall one "
+                                  "of them or rename the component")
+            table[name] = Component(kind, name, obj, plugin, doc or (obj.__doc__ or "").strip())
+        return register
+
+    def _options_registrar(self, plugin: str) -> Callable:
+        def register(options_class: type) -> None:
+            if not attrs.has(options_class):
+                raise PluginError(f"plugin {plugin!r} registered options that are not an attrs class")
+            if plugin in self.options:
+                raise PluginError(f"plugin {plugin!r} registered its options twice")
+            self.options[plugin] = options_class
+        return register
+
+    def _preset_registrar(self, plugin: str) -> Callable:
+        def register(name: str, settings: dict, doc: str = "") -> None:
+            self.presets.setdefault(plugin, {})[name] = Preset(name, plugin, dict(settings), doc)
+        return register
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def available(self) -> list[str]:
+        """Names of the plugins that can be selected with ``--plugin``."""
+        return sorted(name for name, info in self.info.items() if name != CORE and not info.error)
+
+    def select(self, names: list[str]) -> list[str]:
+        """Check the names given with ``--plugin``; raise naming what is installed."""
+        for name in names:
+            info = self.info.get(name)
+            if info is None or name == CORE:
+                raise PluginError(f"unknown plugin {name!r}; installed plugins: "
+                                  f"{', '.join(self.available())}")
+            if info.error:
+                raise PluginError(f"plugin {name!r} ({info.module}, distribution "
+                                  f"{info.distribution}) failed to load: {info.error}")
+        if len(set(names)) != len(names):
+            raise PluginError(f"a plugin is given twice in --plugin {' '.join(names)}")
+        return list(names)
+
+    def broken(self) -> list[PluginInfo]:
+        """Plugins whose import failed."""
+        return [info for info in self.info.values() if info.error]
+
+    def component(self, kind: str, name: str) -> Component:
+        """The component ``name`` of ``kind``; raise listing the registered names otherwise."""
+        table = self.components[kind]
+        if name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+        return table[name]
+
+    def components_of(self, plugin: str) -> list[Component]:
+        """Every component ``plugin`` registered, by kind."""
+        return [c for table in self.components.values() for c in table.values() if c.plugin == plugin]
+
+    def hooks(self, selected: list[str]) -> "RunHooks":
+        """Hook callers restricted to the core and the ``selected`` plugins."""
+        return RunHooks(self.pm, {CORE, *selected})
+
+
+class RunHooks:
+    """Attribute access to hook callers that only reach the plugins active in one run."""
+
+    def __init__(self, pm: pluggy.PluginManager, active: set[str]):
+        self._pm = pm
+        self._inactive = [p for name, p in pm.list_name_plugin() if name not in active]
+        self._callers: dict[str, Any] = {}
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._callers:
+            self._callers[name] = self._pm.subset_hook_caller(name, self._inactive)
+        return self._callers[name]

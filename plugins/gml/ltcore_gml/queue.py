@@ -1,0 +1,130 @@
+"""Class-wise queues of contrast features for the GML loss (GML paper, eq. 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def class_queue_sizes(class_counts: Tensor, total_size: int, min_size: int) -> Tensor:
+    """Per-class queue lengths ``|Z_c| = k_m + (k - k_m C) pi_c`` (eq. 5), summing to ``k``.
+
+    The real-valued lengths are floored and the remaining ``k - sum(floor)`` entries go
+    one each to the classes with the largest fractional parts (ties to the lower class
+    index), so every class keeps at least ``k_m`` entries and the total is exactly ``k``.
+
+    Args:
+        class_counts: [C] training-set counts ``n_c`` (``pi_c = n_c / sum n``).
+        total_size: ``k``, the total number of queue entries.
+        min_size: ``k_m``, the minimum length of every class's queue.
+
+    Returns:
+        [C] int64 queue lengths.
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).cpu()
+    num_classes = counts.numel()
+    if min_size < 1:
+        raise ValueError(f"min_size must be at least 1, got {min_size}")
+    if total_size < min_size * num_classes:
+        raise ValueError(f"total_size {total_size} is smaller than min_size * num_classes = {min_size * num_classes}")
+    prior = counts / counts.sum()
+    exact = min_size + (total_size - min_size * num_classes) * prior
+    sizes = exact.floor()
+    remainder = total_size - int(sizes.sum())
+    by_fraction = torch.sort(exact - sizes, descending=True, stable=True).indices
+    sizes[by_fraction[:remainder]] += 1
+    return sizes.long()
+
+
+class ClassWiseQueue(torch.nn.Module):
+    """Per-class ring buffers of contrast features in one flat [k, D] buffer.
+
+    Class c owns the slots ``offsets[c] .. offsets[c] + sizes[c] - 1`` and writes them in
+    ring order from its own pointer, so the oldest entry of a class is overwritten first.
+    Each slot also keeps its class label, the dataset index of the sample that wrote it
+    (-1 before the first write) and a validity flag (False until first written).
+    Everything is a buffer, so ``state_dict`` saves and restores the whole queue.
+
+    Args:
+        sizes: [C] queue length of each class, all >= 1 (see ``class_queue_sizes``).
+        dim: feature size D.
+        dtype: dtype of the stored features.
+    """
+
+    queue_features: Tensor
+    queue_labels: Tensor
+    queue_indices: Tensor
+    queue_valid: Tensor
+    offsets: Tensor
+    sizes: Tensor
+    pointers: Tensor
+
+    def __init__(self, sizes: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        sizes = torch.as_tensor(sizes, dtype=torch.long).cpu()
+        if bool((sizes < 1).any()):
+            raise ValueError("every class needs a queue of length at least 1")
+        total = int(sizes.sum())
+        self.num_classes = sizes.numel()
+        self.register_buffer("queue_features", torch.zeros(total, dim, dtype=dtype))
+        self.register_buffer("queue_labels", torch.repeat_interleave(torch.arange(self.num_classes), sizes))
+        self.register_buffer("queue_indices", torch.full((total,), -1, dtype=torch.long))
+        self.register_buffer("queue_valid", torch.zeros(total, dtype=torch.bool))
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes)
+        self.register_buffer("sizes", sizes)
+        self.register_buffer("pointers", torch.zeros(self.num_classes, dtype=torch.long))
+
+    @classmethod
+    def from_class_counts(
+        cls, class_counts: Tensor, total_size: int, min_size: int, dim: int, dtype: torch.dtype = torch.float32
+    ) -> ClassWiseQueue:
+        """Queue whose lengths follow eq. 5 for the given training-set class counts."""
+        return cls(class_queue_sizes(class_counts, total_size, min_size), dim, dtype)
+
+    @torch.no_grad()
+    def enqueue(self, features: Tensor, labels: Tensor, indices: Tensor) -> None:
+        """Write a batch into its classes' ring buffers.
+
+        Samples of one class are written in batch order; when a class receives more
+        samples than its capacity, only its last ``sizes[c]`` samples remain, exactly as
+        if they had been written one after another. Vectorised: each sample computes its
+        slot and the batch sample that finally occupies that slot, so slots written more
+        than once receive identical values and the scatter is deterministic.
+
+        Args:
+            features: [N, D] features (detached here; gather across ranks first under DDP).
+            labels: [N] class labels in [0, C).
+            indices: [N] dataset indices of the samples.
+        """
+        batch = labels.shape[0]
+        order = torch.sort(labels, stable=True).indices
+        counts = torch.bincount(labels, minlength=self.num_classes)
+        class_starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]
+
+        capacity = self.sizes[labels]
+        slot = self.offsets[labels] + (self.pointers[labels] + rank) % capacity
+        last_rank = rank + capacity * torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
+        writer = order[class_starts[labels] + last_rank]
+
+        self.queue_features[slot] = features.detach()[writer].to(self.queue_features.dtype)
+        self.queue_indices[slot] = indices[writer].to(torch.long)
+        self.queue_valid[slot] = True
+        self.pointers.copy_((self.pointers + counts) % self.sizes)
+
+    def features(self) -> Tensor:
+        """[k, D] stored features (rows with ``valid() == False`` were never written)."""
+        return self.queue_features
+
+    def labels(self) -> Tensor:
+        """[k] class label of each slot."""
+        return self.queue_labels
+
+    def indices(self) -> Tensor:
+        """[k] dataset index of the sample in each slot, -1 where never written."""
+        return self.queue_indices
+
+    def valid(self) -> Tensor:
+        """[k] True where the slot holds a written sample."""
+        return self.queue_valid

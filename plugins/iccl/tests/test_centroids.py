@@ -1,0 +1,107 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ltcore_iccl.centroids import EMACentroids
+
+DTYPE = torch.float64
+
+
+def _reference_update(centroids, initialized, embeddings, labels, momentum, normalize):
+    """Eq. 1 with the batch mean, one class at a time."""
+    centroids = centroids.clone()
+    initialized = initialized.clone()
+    for k in range(centroids.shape[0]):
+        members = [embeddings[i] for i in range(len(labels)) if int(labels[i]) == k]
+        if not members:
+            continue
+        mean = sum(members) / len(members)
+        new = momentum * centroids[k] + (1.0 - momentum) * mean if initialized[k] else mean
+        centroids[k] = new / new.norm() if normalize else new
+        initialized[k] = True
+    return centroids, initialized
+
+
+def _batch(seed, n=12, classes=6, dim=5, present=None):
+    gen = torch.Generator().manual_seed(seed)
+    embeddings = F.normalize(torch.randn(n, dim, generator=gen, dtype=DTYPE), dim=1)
+    pool = torch.tensor(present) if present is not None else torch.arange(classes)
+    labels = pool[torch.randint(0, len(pool), (n,), generator=gen)]
+    return embeddings, labels
+
+
+@pytest.mark.parametrize("init", ["first_batch", "random"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_updates_match_per_class_loop(init, normalize):
+    generator = torch.Generator().manual_seed(0)
+    module = EMACentroids(6, 5, momentum=0.9, normalize=normalize, init=init, generator=generator).to(DTYPE)
+    expected, expected_init = module.centroids.clone(), module.initialized.clone()
+    for step, present in enumerate([[0, 2, 3], [1, 2, 3, 4, 5], [0, 5]]):
+        embeddings, labels = _batch(step, present=present)
+        module.update(embeddings, labels)
+        expected, expected_init = _reference_update(expected, expected_init, embeddings, labels, 0.9, normalize)
+        torch.testing.assert_close(module.centroids, expected, rtol=1e-12, atol=1e-12)
+        assert torch.equal(module.initialized, expected_init)
+
+
+def test_absent_classes_are_unchanged():
+    module = EMACentroids(6, 5, init="random", generator=torch.Generator().manual_seed(1)).to(DTYPE)
+    before = module.centroids.clone()
+    embeddings, labels = _batch(0, present=[1, 4])
+    module.update(embeddings, labels)
+    absent = torch.tensor([0, 2, 3, 5])
+    assert torch.equal(module.centroids[absent], before[absent])
+    assert not torch.equal(module.centroids[1], before[1])
+    assert not torch.equal(module.centroids[4], before[4])
+
+
+def test_first_batch_initialisation_then_ema_hand_computed():
+    module = EMACentroids(3, 2, momentum=0.75).to(DTYPE)
+    assert torch.equal(module.centroids, torch.zeros(3, 2, dtype=DTYPE))
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=DTYPE)
+    module.update(embeddings, torch.tensor([0, 0, 2]))
+    # class 0 takes its batch mean (0.5, 0.5); class 2 takes (0, 1); class 1 stays at zero.
+    torch.testing.assert_close(module.centroids, torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.0, 1.0]], dtype=DTYPE))
+    module.update(torch.tensor([[1.0, 0.0]], dtype=DTYPE), torch.tensor([0]))
+    # 0.75 * (0.5, 0.5) + 0.25 * (1, 0) = (0.625, 0.375)
+    torch.testing.assert_close(module.centroids[0], torch.tensor([0.625, 0.375], dtype=DTYPE))
+    assert module.initialized.tolist() == [True, False, True]
+
+
+def test_random_initialisation_is_unit_norm_and_reproducible():
+    first = EMACentroids(4, 8, init="random", generator=torch.Generator().manual_seed(3))
+    second = EMACentroids(4, 8, init="random", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first.centroids, second.centroids)
+    torch.testing.assert_close(first.centroids.norm(dim=1), torch.ones(4))
+    assert bool(first.initialized.all())
+
+
+def test_update_does_not_track_gradients():
+    module = EMACentroids(3, 4)
+    embeddings = torch.randn(5, 4, requires_grad=True)
+    module.update(embeddings, torch.tensor([0, 1, 1, 2, 0]))
+    assert not module.centroids.requires_grad
+    assert module().shape == (3, 4)
+
+
+def test_state_dict_round_trip():
+    module = EMACentroids(5, 3, momentum=0.5)
+    embeddings, labels = _batch(2, n=6, classes=5, dim=3, present=[0, 1, 3])
+    module.update(embeddings.float(), labels)
+    state = module.state_dict()
+    assert set(state) == {"centroids", "initialized"}
+    restored = EMACentroids(5, 3, momentum=0.5)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.centroids, module.centroids)
+    assert torch.equal(restored.initialized, module.initialized)
+    more, more_labels = _batch(3, n=6, classes=5, dim=3)
+    module.update(more.float(), more_labels)
+    restored.update(more.float(), more_labels)
+    assert torch.equal(restored.centroids, module.centroids)
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        EMACentroids(3, 2, momentum=1.0)
+    with pytest.raises(ValueError):
+        EMACentroids(3, 2, init="zeros")

@@ -1,0 +1,78 @@
+"""Configuration layering, validation and printing."""
+
+import pytest
+
+from ltcore.config import RunConfig, parse_assignment, resolve, structure
+from ltcore.errors import ConfigError
+from ltcore.plugins import Plugins
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    return Plugins()
+
+
+def test_set_values_are_parsed_as_toml():
+    assert parse_assignment("optim.lr=0.2") == ("optim.lr", 0.2)
+    assert parse_assignment("schedule.milestones=[160, 180]") == ("schedule.milestones", [160, 180])
+    assert parse_assignment("dataset=cifar10-lt") == ("dataset", "cifar10-lt")
+    assert parse_assignment("model.classifier=cosine") == ("model.classifier", "cosine")
+
+
+def test_later_sources_win(plugins, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('epochs = 7\n[optim]\nlr = 0.3\n[bcl]\ntemperature = 0.2\n')
+    settings = resolve(plugins, ["bcl"], ["cifar10-lt"], str(config),
+                       ["optim.lr=0.4"], {"batch_size": 32})
+    assert settings.run.epochs == 7              # file over preset (200)
+    assert settings.run.optim.lr == 0.4          # --set over file
+    assert settings.run.batch_size == 32         # CLI option over preset (256)
+    assert settings.run.dataset == "cifar10-lt"  # from the preset
+    assert settings.plugins["bcl"].temperature == 0.2
+    assert settings.run.views.classifier == "autoaugment-cutout"  # bcl's default preset
+
+
+def test_unknown_key_names_key_and_allowed(plugins):
+    with pytest.raises(ConfigError, match=r"'optim\.lrr'.*optim\.lr"):
+        resolve(plugins, ["ce"], assignments=["optim.lrr=1"])
+
+
+def test_invalid_value_names_key(plugins):
+    with pytest.raises(ConfigError, match=r"optim\.lr.*> 0"):
+        resolve(plugins, ["ce"], assignments=["optim.lr=-1"])
+    with pytest.raises(ConfigError, match=r"epochs.*int"):
+        resolve(plugins, ["ce"], assignments=["epochs=many"])
+    with pytest.raises(ConfigError, match=r"la\.tau"):
+        resolve(plugins, ["la"], assignments=["la.tau=-2"])
+
+
+def test_options_of_unselected_plugin_are_refused(plugins):
+    with pytest.raises(ConfigError, match="--plugin bcl"):
+        resolve(plugins, ["ce"], assignments=["bcl.temperature=0.2"])
+
+
+def test_unknown_preset_lists_presets(plugins):
+    with pytest.raises(ConfigError, match="cifar10-lt"):
+        resolve(plugins, ["bcl"], ["nope"])
+
+
+def test_print_config_round_trips(ltrun, tmp_path):
+    result = ltrun("--plugin", "la", "--set", "la.tau=1.5", "--epochs", "3", "--print-config")
+    assert result.exit_code == 0, result.stderr
+    assert "[la]\ntau = 1.5" in result.output
+    path = tmp_path / "printed.toml"
+    path.write_text(result.output)
+    again = resolve(Plugins(), ["la"], config_file=str(path))
+    assert again.run.epochs == 3 and again.plugins["la"].tau == 1.5
+
+
+def test_bad_value_cli_error_exits_non_zero(ltrun):
+    result = ltrun("--set", "precision=fp16")
+    assert result.exit_code == 2
+    assert "precision" in result.stderr and "bf16" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_structure_rejects_sections_as_values():
+    with pytest.raises(ConfigError, match="section"):
+        structure(RunConfig, {"optim": 3})
