@@ -241,15 +241,45 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor):
 @click.option("--dataset", help="Dataset to evaluate on (default: the run's).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="The dataset's files.")
 @click.option("--imbalance-factor", type=float, help="Defines the shot groups (default: the run's).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Change a setting for this evaluation, e.g. --set eval.posthoc_la_tau=1 "
+                   "--set 'eval.metrics=[\"ece\"]'.")
+@click.option("--test-shift", is_flag=True,
+              help="Evaluate on long-tailed resamplings of the balanced test split (forward and "
+                   "backward imbalance ratios, as in SADE) and print accuracy/many/medium/few "
+                   "per ratio.")
+@click.option("--ratios", metavar="R,R,...",
+              help="Imbalance ratios of --test-shift (implies it): > 1 forward, 1 uniform, < 1 "
+                   "backward, e.g. 50,10,1,0.1,0.02 (the default) or 1/50.")
+@click.option("--shift-seed", type=int, default=0, show_default=True,
+              help="Seed of the --test-shift resampling.")
+@click.option("--draws", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Resamplings per ratio (seeds shift-seed, shift-seed+1, ...); figures averaged.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, as_json):
-    """Evaluate a saved model on the evaluation splits of a dataset."""
-    from .evaluate_saved import evaluate_checkpoint
+def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assignments,
+                     test_shift, ratios, shift_seed, draws, as_json):
+    """Evaluate a saved model on the evaluation splits of a dataset, or on shifted test sets.
+
+    \b
+    Examples:
+      ltrun evaluate --checkpoint runs/RUN_ID/model.pt
+      ltrun evaluate --checkpoint runs/RUN_ID/model.pt --set eval.posthoc_la_tau=1
+      ltrun evaluate --checkpoint runs/RUN_ID/model.pt --test-shift --ratios 50,10,1,0.1,0.02
+    """
+    from .evaluate_saved import evaluate_checkpoint, evaluate_checkpoint_shifted
 
     overrides = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir),
                                    ("imbalance_factor", imbalance_factor)) if v is not None}
-    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides)
+    if test_shift or ratios:
+        from .shift import format_shift_table, parse_ratios
+
+        result = evaluate_checkpoint_shifted(
+            plugins_of(ctx), checkpoint, overrides, assignments,
+            parse_ratios(ratios) if ratios else None, shift_seed, draws)
+        click.echo(json.dumps(result, indent=2) if as_json else format_shift_table(result))
+        return
+    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments)
     click.echo(json.dumps(figures, indent=2) if as_json else format_metrics(figures))
 
 

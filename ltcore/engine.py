@@ -29,7 +29,7 @@ from .errors import ConfigError, DataError, LtcoreError, NonFiniteLossError, Plu
 from .evaluation import EvalOutputs, Metric, accuracy_figures
 from .plugins import CORE, Plugins
 from .run import LossTerm, Run, Stage, Step
-from .tracking import Tracker
+from .tracking import DEFAULT_URI, Tracker
 
 DEFAULT_PLUGINS = ["ce"]
 CHECKPOINT = "checkpoint.pt"
@@ -223,7 +223,9 @@ def views_backend(run: Run, stage: Stage) -> str:
         raise ConfigError("views.backend = 'batched' needs an in-memory small-image dataset and "
                           "view pipelines with a batched implementation; use 'reference'")
     if choice == "auto":
-        return "batched" if batched_ok else "reference"
+        # On the CPU the per-image reference in DataLoader workers overlaps with the step and is
+        # as fast as the batched ops (docs/benchmarks.md); on a GPU the batched path wins.
+        return "batched" if batched_ok and run.device.type == "cuda" else "reference"
     return choice
 
 
@@ -580,6 +582,19 @@ class Trainer:
 # -- entry points -------------------------------------------------------------------------
 
 
+def tracking_uri(run: Run) -> str:
+    """The configured tracking URI, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` here.
+
+    A relative sqlite path is made absolute: MLflow caches stores by URI, so a relative one
+    would follow the first working directory of the process.
+    """
+    uri = run.config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not os.path.isabs(uri[len(prefix):]):
+        uri = prefix + os.path.abspath(uri[len(prefix):])
+    return uri
+
+
 def run_tags(run: Run) -> dict[str, str]:
     cfg = run.config
     return {"ltcore.plugins": ",".join(run.selected), "dataset": cfg.dataset,
@@ -601,7 +616,7 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     """Train a new run and record it; returns the final metrics and where things are."""
     selected = plugins.select(selected or DEFAULT_PLUGINS)
     run = prepare(plugins, selected, settings)
-    tracker = Tracker(run.config.tracking.uri, run.config.tracking.experiment)
+    tracker = Tracker(tracking_uri(run), run.config.tracking.experiment)
     parent = tracker.start("+".join(selected), run_tags(run))
     run.state["mlflow_run_id"] = parent
     run_dir = Path(run.config.output) / parent
@@ -625,7 +640,7 @@ def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool =
     settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
     run = prepare(plugins, selected, settings)
     run.state["mlflow_run_id"] = run_id
-    tracker = Tracker(run.config.tracking.uri, run.config.tracking.experiment)
+    tracker = Tracker(tracking_uri(run), run.config.tracking.experiment)
     tracker.reopen(run_id)
     trainer = Trainer(run, tracker, path.parent, progress)
     trainer.restore(checkpoint)

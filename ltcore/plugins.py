@@ -30,6 +30,14 @@ BUILTIN_PLUGINS = {
     "la": "ltcore.builtin.la",
     "balanced-softmax": "ltcore.builtin.balanced_softmax",
     "supcon": "ltcore.builtin.supcon",
+    "focal": "ltcore.builtin.focal",
+    "cb": "ltcore.builtin.cb",
+    "ldam-drw": "ltcore.builtin.ldam_drw",
+    "kcl": "ltcore.builtin.kcl",
+    "crt": "ltcore.builtin.crt",
+    "tau-norm": "ltcore.builtin.tau_norm",
+    "lws": "ltcore.builtin.lws",
+    "experiments": "ltcore.builtin.experiments",
 }
 
 COMPONENT_HOOKS = {
@@ -136,7 +144,7 @@ class Plugins:
         A third-party plugin whose registration fails is disabled and reported like one that
         failed to import; a failing built-in plugin is a bug and raises.
         """
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # registration order
             name = impl.plugin_name
             try:
                 impl.function(register=make_register(name))
@@ -189,14 +197,22 @@ class Plugins:
     # -- queries ----------------------------------------------------------------------------
 
     def available(self) -> list[str]:
-        """Names of the plugins that can be selected with ``--plugin``."""
-        return sorted(name for name, info in self.info.items() if name != CORE and not info.error)
+        """Names of the plugins that can be selected with ``--plugin``: those that take part in
+        a run (``setup_run``, run-time or lifecycle hooks). Plugins that only register components
+        or commands, such as ``core``, are always on and not selectable."""
+        return sorted(name for name, info in self.info.items()
+                      if not info.error and self._takes_part_in_runs(name))
+
+    def _takes_part_in_runs(self, name: str) -> bool:
+        plugin = self.pm.get_plugin(name)
+        callers = self.pm.get_hookcallers(plugin) or []
+        return any(not c.name.startswith("register_") for c in callers)
 
     def select(self, names: list[str]) -> list[str]:
         """Check the names given with ``--plugin``; raise naming what is installed."""
         for name in names:
             info = self.info.get(name)
-            if info is None or name == CORE:
+            if info is None or (not info.error and name not in self.available()):
                 raise PluginError(f"unknown plugin {name!r}; installed plugins: "
                                   f"{', '.join(self.available())}")
             if info.error:

@@ -170,6 +170,8 @@ class Step:
     features: dict[str, torch.Tensor] = attrs.Factory(dict)
     logits: dict[str, torch.Tensor] = attrs.Factory(dict)
     embeddings: dict[str, torch.Tensor] = attrs.Factory(dict)
+    extras: dict[str, Any] = attrs.Factory(dict)
+    """Per-step values plugins pass between their hooks and loss terms (e.g. mixing weights)."""
 
     def targets(self, role: str) -> torch.Tensor:
         """Labels of the samples behind view ``role``."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_CIFAR, requires_shared_cifar
+from ltcore.testing import SHARED_CIFAR, requires_shared_cifar
 from ltcore.data import digits_lt, imagefolder_lt, long_tail_counts, long_tail_indices
 from ltcore.errors import DataError
 
@@ -45,7 +45,7 @@ def make_folder(root, per_class=(12, 8, 5), size=8, corrupt=None):
                 arr = np.full((size, size, 3), 40 * c + i, dtype=np.uint8)
                 Image.fromarray(arr).save(folder / f"{i:04d}.png")
     if corrupt:
-        (root / "train" / "class0" / "0000.png").write_bytes(b"not an image")
+        (root / "val" / "class0" / "0000.png").write_bytes(b"not an image")
 
 
 def test_imagefolder_lt_builds_the_profile(tmp_path):
@@ -64,8 +64,8 @@ def test_missing_data_dir_names_the_path(tmp_path):
 
 def test_corrupt_image_names_the_file(tmp_path):
     make_folder(tmp_path / "d", corrupt=True)
-    with pytest.raises(DataError, match=r"class0/0000\.png"):
-        imagefolder_lt(str(tmp_path / "d"), imbalance_factor=1)
+    with pytest.raises(DataError, match=r"val/class0/0000\.png"):
+        imagefolder_lt(str(tmp_path / "d"), imbalance_factor=4)
 
 
 def test_missing_data_dir_cli_error(ltrun, tmp_path):

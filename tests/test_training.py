@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from conftest import FAST, mlflow_client
+from ltcore.testing import FAST, FAST_SETTINGS, recorded_runs, mlflow_client
 from ltcore import hookimpl
 from ltcore.config import resolve
 from ltcore.engine import resume, train
@@ -15,8 +15,7 @@ from ltcore.plugins import Plugins
 
 
 def only_run(client, nested):
-    runs = client.search_runs([client.get_experiment_by_name("ltcore").experiment_id])
-    return [r for r in runs if ("mlflow.parentRunId" in r.data.tags) == nested]
+    return recorded_runs(client, nested=nested)
 
 
 def test_main_job_records_a_finished_mlflow_run(ltrun, isolated):
@@ -59,8 +58,7 @@ class NanAtEpoch:
 
 
 def settings_for(plugins, selected, *assignments, epochs=3):
-    return resolve(plugins, selected, assignments=["model.backbone=resnet8", "views.workers=0",
-                                                   "batch_size=64", *assignments],
+    return resolve(plugins, selected, assignments=[*FAST_SETTINGS, *assignments],
                    overrides={"epochs": epochs})
 
 
@@ -80,36 +78,39 @@ def test_nan_loss_stops_naming_term_and_epoch_and_keeps_checkpoint(isolated):
 
 
 class KillAfterEpoch:
-    """A test plugin that interrupts training after an epoch, as a killed process would."""
+    """A test plugin that interrupts training once, right after an epoch's checkpoint is
+    written (at the start of the next epoch), as a killed process would."""
 
     def __init__(self, epoch):
         self.epoch = epoch
+        self.armed = True
 
     @hookimpl
-    def epoch_end(self, run, stage, epoch, metrics):
-        if epoch == self.epoch:
+    def epoch_start(self, run, stage, epoch):
+        if self.armed and epoch == self.epoch + 1:
+            self.armed = False
             raise KeyboardInterrupt
 
 
 def test_killed_run_resumes_to_identical_final_metrics(isolated):
     plugins = Plugins(extra={"killer": KillAfterEpoch(0)})
-    settings = settings_for(plugins, ["la"], epochs=3)
-    full = train(plugins, ["la"], settings, progress=False)
+    killer = plugins.pm.get_plugin("killer")
+    killer.armed = False
+    full = train(plugins, ["la", "killer"], settings_for(plugins, ["la", "killer"]), progress=False)
 
-    killer_settings = settings_for(plugins, ["la", "killer"], epochs=3)
+    killer.armed = True
     with pytest.raises(KeyboardInterrupt):
-        train(plugins, ["la", "killer"], killer_settings, progress=False)
+        train(plugins, ["la", "killer"], settings_for(plugins, ["la", "killer"]), progress=False)
     run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
-    plugins.info.pop("killer")
-    plugins.pm.unregister(name="killer")
+    assert mlflow_client().get_run(run_id).info.status == "KILLED"
     resumed = resume(plugins, run_id, progress=False)
     assert resumed.run_id == run_id
     assert resumed.metrics == full.metrics
     client = mlflow_client()
-    parent = client.get_run(run_id)
-    assert parent.info.status == "FINISHED"
+    assert client.get_run(run_id).info.status == "FINISHED"
     stage_id = next(r.info.run_id for r in only_run(client, nested=True)
                     if r.data.tags["mlflow.parentRunId"] == run_id)
+    assert client.get_run(stage_id).info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(stage_id, "train/loss")]
     assert sorted(steps) == [0, 1, 2]
 

@@ -45,20 +45,36 @@ import attrs
 
 @attrs.frozen
 class ViewPipeline:
-    """One named view pipeline."""
+    """One named view pipeline and how to build its two forms.
+
+    Built-in pipelines leave the factories unset and are built by name with
+    :func:`build_reference` / :func:`build_batched`. A plugin can register its own pipeline by
+    giving ``reference_factory`` (and ``batched_factory`` if ``batched``), each called as
+    ``factory(image_size, mean, std, **options)``.
+    """
 
     name: str = attrs.field(metadata={"doc": "public id, as passed to build_reference / build_batched"})
     description: str = attrs.field(metadata={"doc": "the exact transforms and parameters, in order"})
     papers: tuple[str, ...] = attrs.field(metadata={"doc": "methods whose recipes use it"})
-    batched: bool = attrs.field(metadata={"doc": "whether build_batched supports it"})
+    batched: bool = attrs.field(metadata={"doc": "whether a batched form exists"})
+    reference_factory: Callable | None = attrs.field(
+        default=None, metadata={"doc": "builds the per-image form; None: the built-in pipeline of this name"})
+    batched_factory: Callable | None = attrs.field(
+        default=None, metadata={"doc": "builds the batched form; None: the built-in pipeline of this name"})
 
-    def make_reference(self, image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
-        """This pipeline's per-image form (see :func:`build_reference`)."""
-        return build_reference(self.name, image_size, mean, std)
+    def make_reference(self, image_size: int, mean: Sequence[float], std: Sequence[float], **options) -> Callable:
+        """The per-image form (``PIL.Image -> Tensor [C, S, S]``); see :func:`build_reference`."""
+        if self.reference_factory is not None:
+            return self.reference_factory(image_size, mean, std, **options)
+        return build_reference(self.name, image_size, mean, std, **options)
 
-    def make_batched(self, image_size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
-        """This pipeline's batched form (see :func:`build_batched`)."""
-        return build_batched(self.name, image_size, mean, std)
+    def make_batched(self, image_size: int, mean: Sequence[float], std: Sequence[float], **options) -> Callable:
+        """The batched form (``(uint8 [B, C, H, W], Generator) -> [B, C, S, S]``); see :func:`build_batched`."""
+        if not self.batched:
+            raise ValueError(f"view pipeline {self.name!r} has no batched form; use its reference form")
+        if self.batched_factory is not None:
+            return self.batched_factory(image_size, mean, std, **options)
+        return build_batched(self.name, image_size, mean, std, **options)
 
 
 _NORMALISE = "ToTensor + Normalize(mean, std)."
@@ -172,7 +188,10 @@ def build_batched(
 
     The generator must live on the images' device (``torch.Generator(device=images.device)``);
     results are a deterministic function of the images and the generator state.
-    Same arguments as :func:`build_reference`.
+    Same arguments as :func:`build_reference`. The returned ``BatchedViewPipeline`` also offers
+    ``sample(images.shape, generator) -> params`` and ``apply(images, params)``; compile
+    ``apply`` (``torch.compile(pipeline.apply, fullgraph=True)``) and keep ``sample`` eager,
+    since TorchDynamo does not trace ``torch.Generator`` arguments.
     """
     from ltcore.views import batched
 

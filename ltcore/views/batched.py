@@ -373,7 +373,8 @@ class BatchedViewPipeline(nn.Module):
     def apply(self, images: Tensor, params: tuple) -> Tensor:
         """Run the steps with the given parameters: a pure tensor function, safe to compile."""
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"{self.name}: expected uint8 images [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"{self.name}: expected uint8 images [B, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if images.shape[1] != self.channels:
             raise ValueError(f"{self.name}: images have {images.shape[1]} channels, mean/std have {self.channels}")
         if self.input_size is not None and tuple(images.shape[-2:]) != self.input_size:

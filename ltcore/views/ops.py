@@ -210,6 +210,7 @@ def warp_affine_nearest(pixels: Tensor, matrix: Tensor) -> Tensor:
 
 
 def _zeros_like_batch(values: Tensor) -> Tensor:
+    """float64 zeros shaped like the per-sample parameter ``values``."""
     return torch.zeros_like(values, dtype=torch.float64)
 
 

@@ -1,0 +1,28 @@
+"""ltcore-gml: Gaussian Mixture Likelihood loss (Suh & Seo, ICML 2023) as an ltcore plugin.
+
+The plain functions and the queue are importable here for use outside a run
+(``from ltcore_gml import gml_loss``); they are loaded on first access so that listing the
+plugins does not import torch.
+"""
+
+__all__ = ["ClassWiseQueue", "class_log_mean_exp", "class_queue_sizes", "gml_loss", "temperature_loss"]
+
+_HOMES = {
+    "gml_loss": "loss",
+    "temperature_loss": "loss",
+    "class_log_mean_exp": "loss",
+    "ClassWiseQueue": "queue",
+    "class_queue_sizes": "queue",
+}
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'ltcore_gml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

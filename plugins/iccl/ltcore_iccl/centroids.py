@@ -72,9 +72,12 @@ class EMACentroids(torch.nn.Module):
             labels: [N] class labels in [0, C).
         """
         embeddings = embeddings.detach().to(self.centroids.dtype)
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        # index_add_ rather than bincount: bincount sizes its output from the data, which
+        # costs a device-to-host synchronisation on CUDA every step.
+        counts = torch.zeros(self.num_classes, dtype=self.centroids.dtype, device=labels.device)
+        counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
         sums = torch.zeros_like(self.centroids).index_add_(0, labels, embeddings)
-        batch_means = sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype)
+        batch_means = sums / counts.clamp_min(1).unsqueeze(1)
         averaged = self.momentum * self.centroids + (1.0 - self.momentum) * batch_means
         updated = torch.where(self.initialized.unsqueeze(1), averaged, batch_means)
         if self.normalize:
@@ -86,3 +89,57 @@ class EMACentroids(torch.nn.Module):
     def forward(self) -> Tensor:
         """Return the [C, D] centroids."""
         return self.centroids
+
+
+def centroid_bank(
+    run,
+    momentum: float = 0.99,
+    normalize: bool = False,
+    init: str = "first_batch",
+    dim: int | None = None,
+) -> EMACentroids:
+    """Memory bank ``iccl-centroids``: a fresh :class:`EMACentroids` for ``run``'s classes.
+
+    ``dim`` defaults to the projection width (``model.projection_dim``). The caller attaches
+    the module with ``run.add_module`` so that it is checkpointed; ``init="random"`` draws the
+    starting centroids from the run seed.
+    """
+    generator = torch.Generator().manual_seed(run.config.seed)
+    return EMACentroids(run.dataset.num_classes, dim or run.config.model.projection_dim,
+                        momentum=momentum, normalize=normalize, init=init, generator=generator)
+
+
+class CentroidPrototypes:
+    """Prototype provider ``iccl-centroids``: a run's EMA class centroids as prototypes.
+
+    The centroids are the :class:`EMACentroids` module attached to the run as ``module``
+    (reused when the run already has it, as with ``--plugin iccl``; created and attached
+    otherwise, so they are checkpointed either way). With ``--plugin iccl`` the centroids are
+    updated after every step from the uniform branch's embeddings. A plugin that uses the
+    provider in a run without ICCL feeds it itself, by calling :meth:`update` (for instance
+    from its ``step_end`` hook with the step's projection embeddings).
+
+    Args:
+        run: the run being assembled.
+        module: name of the centroid module in ``run.modules``.
+        **bank_options: options of :func:`centroid_bank` when the module is created here.
+    """
+
+    def __init__(self, run, module: str = "iccl_centroids", **bank_options) -> None:
+        if module in run.modules:
+            self.bank = run.modules[module]
+        else:
+            self.bank = run.add_module(module, centroid_bank(run, **bank_options))
+
+    @property
+    def centroids(self) -> Tensor:
+        """The raw [C, D] centroids (not re-normalised), as ICCL's loss uses them."""
+        return self.bank.centroids
+
+    def prototypes(self, step=None) -> Tensor:
+        """[C, D] L2-normalised centroids; a class not seen yet has a zero row."""
+        return F.normalize(self.bank.centroids.float(), dim=1)
+
+    def update(self, embeddings: Tensor, labels: Tensor) -> None:
+        """Fold a batch of (detached) embeddings with their labels into the centroids."""
+        self.bank.update(embeddings, labels)

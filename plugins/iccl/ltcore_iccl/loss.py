@@ -26,6 +26,9 @@ def centroid_contrastive_loss(
     labels_b: Tensor,
     lam: Tensor | float,
     temperature: float,
+    *,
+    logit_bias: Tensor | None = None,
+    logit_bias_b: Tensor | None = None,
 ) -> Tensor:
     """Interpolative centroid contrastive loss (ICCL eq. 5).
 
@@ -39,6 +42,12 @@ def centroid_contrastive_loss(
         labels_b: [B] labels ``y^t`` of the class-aware (second) images.
         lam: interpolation weight of the first image, a float or a [B] tensor.
         temperature: ``tau``.
+        logit_bias: optional tensor broadcastable to [B, C] added to ``z . c^k / tau`` before
+            the softmax (the hook through which a rebalancing method such as RCL adds
+            ``log n_k``), used for the ``y_a`` term.
+        logit_bias_b: the bias of the ``y_b`` term, when it differs (a bias that depends on
+            the anchor's class is computed once for ``y_a`` and once for ``y_b``); defaults to
+            ``logit_bias``.
 
     With ``labels_b = labels_a`` and ``lam = 1`` this is the plain centroid loss
     ``-log p(c^y | x)`` used during the warm-up epochs.
@@ -46,8 +55,17 @@ def centroid_contrastive_loss(
     Returns:
         Scalar loss.
     """
-    log_probs = F.log_softmax(embeddings @ centroids.T / temperature, dim=1)
-    return _interpolated_nll(log_probs, labels_a, labels_b, lam)
+    logits = embeddings @ centroids.T / temperature
+    if logit_bias is None and logit_bias_b is None:
+        return _interpolated_nll(F.log_softmax(logits, dim=1), labels_a, labels_b, lam)
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    bias_a = zero if logit_bias is None else logit_bias.to(logits.dtype)
+    bias_b = bias_a if logit_bias_b is None else logit_bias_b.to(logits.dtype)
+    log_probs_a = F.log_softmax(logits + bias_a, dim=1)
+    log_probs_b = log_probs_a if logit_bias_b is None else F.log_softmax(logits + bias_b, dim=1)
+    log_prob_a = log_probs_a.gather(1, labels_a.unsqueeze(1)).squeeze(1)
+    log_prob_b = log_probs_b.gather(1, labels_b.unsqueeze(1)).squeeze(1)
+    return -(lam * log_prob_a + (1.0 - lam) * log_prob_b).mean()
 
 
 def interpolative_cross_entropy(logits: Tensor, labels_a: Tensor, labels_b: Tensor, lam: Tensor | float) -> Tensor:

@@ -105,3 +105,50 @@ def test_invalid_arguments():
         EMACentroids(3, 2, momentum=1.0)
     with pytest.raises(ValueError):
         EMACentroids(3, 2, init="zeros")
+
+
+def _fake_run(num_classes=4, dim=3, seed=0):
+    import types
+
+    run = types.SimpleNamespace(
+        modules=torch.nn.ModuleDict(),
+        dataset=types.SimpleNamespace(num_classes=num_classes),
+        config=types.SimpleNamespace(seed=seed, model=types.SimpleNamespace(projection_dim=dim)))
+
+    def add_module(name, module):
+        run.modules[name] = module
+        return module
+
+    run.add_module = add_module
+    return run
+
+
+def test_prototype_provider_attaches_its_bank_and_normalises():
+    from ltcore.plugins import Plugins
+
+    plugins = Plugins()
+    run = _fake_run()
+    provider = plugins.component("prototype-provider", "iccl-centroids").obj(run, momentum=0.5)
+    assert run.modules["iccl_centroids"] is provider.bank and provider.bank.momentum == 0.5
+    assert provider.centroids.shape == (4, 3)
+    embeddings = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    provider.update(embeddings, torch.tensor([1, 3]))
+    torch.testing.assert_close(provider.centroids[1], torch.tensor([3.0, 0.0, 0.0]))
+    prototypes = provider.prototypes()
+    torch.testing.assert_close(prototypes[1], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(prototypes[3], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(prototypes[0], torch.zeros(3))
+    # a second provider on the same run shares the module (as the iccl plugin's does)
+    again = plugins.component("prototype-provider", "iccl-centroids").obj(run)
+    assert again.bank is provider.bank
+
+
+def test_memory_bank_factory_builds_a_detached_bank():
+    from ltcore.plugins import Plugins
+
+    run = _fake_run(num_classes=5, dim=7, seed=3)
+    bank = Plugins().component("memory-bank", "iccl-centroids").obj(run, init="random")
+    assert isinstance(bank, EMACentroids) and bank.centroids.shape == (5, 7)
+    assert "iccl_centroids" not in run.modules
+    same = Plugins().component("memory-bank", "iccl-centroids").obj(_fake_run(5, 7, seed=3), init="random")
+    assert torch.equal(bank.centroids, same.centroids)

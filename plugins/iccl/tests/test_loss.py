@@ -229,3 +229,63 @@ def test_distillation_loss_without_teacher_weight_is_cross_entropy_and_teacher_g
     torch.testing.assert_close(distillation_loss(student, teacher, labels, 0.0, 10.0), F.cross_entropy(student, labels))
     distillation_loss(student, teacher, labels).backward()
     assert student.grad is not None and teacher.grad is None
+
+
+def _reference_biased_centroid_loss(embeddings, centroids, labels_a, labels_b, lam, temperature, bias_a, bias_b):
+    """Eq. 4/5 with a per-(anchor, class) logit bias, one bias per target, entry by entry."""
+    total = 0.0
+    for i in range(embeddings.shape[0]):
+        lam_i = float(lam[i])
+        for weight, label, bias in ((lam_i, labels_a[i], bias_a), (1.0 - lam_i, labels_b[i], bias_b)):
+            scores = [math.exp(float(embeddings[i] @ centroids[k]) / temperature + float(bias[i, k]))
+                      for k in range(centroids.shape[0])]
+            total += -weight * math.log(scores[int(label)] / sum(scores))
+    return total / embeddings.shape[0]
+
+
+def test_centroid_loss_with_per_target_logit_biases_matches_reference():
+    embeddings, centroids, labels_a, labels_b, lam = _random_problem(7)
+    gen = torch.Generator().manual_seed(70)
+    bias_a = torch.randn(embeddings.shape[0], centroids.shape[0], generator=gen, dtype=DTYPE)
+    bias_b = torch.randn(embeddings.shape[0], centroids.shape[0], generator=gen, dtype=DTYPE)
+    loss = centroid_contrastive_loss(embeddings, centroids, labels_a, labels_b, lam, 0.3,
+                                     logit_bias=bias_a, logit_bias_b=bias_b)
+    expected = _reference_biased_centroid_loss(embeddings, centroids, labels_a, labels_b, lam, 0.3, bias_a, bias_b)
+    torch.testing.assert_close(loss, torch.tensor(expected, dtype=DTYPE), rtol=1e-5, atol=0)
+
+
+def test_centroid_loss_with_a_class_prior_bias_is_balanced_softmax_retrieval():
+    # A column bias log n_k (RCL's prior) used for both targets: p(c^k|x) ∝ n_k exp(z.c^k / tau).
+    embeddings, centroids, labels_a, labels_b, lam = _random_problem(8)
+    counts = torch.tensor([50.0, 20.0, 9.0, 4.0, 2.0], dtype=DTYPE)
+    loss = centroid_contrastive_loss(embeddings, centroids, labels_a, labels_b, lam, 0.5,
+                                     logit_bias=counts.log()[None, :])
+    expected = 0.0
+    for i in range(embeddings.shape[0]):
+        scores = [float(counts[k]) * math.exp(float(embeddings[i] @ centroids[k]) / 0.5) for k in range(5)]
+        p_a, p_b = scores[int(labels_a[i])] / sum(scores), scores[int(labels_b[i])] / sum(scores)
+        expected += -float(lam[i]) * math.log(p_a) - (1.0 - float(lam[i])) * math.log(p_b)
+    expected /= embeddings.shape[0]
+    torch.testing.assert_close(loss, torch.tensor(expected, dtype=DTYPE), rtol=1e-5, atol=0)
+    zero_bias = centroid_contrastive_loss(embeddings, centroids, labels_a, labels_b, lam, 0.5,
+                                          logit_bias=torch.zeros(1, 5, dtype=DTYPE))
+    torch.testing.assert_close(zero_bias, centroid_contrastive_loss(embeddings, centroids, labels_a, labels_b, lam, 0.5))
+
+
+def test_lazy_exports():
+    import ltcore_iccl
+
+    assert ltcore_iccl.centroid_contrastive_loss is centroid_contrastive_loss
+    assert ltcore_iccl.distillation_loss is distillation_loss
+    assert "centroid_contrastive_loss" in ltcore_iccl.__all__
+    with pytest.raises(AttributeError):
+        ltcore_iccl.no_such_name
+
+
+def test_loading_the_plugin_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, ltcore_iccl, ltcore_iccl.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

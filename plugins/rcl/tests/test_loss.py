@@ -188,3 +188,118 @@ def test_bcl_with_equal_counts_is_plain_bcl(averaging):
     equal = torch.full((len(CLASS_COUNTS),), 80.0, dtype=torch.float64)
     plain = bcl_loss_module.balanced_contrastive_loss(embeddings, labels, prototypes, 0.1, averaging=averaging)
     assert_relative(bcl_with_prior(embeddings, labels, prototypes, equal, 0.1, averaging=averaging), float(plain))
+
+
+def slow_eq5_general(embeddings, labels, prototypes, counts, temperature, *, prototype_prior=True,
+                     form="L1") -> float:
+    """Eq. 5 by loops, with the prior on prototypes optional and BCL's L2 form.
+
+    Entry ``k`` of class ``j`` carries weight ``w_k = n_j`` (a prototype carries ``n_j`` only with
+    ``prototype_prior``). L1: ``D_i = sum_j 1/|A_j| sum_{k in A_j} w_k e^{s_ik}``; L2:
+    ``D_i = sum_j exp(1/|A_j| sum_{k in A_j} (s_ik + log w_k))``. Numerator ``w_p e^{s_ip}``.
+    """
+    rows, protos, row_labels = embeddings.tolist(), prototypes.tolist(), labels.tolist()
+    total = 0.0
+    for i, y in enumerate(row_labels):
+        entries = [(dot(rows[i], rows[k]) / temperature, lab, counts[lab])
+                   for k, lab in enumerate(row_labels) if k != i]
+        entries += [(dot(rows[i], protos[j]) / temperature, j, counts[j] if prototype_prior else 1.0)
+                    for j in range(len(protos))]
+        denominator = 0.0
+        for j in range(len(protos)):
+            block = [(s, w) for s, lab, w in entries if lab == j]
+            if form == "L1":
+                denominator += sum(w * math.exp(s) for s, w in block) / len(block)
+            else:
+                denominator += math.exp(sum(s + math.log(w) for s, w in block) / len(block))
+        terms = [-math.log(w * math.exp(s) / denominator) for s, lab, w in entries if lab == y]
+        total += sum(terms) / len(terms)
+    return total / len(row_labels)
+
+
+def random_batch(seed: int, rows: int = 24, num_classes: int = 7, dim: int = 5, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (rows // 2,), generator=generator).repeat(2)
+    embeddings = F.normalize(torch.randn(rows, dim, generator=generator, dtype=dtype), dim=1)
+    prototypes = F.normalize(torch.randn(num_classes, dim, generator=generator, dtype=dtype), dim=1)
+    counts = torch.randint(3, 900, (num_classes,), generator=generator).tolist()
+    return embeddings, labels, prototypes, counts
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12, 13])
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_rebalanced_supcon_random_batches_match_eq4(seed, temperature):
+    embeddings, labels, _, counts = random_batch(seed)
+    expected = slow_eq4(embeddings, labels, counts, temperature)
+    assert_relative(rebalanced_supcon_loss(embeddings, labels, torch.tensor(counts, dtype=torch.float64),
+                                           temperature), expected)
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+@pytest.mark.parametrize("temperature", [0.1, 0.4])
+def test_bcl_with_prior_random_batches_match_eq5(seed, temperature):
+    embeddings, labels, prototypes, counts = random_batch(seed)
+    expected = slow_eq5(embeddings, labels, prototypes, counts, temperature)
+    assert_relative(torch.tensor(slow_eq5_general(embeddings, labels, prototypes, counts, temperature)),
+                    expected)
+    value = bcl_with_prior(embeddings, labels, prototypes, torch.tensor(counts, dtype=torch.float64),
+                           temperature)
+    assert_relative(value, expected)
+
+
+@pytest.mark.parametrize("seed", [20, 21])
+def test_bcl_prior_on_samples_only(seed):
+    """``rcl.prototype_prior = false``: prototype columns keep weight 1 (bias 0)."""
+    bcl_loss = pytest.importorskip("ltcore_bcl.loss", reason="needs the ltcore-bcl plugin")
+    embeddings, labels, prototypes, counts = random_batch(seed)
+    expected = slow_eq5_general(embeddings, labels, prototypes, counts, 0.2, prototype_prior=False)
+    value = bcl_loss.balanced_contrastive_loss(
+        embeddings, labels, prototypes, 0.2,
+        logit_bias=class_prior_bias(labels, torch.tensor(counts, dtype=torch.float64))[None, :])
+    assert_relative(value, expected)
+    assert abs(float(value) - slow_eq5(embeddings, labels, prototypes, counts, 0.2)) > 1e-4
+
+
+@pytest.mark.parametrize("seed", [30, 31])
+def test_bcl_l2_form_with_prior(seed):
+    """On BCL's L2 ablation the prior multiplies each class's exp-of-mean term by ``n_j``."""
+    embeddings, labels, prototypes, counts = random_batch(seed)
+    expected = slow_eq5_general(embeddings, labels, prototypes, counts, 0.3, form="L2")
+    value = bcl_with_prior(embeddings, labels, prototypes, torch.tensor(counts, dtype=torch.float64),
+                           0.3, averaging="L2")
+    assert_relative(value, expected)
+
+
+def test_compressed_features_match_eq4_with_scaled_rows():
+    """Eq. 4 on ``z~_i = z_i * s_{y_i}`` (sec. 3.3.2): the loss takes the scaled rows as given."""
+    embeddings, labels, _, counts = random_batch(40)
+    factors = torch.tensor([1.0, 0.005, 1.0, 0.005, 0.005, 1.0, 1.0], dtype=torch.float64)
+    scaled = embeddings * factors[labels][:, None]
+    expected = slow_eq4(scaled, labels, counts, 0.1)
+    assert_relative(rebalanced_supcon_loss(scaled, labels, counts, 0.1), expected)
+
+
+def test_float32_rows_match_the_float64_formula():
+    embeddings, labels, prototypes, counts = random_batch(50)
+    counts32 = torch.tensor(counts, dtype=torch.float32)
+    assert_relative(rebalanced_supcon_loss(embeddings.float(), labels, counts32, 0.1),
+                    slow_eq4(embeddings, labels, counts, 0.1))
+    assert_relative(bcl_with_prior(embeddings.float(), labels, prototypes.float(), counts32, 0.1),
+                    slow_eq5(embeddings, labels, prototypes, counts, 0.1))
+
+
+def test_gradient_of_rebalanced_supcon_matches_finite_differences():
+    embeddings, labels, _, counts = random_batch(60, rows=10, dim=4)
+    embeddings.requires_grad_(True)
+    counts64 = torch.tensor(counts, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: rebalanced_supcon_loss(z, labels, counts64, 0.3),
+                                    (embeddings,))
+
+
+def test_package_exports_the_plain_losses():
+    import ltcore_rcl
+
+    assert ltcore_rcl.rebalanced_supcon_loss is rebalanced_supcon_loss
+    assert ltcore_rcl.class_prior_bias is class_prior_bias
+    with pytest.raises(AttributeError):
+        ltcore_rcl.no_such_name

@@ -1,0 +1,226 @@
+"""The ``experiments`` built-in plugin: ``ltrun sweep``, ``ltrun compare`` and ``ltrun report``.
+
+It only adds commands (no ``setup_run``), so it is not selectable with ``--plugin``. The logic
+lives in :mod:`ltcore.experiments`; this module imports nothing heavy until a command runs.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ltcore import hookimpl
+
+SELECTION = [
+    click.option("--experiment", default="ltcore", show_default=True,
+                 help="MLflow experiment of the runs."),
+    click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
+                 "sqlite:///mlflow.db)."),
+    click.option("--filter", "filter_string", default="", metavar="EXPR",
+                 help="MLflow search filter, e.g. \"tags.dataset = 'digits-lt'\"."),
+    click.option("--sweep", metavar="ID", help="Only the runs of this sweep."),
+    click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
+                 help="These runs (repeat); overrides --experiment/--filter/--sweep."),
+    click.option("--group-by", metavar="KEYS",
+                 help="Comma-separated tags or params to group by (default: the sweep's axes "
+                      "without seed, else plugins,dataset,imbalance_factor)."),
+    click.option("--status", type=click.Choice(["FINISHED", "all"]), default="FINISHED",
+                 show_default=True, help="Runs to include."),
+    click.option("--select", type=click.Choice(["last", "best-val"]), default="last",
+                 show_default=True,
+                 help="Figures of the last epoch, or of the epoch with the best val/acc."),
+    click.option("--reference", metavar="FILE|papers",
+                 help="Reference numbers (TOML/CSV, or 'papers' for the built-in paper table), "
+                      "shown with the difference."),
+]
+
+
+def selection_options(fn):
+    for option in reversed(SELECTION):
+        fn = option(fn)
+    return fn
+
+
+def _splits(split: str) -> list[str]:
+    return ["val", "test"] if split == "both" else [split]
+
+
+def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_by, status,
+                select, reference, split, metrics):
+    from ltcore import experiments as ex
+    from ltcore.errors import DataError
+    from ltcore.tracking import connect
+
+    client = connect(tracking_uri or None)
+    runs, left_out = ex.collect_runs(client, experiment, filter_string, sweep, status, run_ids)
+    if not runs:
+        where = f"sweep {sweep!r}" if sweep else f"experiment {experiment!r}"
+        raise DataError(f"no {'finished ' if status == 'FINISHED' else ''}ltcore runs found in "
+                        f"{where}{' matching ' + repr(filter_string) if filter_string else ''} at "
+                        f"{client.tracking_uri} ({len(left_out)} runs did not finish)")
+    keys = ([k.strip() for k in group_by.split(",") if k.strip()] if group_by
+            else ex.default_group_by(runs, sweep))
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    refs = ex.load_reference(reference) if reference else None
+    comparison = ex.compare(client, runs, keys, _splits(split), names, select, refs, len(left_out))
+    return client, runs, comparison
+
+
+@click.command("sweep", context_settings={"ignore_unknown_options": True})
+@click.option("--plugins", "plugin_sets", multiple=True, metavar="A[+B...]",
+              help="A plugin set per cell row; repeat for several (bcl, bcl+rcl). Default: ce.")
+@click.option("--seeds", multiple=True, metavar="LIST", help="Seeds: 0,1,2 or 0-4.")
+@click.option("--imbalance-factors", multiple=True, metavar="LIST", help="e.g. 10,50,100.")
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2",
+              help="Any configuration key and its values; repeat for more axes.")
+@click.option("--devices", metavar="LIST", help="Devices handed out to cells round-robin, "
+              "e.g. cuda:0,cuda:1.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells trained at once, each an ltrun subprocess.")
+@click.option("--in-process", is_flag=True,
+              help="Train cells one after another in this process instead of subprocesses.")
+@click.option("--sweep-id", metavar="ID", help="Id of the sweep (default: new); reusing one "
+              "runs only its cells that have not finished.")
+@click.option("--experiment", default="ltcore", show_default=True, help="MLflow experiment.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
+              "sqlite:///mlflow.db).")
+@click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Checkpoints folder of the cells; logs go to OUTPUT/sweeps/ID/.")
+@click.option("--dry-run", is_flag=True, help="Print the cells' ltrun commands and exit.")
+@click.argument("run_options", nargs=-1, type=click.UNPROCESSED)
+def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_parallel, in_process,
+                  sweep_id, experiment, tracking_uri, output, dry_run, run_options):
+    """Train every combination of plugin sets, seeds, imbalance factors and --grid values.
+
+    Any other ltrun option (--epochs, --preset, --set KEY=VALUE, --dataset, ...) is passed to
+    every cell. Each cell is one MLflow run tagged ltcore.sweep=ID; a failed cell is recorded
+    as FAILED and the sweep goes on. The exit code is 1 when a cell failed.
+
+    \b
+    Example:
+      ltrun sweep --plugins bcl --plugins bcl+rcl --seeds 0,1 --imbalance-factors 10,100 \\
+          --grid optim.lr=0.1,0.2 --epochs 200 --max-parallel 2
+    """
+    import shlex
+    import sys
+
+    from ltcore import experiments as ex
+    from ltcore.errors import ConfigError
+
+    common = list(run_options)
+    for flag in ("--seed", "--imbalance-factor", "--plugin", "-p", "--experiment",
+                 "--tracking-uri", "--output"):
+        if flag in common:
+            axis = {"--seed": "--seeds", "--imbalance-factor": "--imbalance-factors",
+                    "--plugin": "--plugins", "-p": "--plugins"}.get(flag)
+            hint = f"use {axis}" if axis else f"give {flag} before the run options"
+            raise ConfigError(f"{flag} is not a per-cell option of ltrun sweep: {hint}")
+    cells = ex.plan_sweep(ex.parse_plugin_sets(plugin_sets), ex.parse_seeds(seeds),
+                          ex.parse_floats(imbalance_factors, "--imbalance-factors"),
+                          ex.parse_grid(grid), ex.split_values(devices) if devices else ())
+    sweep = ex.Sweep(sweep_id or ex.new_sweep_id(), cells, common, experiment,
+                     tracking_uri or "", output)
+    ex.validate_cells(sweep)
+    if dry_run:
+        for cell in cells:
+            click.echo(f"[{cell.index}] ltrun {shlex.join(sweep.cell_args(cell))}")
+        return
+    results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo)
+    click.echo("")
+    click.echo(ex.format_sweep_summary(sweep, results))
+    if any(r.status in ("FAILED", "NOT_RUN") for r in results):
+        sys.exit(1)
+
+
+@click.command("compare")
+@selection_options
+@click.option("--split", type=click.Choice(["val", "test", "both"]), default="test",
+              show_default=True, help="Evaluation split(s) of the figures.")
+@click.option("--metrics", default="acc,many,medium,few,hmean", show_default=True,
+              help="Figures to show per split.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown", "json"]),
+              default="table", show_default=True)
+@click.option("--output", "output_file", type=click.Path(dir_okay=False),
+              help="Write to this file instead of the terminal.")
+def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, group_by, status,
+                    select, reference, split, metrics, fmt, output_file):
+    """Mean ± std over seeds of overall, many, medium, few and harmonic-mean accuracy and
+    wall-clock, one row per group of runs.
+
+    \b
+    Examples:
+      ltrun compare --sweep 20250101-120000-abc123
+      ltrun compare --filter "tags.dataset = 'cifar10-lt'" --group-by plugins,imbalance_factor \\
+          --reference papers --format markdown
+    """
+    from pathlib import Path
+
+    from ltcore import experiments as ex
+
+    _, _, comparison = _comparison(tracking_uri, experiment, filter_string, sweep, run_ids,
+                                   group_by, status, select, reference, split, metrics)
+    text = ex.render(comparison, fmt)
+    if fmt in ("table", "markdown"):
+        text += "\n\n" + ex.comparison_note(comparison)
+    if output_file:
+        Path(output_file).write_text(text if text.endswith("\n") else text + "\n")
+        click.echo(f"wrote {output_file}")
+    else:
+        click.echo(text.rstrip("\n"))
+
+
+@click.command("report")
+@selection_options
+@click.option("--output", "output_dir", type=click.Path(file_okay=False),
+              help="Folder of the page and plots (default: reports/<sweep or experiment>).")
+@click.option("--format", "fmt", type=click.Choice(["html", "markdown"]), default="html",
+              show_default=True)
+@click.option("--split", default="val", show_default=True,
+              help="Evaluation split of the plots (per-class accuracy, confusion, t-SNE).")
+@click.option("--table-split", type=click.Choice(["val", "test", "both"]), default="both",
+              show_default=True, help="Split(s) of the table.")
+@click.option("--no-tsne", is_flag=True, help="Skip the t-SNE plots.")
+@click.option("--tsne-normalise", type=click.Choice(["l2", "standard", "none"]), default="l2",
+              show_default=True, help="Feature scaling before t-SNE.")
+@click.option("--tsne-points", type=click.IntRange(min=11), default=2000, show_default=True,
+              help="At most this many points per t-SNE (random subset).")
+@click.option("--max-runs", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Runs shown in per-run panels (confusion matrices, t-SNE).")
+@click.option("--no-log", is_flag=True, help="Do not log the plots as MLflow artifacts.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device for recomputing model outputs.")
+@click.option("--runs-dir", type=click.Path(file_okay=False),
+              help="Where runs/<id>/model.pt are (default: each run's --output).")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Dataset folder, when it moved since training.")
+def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, group_by, status,
+                   select, reference, output_dir, fmt, split, table_split, no_tsne,
+                   tsne_normalise, tsne_points, max_runs, no_log, device, runs_dir, data_dir):
+    """Write one HTML or markdown page with the comparison table and plots: per-class accuracy
+    vs class size, accuracy vs epoch, confusion matrices and t-SNE of validation features.
+
+    The plots are logged as MLflow artifacts: each run's t-SNE to that run, the cross-run plots
+    and the page to the sweep's record run (with --sweep).
+    """
+    from pathlib import Path
+
+    from ltcore import experiments as ex
+
+    client, runs, comparison = _comparison(tracking_uri, experiment, filter_string, sweep,
+                                           run_ids, group_by, status, select, reference,
+                                           table_split, ",".join(ex.METRICS))
+    name = sweep or (experiment if not run_ids else "runs")
+    output = Path(output_dir or Path("reports") / ex._slug(name))
+    options = ex.ReportOptions(split=split, format=fmt, tsne=not no_tsne,
+                               tsne_normalise=tsne_normalise, tsne_points=tsne_points,
+                               max_runs=max_runs, log=not no_log, device=device,
+                               runs_dir=runs_dir, data_dir=data_dir)
+    title = f"ltcore report: {'sweep ' + sweep if sweep else 'experiment ' + experiment}"
+    page = ex.build_report(client, runs, comparison, output, options, title, sweep,
+                           echo=click.echo)
+    click.echo(f"wrote {page}")
+
+
+@hookimpl
+def register_commands(cli):
+    for command in (sweep_command, compare_command, report_command):
+        cli.add_command(command)

@@ -1,0 +1,81 @@
+"""Pytest helpers for ltcore and its plugins (``pytest_plugins = ["ltcore.testing"]``).
+
+Every test gets its own working directory, MLflow store and dataset cache (``isolated``);
+``ltrun`` calls the CLI in-process and returns its exit code, stdout and stderr; ``FAST`` are
+the options that keep a training test to seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
+"""The real CIFAR-10 JPEG tree shipped beside the repository, when present."""
+
+FAST = ["--set", "model.backbone=resnet8", "--set", "views.workers=0", "--batch-size", "64",
+        "--no-progress"]
+"""CLI options that keep a training test to seconds on two CPU cores."""
+
+FAST_SETTINGS = ["model.backbone=resnet8", "views.workers=0", "batch_size=64"]
+"""The same as ``--set`` assignments, for :func:`ltcore.config.resolve`."""
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Run the test in ``tmp_path`` with a private MLflow store and dataset cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LTCORE_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+class CliResult:
+    """Exit code and captured output of one ``ltrun`` call."""
+
+    def __init__(self, exit_code: int, output: str, stderr: str):
+        self.exit_code, self.output, self.stderr = exit_code, output, stderr
+
+
+@pytest.fixture
+def ltrun(capsys):
+    """Call the ``ltrun`` entry point in-process: ``ltrun("--plugin", "la", ...)``."""
+    from ltcore.cli import main
+
+    def call(*args: str) -> CliResult:
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return call
+
+
+def mlflow_client(uri: str | None = None):
+    """An MLflow client on the test's store (``mlflow.db`` in the working directory)."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri or f"sqlite:///{os.path.abspath('mlflow.db')}")
+
+
+def recorded_runs(client=None, experiment: str = "ltcore", nested: bool | None = None):
+    """Runs of ``experiment``: parents (nested=False), stage runs (True) or all (None)."""
+    client = client or mlflow_client()
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    if nested is None:
+        return runs
+    return [r for r in runs if ("mlflow.parentRunId" in r.data.tags) == nested]
+
+
+def requires_shared_cifar():
+    """Skip marker for tests that need the shared CIFAR-10 JPEG images."""
+    return pytest.mark.skipif(not (SHARED_CIFAR / "train").is_dir(),
+                              reason=f"shared CIFAR-10 images not found at {SHARED_CIFAR}")

@@ -1,0 +1,329 @@
+"""The ``gml`` plugin: Gaussian Mixture Likelihood loss with class-wise queues and a teacher.
+
+Suh & Seo, "Long-Tailed Recognition by Mutual Information Maximization between Latent Features
+and Ground-Truth Labels" (ICML 2023). A run has two stages:
+
+* ``teacher`` (before ``train``): a cosine-classifier network (``gml.teacher_backbone``) trained
+  with logit-adjusted CE only. Skipped when ``gml.teacher`` names an earlier run or a file.
+* ``train``: the student, ``gamma L_cls + beta (L_GML + L_tau) + alpha L_KD``. ``L_cls`` is the
+  logit-adjusted CE of the cosine classifier (x30) on the classifier view; ``L_GML`` contrasts
+  the query view's projection with the class-wise queues of teacher keys (eq. 4/10);
+  ``L_tau`` trains ``tau_g`` (detached similarities, the query's own image left out); ``L_KD``
+  distils the teacher's classifier-view logits at temperature 4.
+
+Three views per image: the classifier view (``views.classifier``), the query view ``con0``
+(``views.contrastive``, through the student) and the key view ``gml_key`` (``gml.key_view``,
+through the frozen teacher only). ``class-queue`` is registered as a memory bank, the teacher
+stage as the stage ``gml-teacher``, and the teachers of the paper's ImageNet recipes as the
+backbones ``resnet152`` and ``resnext101``.
+"""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+from ltcore import hookimpl
+from ltcore.config import doc
+
+PLUGIN = "gml"
+KEY_ROLE = "gml_key"
+KEY_HEAD = "gml_key"
+TEMPERATURE_HEAD = "gml_temperature"
+QUEUE_MODULE = "gml_queue"
+
+
+@attrs.define(kw_only=True)
+class Options:
+    teacher: str = doc(
+        "teacher to reuse: '' trains one in the run's 'teacher' stage; else the path of an ltcore "
+        "model.pt / checkpoint.pt (or its run folder), or an MLflow run id (its <output>/<id>/"
+        "model.pt, else its checkpoints/model.pt artifact)", default="")
+    teacher_module: str = doc(
+        "which network of a reused run is the teacher: auto (its 'teacher' when it has one, else "
+        "its 'model'), teacher, model", default="auto",
+        validator=v.in_(("auto", "teacher", "model")))
+    teacher_backbone: str = doc("backbone of the teacher trained in the run ('' = model.backbone)",
+                                default="")
+    teacher_epochs: int = doc("epochs of the teacher stage (0 = those of the main stage)",
+                              default=0, validator=v.ge(0))
+    teacher_la_tau: float = doc("logit-adjustment strength of the teacher's CE", default=1.0,
+                                validator=v.ge(0))
+    queue_size: int = doc("k: contrast entries in all class-wise queues together", default=4096,
+                          validator=v.gt(0))
+    queue_min: int = doc("k_m: minimum queue length of a class (eq. 5)", default=2,
+                         validator=v.ge(1))
+    queue_contents: str = doc(
+        "teacher-features (reference code: teacher backbone features, re-projected every step "
+        "by the trainable key MLP) | key-embeddings (key-MLP embeddings stored when enqueued; "
+        "only the current batch's entries carry gradient)", default="teacher-features",
+        validator=v.in_(("teacher-features", "key-embeddings")))
+    queue_init: str = doc(
+        "empty (slots not yet written are left out of the loss) | random (reference code: random "
+        "unit vectors, labelled per class, until overwritten)", default="empty",
+        validator=v.in_(("empty", "random")))
+    key_head_init: str = doc(
+        "copy (the key MLP starts as a copy of the query projection head where the shapes "
+        "match, as the reference code) | independent", default="copy",
+        validator=v.in_(("copy", "independent")))
+    temperature: float = doc("tau_g of L_GML (its initial value when learned)", default=0.1,
+                             validator=v.gt(0))
+    learn_temperature: bool = doc("learn tau_g through the detached loss that leaves the query's "
+                                  "own image out; false keeps it fixed", default=True)
+    gml_alpha: float = doc("alpha of eq. 10: logit-adjustment strength inside L_GML (1 = eq. 4)",
+                           default=1.0, validator=v.ge(0))
+    classifier_la_tau: float = doc("logit-adjustment strength of L_cls (eq. 6: 1)", default=1.0,
+                                   validator=v.ge(0))
+    classifier_weight: float = doc("gamma: weight of L_cls", default=1.0, validator=v.ge(0))
+    gml_weight: float = doc("beta: weight of L_GML and of the temperature loss", default=1.0,
+                            validator=v.ge(0))
+    distill: bool = doc("add L_KD, the teacher's classifier-view logits distilled into the "
+                        "student's", default=True)
+    kd_weight: float = doc("alpha (Table A.1): weight of L_KD", default=1.0, validator=v.ge(0))
+    kd_temperature: float = doc("temperature of L_KD on the x30 cosine logits", default=4.0,
+                                validator=v.gt(0))
+    key_view: str = doc("view pipeline of the teacher's key view ('' = views.contrastive)",
+                        default="")
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def _class_queue(run, **options):
+    """Class-wise ring buffers, |Z_c| = k_m + (k - k_m C) pi_c (options size, min_size, dim)."""
+    from .bank import class_queue
+
+    return class_queue(run, **options)
+
+
+def _teacher_stage(run, **options):
+    """A cosine-classifier teacher trained with logit-adjusted CE (options backbone, epochs,
+    la_tau); attach stage.model with run.add_module."""
+    from .teacher import teacher_stage
+
+    return teacher_stage(run, **options)
+
+
+def _torchvision_backbone(name: str, doc_text: str):
+    def factory(in_channels: int = 3):
+        from ltcore.models import torchvision_resnet
+
+        return torchvision_resnet(name)(in_channels)
+    factory.__doc__ = doc_text
+    return factory
+
+
+@hookimpl
+def register_options(register):
+    register(Options)
+
+
+@hookimpl
+def register_memory_banks(register):
+    register("class-queue", _class_queue)
+
+
+@hookimpl
+def register_stages(register):
+    register("gml-teacher", _teacher_stage)
+
+
+@hookimpl
+def register_backbones(register):
+    register("resnet152", _torchvision_backbone(
+        "resnet152", "torchvision ResNet-152, random init, 2048-d feature (GML iNaturalist teacher)"))
+    register("resnext101", _torchvision_backbone(
+        "resnext101_32x8d", "torchvision ResNeXt-101 32x8d, random init, 2048-d feature (GML "
+        "ImageNet-LT teacher)"))
+
+
+CIFAR = {
+    "model.backbone": "resnet32", "gml.teacher_backbone": "resnet56",
+    "model.classifier": "cosine", "model.cosine_scale": 30.0,
+    "model.projection_hidden": 64, "model.projection_dim": 32,
+    "views.classifier": "autoaugment-cutout", "views.contrastive": "autoaugment-cutout",
+    "batch_size": 64, "optim.lr": 0.05, "optim.momentum": 0.9, "optim.weight_decay": 5e-4,
+    "schedule.kind": "step", "imbalance_factor": 100.0,
+    "gml.queue_size": 4096, "gml.queue_min": 2, "gml.temperature": 0.1,
+    "gml.classifier_weight": 1.0, "gml.gml_weight": 1.0, "gml.distill": True, "gml.kd_weight": 1.0,
+}
+LARGE = {
+    "model.classifier": "cosine", "model.cosine_scale": 30.0,
+    "model.projection_hidden": 2048, "model.projection_dim": 1024,
+    "batch_size": 128, "optim.momentum": 0.9, "schedule.kind": "cosine",
+    "schedule.warmup_epochs": 0, "gml.queue_min": 2, "gml.distill": False,
+}
+IMAGENET = {
+    **LARGE, "dataset": "imagenet-lt", "model.backbone": "resnext50",
+    "gml.teacher_backbone": "resnext101", "views.classifier": "imagenet-randaugment",
+    "views.contrastive": "imagenet-simaugment", "optim.lr": 0.05, "optim.weight_decay": 5e-4,
+    "gml.queue_size": 16384, "gml.temperature": 0.07,
+}
+INATURALIST = {
+    **LARGE, "dataset": "inaturalist2018", "model.backbone": "resnet50",
+    "gml.teacher_backbone": "resnet152", "views.classifier": "imagenet-simaugment",
+    "views.contrastive": "imagenet-simaugment", "optim.lr": 0.02, "optim.weight_decay": 2e-4,
+    "gml.queue_size": 65536, "gml.temperature": 0.1,
+}
+
+
+@hookimpl
+def register_presets(register):
+    register("default", {"model.classifier": "cosine", "model.cosine_scale": 30.0,
+                         "views.classifier": "autoaugment-cutout",
+                         "views.contrastive": "autoaugment-cutout"},
+             "GML's cosine classifier (tau_s = 1/30) and its CIFAR views (AutoAugment + Cutout "
+             "for the classifier, query and key views)")
+    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
+        base = {**CIFAR, "dataset": name}
+        register(name, {**base, "epochs": 200, "schedule.warmup_epochs": 5,
+                        "schedule.milestones": [160, 180]},
+                 f"GML paper, CIFAR-{classes}-LT IF 100, ResNet-32 student, ResNet-56 teacher, "
+                 "200 epochs (Table A.1, Table 3 (a))")
+        register(f"{name}-400", {**base, "epochs": 400, "schedule.warmup_epochs": 10,
+                                 "schedule.milestones": [320, 360]},
+                 f"GML paper, CIFAR-{classes}-LT IF 100, ResNet-32 student, ResNet-56 teacher, "
+                 "400 epochs (Table A.1, Table 3 (b))")
+    register("imagenet-lt", {**IMAGENET, "epochs": 90, "gml.classifier_weight": 1.0,
+                             "gml.gml_weight": 1.0},
+             "GML paper, ImageNet-LT, ResNeXt-50 student, ResNeXt-101 teacher, 90 epochs "
+             "(Table A.1, Table 1 (a))")
+    register("imagenet-lt-400", {**IMAGENET, "epochs": 400, "gml.classifier_weight": 0.5,
+                                 "gml.gml_weight": 2.0},
+             "GML paper, ImageNet-LT, ResNeXt-50 student, ResNeXt-101 teacher, 400 epochs "
+             "(Table A.1, Table 1 (b): gamma 0.5, beta 2)")
+    register("inaturalist2018", {**INATURALIST, "epochs": 100},
+             "GML paper, iNaturalist 2018, ResNet-50 student, ResNet-152 teacher, 100 epochs "
+             "(Table A.1, Table 2 (a))")
+    register("inaturalist2018-400", {**INATURALIST, "epochs": 400},
+             "GML paper, iNaturalist 2018, ResNet-50 student, ResNet-152 teacher, 400 epochs "
+             "(Table A.1, Table 2 (b))")
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def _no_decay_groups(previous, exclude):
+    """A ``trainable`` callable: ``previous``'s parameter groups without the parameters of
+    ``exclude``, which get a group of their own without weight decay."""
+
+    def groups(model):
+        if callable(previous):
+            base = list(previous(model))
+        else:
+            base = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        own = [p for p in exclude.parameters() if p.requires_grad]
+        ids = {id(p) for p in own}
+        out = []
+        for group in base:
+            params = [p for p in group["params"] if id(p) not in ids]
+            if params:
+                out.append({**group, "params": params})
+        if own:
+            out.append({"params": own, "weight_decay": 0.0})
+        return out
+
+    groups.gml_no_decay = True
+    return groups
+
+
+@hookimpl(trylast=True)
+def setup_run(run):
+    from ltcore.builtin.la import logit_adjusted_term
+    from ltcore.errors import PluginError
+    from ltcore.models import MLPHead
+
+    from . import teacher as teachers
+    from .bank import Temperature, fill_random
+    from .student import TEACHER_FEATURES, GMLStudent
+
+    options: Options = run.option(PLUGIN)
+    stage = run.main_stage
+    model = stage.model
+    if stage.trainable == "classifier":
+        raise PluginError(f"plugin 'gml' trains the backbone of stage {stage.name!r}, but "
+                          f"another plugin set it to train only the classifier")
+
+    if options.teacher:
+        teacher = teachers.load_teacher(run, options.teacher, options.teacher_module,
+                                        options.teacher_backbone)
+        run.add_module(teachers.TEACHER_MODULE, teacher)
+    else:
+        teacher_stage = teachers.teacher_stage(
+            run, options.teacher_backbone or run.config.model.backbone, options.teacher_epochs,
+            options.teacher_la_tau, plugin=PLUGIN)
+        teacher = teacher_stage.model
+        run.add_module(teachers.TEACHER_MODULE, teacher)
+        run.add_stage(teacher_stage, before=stage.name)
+
+    classifier_role = run.classifier_view(stage)
+    stage.set_classifier_loss(logit_adjusted_term(run, options.classifier_la_tau,
+                                                  options.classifier_weight, plugin=PLUGIN),
+                              default=True)
+    (query_role,) = run.contrastive_views(1, stage)
+    stage.add_view(KEY_ROLE, options.key_view or run.config.views.contrastive,
+                   source=stage.views[query_role].source, forward=False)
+
+    cfg = run.config.model
+    projection = run.projection_head(model)
+    key_head = MLPHead(teacher.feature_dim, cfg.projection_dim, cfg.projection_hidden).to(run.device)
+    if options.key_head_init == "copy":
+        source = projection.state_dict()
+        target = key_head.state_dict()
+        if all(source[k].shape == t.shape for k, t in target.items()):
+            key_head.load_state_dict(source)
+    model.heads[KEY_HEAD] = key_head
+    temperature = Temperature(options.temperature, options.learn_temperature).to(run.device)
+    model.heads[TEMPERATURE_HEAD] = temperature
+
+    features_mode = options.queue_contents == TEACHER_FEATURES
+    width = teacher.feature_dim if features_mode else cfg.projection_dim
+    queue = run.build("memory-bank", "class-queue", size=options.queue_size,
+                      min_size=options.queue_min, dim=width)
+    if options.queue_init == "random":
+        fill_random(queue)
+    run.add_module(QUEUE_MODULE, queue)
+
+    distill = options.distill and options.kd_weight > 0
+    student = GMLStudent(run, teacher, queue, key_head, temperature, options.queue_contents,
+                         query_role, KEY_ROLE, classifier_role, options.gml_alpha, distill)
+    if options.gml_weight > 0:
+        stage.add_loss(student.gml_term(options.gml_weight, PLUGIN))
+        if options.learn_temperature:
+            stage.add_loss(student.temperature_term(options.gml_weight, PLUGIN))
+    if distill:
+        stage.add_loss(student.distillation_term(options.kd_weight, options.kd_temperature, PLUGIN))
+    if not getattr(stage.trainable, "gml_no_decay", False):
+        stage.trainable = _no_decay_groups(stage.trainable, temperature)
+
+
+def _teacher(run):
+    from .teacher import TEACHER_MODULE
+
+    return run.modules[TEACHER_MODULE] if TEACHER_MODULE in run.modules else None
+
+
+@hookimpl
+def stage_start(run, stage):
+    if stage is run.main_stage:
+        from .teacher import freeze
+
+        teacher = _teacher(run)
+        if teacher is not None:
+            freeze(teacher)
+
+
+@hookimpl
+def epoch_start(run, stage, epoch):
+    if stage is run.main_stage:
+        teacher = _teacher(run)
+        if teacher is not None:
+            teacher.eval()
+
+
+@hookimpl
+def epoch_end(run, stage, epoch, metrics):
+    if stage is run.main_stage and TEMPERATURE_HEAD in stage.model.heads:
+        metrics["train/gml_temperature"] = float(stage.model.heads[TEMPERATURE_HEAD]().detach())
+        if QUEUE_MODULE in run.modules:
+            metrics["train/gml_queue_filled"] = float(run.modules[QUEUE_MODULE].valid().float().mean())

@@ -1,0 +1,154 @@
+"""The GML student's step: teacher keys into the class-wise queues, then the loss terms.
+
+Per step, once (whichever term asks first): the frozen teacher embeds the key view (and, for
+distillation, the classifier view) without gradient; the batch is enqueued before the loss;
+the contrast set is the queue, projected by the trainable key MLP and L2-normalised. The terms
+are ``L_GML`` (eq. 4/10, over the queue, ``tau_g`` detached), the temperature loss (the same
+formula with detached similarities and the query's own image left out; it alone trains
+``tau_g``) and ``L_KD`` (KL(teacher || student) at temperature 4 on the x30 cosine logits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ltcore.run import LossTerm, Step
+
+from .bank import Temperature, ring_slots, with_fresh_rows
+from .loss import gml_loss, temperature_loss
+from .queue import ClassWiseQueue
+
+EXTRA = "gml"
+"""Key of this step's GML tensors in ``step.extras``."""
+
+TEACHER_FEATURES = "teacher-features"
+KEY_EMBEDDINGS = "key-embeddings"
+
+
+class GMLStudent:
+    """The pieces of one run's GML student and the loss terms that use them.
+
+    Args:
+        run: the run being assembled.
+        teacher: the frozen teacher (a model bundle).
+        queue: the class-wise queues (``teacher.feature_dim`` wide for ``teacher-features``,
+            ``model.projection_dim`` wide for ``key-embeddings``).
+        key_head: the trainable key MLP (teacher feature -> contrast space).
+        temperature: the ``tau_g`` module.
+        contents: ``teacher-features`` or ``key-embeddings``.
+        query_role, key_role, classifier_role: the stage's view roles.
+        alpha: logit-adjustment strength of eq. 10.
+        distill: whether the teacher's classifier-view logits are needed.
+    """
+
+    def __init__(self, run, teacher, queue: ClassWiseQueue, key_head: torch.nn.Module,
+                 temperature: Temperature, contents: str, query_role: str, key_role: str,
+                 classifier_role: str, alpha: float, distill: bool):
+        self.run = run
+        self.teacher = teacher
+        self.queue = queue
+        self.key_head = key_head
+        self.temperature = temperature
+        self.contents = contents
+        self.query_role = query_role
+        self.key_role = key_role
+        self.classifier_role = classifier_role
+        self.alpha = alpha
+        self.distill = distill
+        self._last: tuple[Step, dict[str, Any]] | None = None
+
+    # -- the shared step --
+
+    def outputs(self, step: Step) -> dict[str, Any]:
+        """This step's query, contrast set and teacher logits (computed once per step)."""
+        if self._last is not None and self._last[0] is step:
+            return self._last[1]
+        out = self._compute(step)
+        self._last = (step, out)
+        extras = getattr(step, "extras", None)
+        if extras is not None:
+            extras[EXTRA] = out
+        return out
+
+    def _compute(self, step: Step) -> dict[str, Any]:
+        from ltcore.engine import autocast
+
+        views = step.stage.views
+        key_images = step.images[self.key_role]
+        key_labels = step.targets(self.key_role)
+        key_indices = step.indices[views[self.key_role].source]
+        teacher_logits = None
+        with torch.no_grad(), autocast(step.run):
+            if self.distill:
+                cls_images = step.images[self.classifier_role]
+                features = self.teacher.backbone(torch.cat([cls_images, key_images]))
+                teacher_logits = self.teacher.classifier(features[:len(cls_images)]).float()
+                key_features = features[len(cls_images):].float()
+            else:
+                key_features = self.teacher.backbone(key_images).float()
+        queue = self.queue
+        if self.contents == TEACHER_FEATURES:
+            queue.enqueue(key_features, key_labels, key_indices)
+            bank = F.normalize(self.key_head(queue.features().float()), dim=1)
+        else:
+            fresh = F.normalize(self.key_head(key_features), dim=1)
+            slot, writer = ring_slots(queue, key_labels)
+            queue.enqueue(fresh, key_labels, key_indices)
+            bank = with_fresh_rows(queue.features().float(), fresh, slot, writer)
+        return {
+            "query": step.embeddings[self.query_role],
+            "labels": step.targets(self.query_role),
+            "indices": step.indices[views[self.query_role].source],
+            "bank": bank,
+            "bank_labels": queue.labels(),
+            "bank_indices": queue.indices(),
+            "bank_valid": queue.valid(),
+            "teacher_logits": teacher_logits,
+            "temperature": self.temperature().detach(),
+            "losses": {},
+        }
+
+    # -- the terms --
+
+    def gml_term(self, weight: float, plugin: str = "gml") -> LossTerm:
+        """``L_GML`` over the queue with ``tau_g`` detached (eq. 4, eq. 10 with ``alpha``)."""
+        prior = self.run.class_prior
+
+        def fn(step: Step) -> torch.Tensor:
+            o = self.outputs(step)
+            loss = gml_loss(o["query"], o["labels"], o["bank"], o["bank_labels"], prior,
+                            o["temperature"], self.alpha, bank_valid=o["bank_valid"])
+            o["losses"]["gml"] = loss.detach()
+            return loss
+
+        return LossTerm("gml", fn, plugin, weight, kind="contrastive", rebalanceable=False)
+
+    def temperature_term(self, weight: float, plugin: str = "gml") -> LossTerm:
+        """The loss that trains ``tau_g``: detached similarities, own-image entries left out."""
+        prior = self.run.class_prior
+
+        def fn(step: Step) -> torch.Tensor:
+            o = self.outputs(step)
+            loss = temperature_loss(o["query"], o["labels"], o["bank"], o["bank_labels"],
+                                    o["bank_indices"], o["indices"], prior,
+                                    self.temperature.log_temperature, self.alpha,
+                                    bank_valid=o["bank_valid"])
+            o["losses"]["gml-temperature"] = loss.detach()
+            return loss
+
+        return LossTerm("gml-temperature", fn, plugin, weight, kind="other")
+
+    def distillation_term(self, weight: float, temperature: float, plugin: str = "gml") -> LossTerm:
+        """``L_KD = T^2 KL(softmax(t/T) || softmax(s/T))`` on the classifier view's logits."""
+        from ltcore.losses.classification import distillation_kl
+
+        def fn(step: Step) -> torch.Tensor:
+            o = self.outputs(step)
+            loss = distillation_kl(step.logits[self.classifier_role], o["teacher_logits"], temperature)
+            o["losses"]["kd"] = loss.detach()
+            return loss
+
+        return LossTerm("kd", fn, plugin, weight, kind="other")

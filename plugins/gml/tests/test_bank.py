@@ -1,0 +1,163 @@
+"""The class-queue memory bank, the queue helpers, the options, presets and registrations."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ltcore.config import resolve
+from ltcore.engine import prepare
+from ltcore.errors import ConfigError
+from ltcore.plugins import Plugins
+from ltcore.testing import FAST_SETTINGS
+from ltcore_gml.bank import Temperature, fill_random, ring_slots, with_fresh_rows
+from ltcore_gml.queue import ClassWiseQueue, class_queue_sizes
+
+
+def test_ring_slots_predict_where_enqueue_writes():
+    sizes = [3, 1, 4, 2]
+    queue = ClassWiseQueue(torch.tensor(sizes), dim=2)
+    gen = torch.Generator().manual_seed(0)
+    start = 0
+    for batch in [5, 9, 1, 12, 3, 7]:
+        labels = torch.randint(0, len(sizes), (batch,), generator=gen)
+        features = torch.randn(batch, 2, generator=gen)
+        indices = torch.arange(start, start + batch)
+        start += batch
+        slot, writer = ring_slots(queue, labels)
+        queue.enqueue(features, labels, indices)
+        assert torch.equal(queue.features()[slot], features[writer])
+        assert torch.equal(queue.indices()[slot], indices[writer])
+        # The writer of a slot is the last sample of that class sent there, and it writes itself.
+        assert torch.equal(writer[writer], writer)
+        for i in range(batch):
+            same_slot = (slot == slot[i]).nonzero().flatten()
+            assert int(writer[i]) == int(same_slot.max())
+
+
+def test_fresh_rows_replace_written_slots_with_one_gradient_each():
+    queue = ClassWiseQueue(torch.tensor([2, 3]), dim=2)
+    queue.enqueue(torch.full((5, 2), 7.0), torch.tensor([0, 0, 1, 1, 1]), torch.arange(5))
+    labels = torch.tensor([0, 0, 0, 1])  # class 0 receives 3 samples for 2 slots
+    fresh = torch.randn(4, 2, requires_grad=True)
+    slot, writer = ring_slots(queue, labels)
+    stored = queue.features().clone()
+    queue.enqueue(fresh, labels, torch.arange(10, 14))
+    bank = with_fresh_rows(queue.features(), fresh, slot, writer)
+    torch.testing.assert_close(bank.detach(), queue.features())
+    bank.sum().backward()
+    # Sample 0 was overwritten by sample 2 within the batch; the others each feed one row.
+    assert fresh.grad[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    untouched = torch.ones(5, dtype=torch.bool)
+    untouched[slot] = False
+    assert torch.equal(bank[untouched].detach(), stored[untouched])
+
+
+def test_fill_random_makes_every_slot_a_valid_unit_vector():
+    queue = ClassWiseQueue(torch.tensor([3, 2]), dim=4)
+    fill_random(queue, torch.Generator().manual_seed(0))
+    assert bool(queue.valid().all())
+    torch.testing.assert_close(queue.features().norm(dim=1), torch.ones(5))
+    assert queue.indices().tolist() == [-1, -2, -3, -4, -5]
+    assert queue.labels().tolist() == [0, 0, 0, 1, 1]
+
+
+def test_temperature_is_a_log_parameter():
+    learned = Temperature(0.1)
+    torch.testing.assert_close(learned(), torch.tensor(0.1))
+    assert learned.log_temperature.requires_grad
+    assert learned.log_temperature.item() == pytest.approx(math.log(0.1))
+    assert not Temperature(0.07, learnable=False).log_temperature.requires_grad
+
+
+def test_class_queue_is_a_memory_bank_any_run_can_build(isolated):
+    plugins = Plugins()
+    assert plugins.component("memory-bank", "class-queue").plugin == "gml"
+    run = prepare(plugins, ["ce"], resolve(plugins, ["ce"], assignments=FAST_SETTINGS))
+    queue = run.build("memory-bank", "class-queue", size=100, min_size=3, dim=8)
+    counts = run.dataset.class_counts
+    prior = counts.double() / counts.sum()
+    assert queue.sizes.tolist() == class_queue_sizes(counts, 100, 3).tolist()
+    assert int(queue.sizes.sum()) == 100 and bool((queue.sizes >= 3).all())
+    assert all(abs(s - (3 + 70 * p)) < 1 for s, p in zip(queue.sizes.tolist(), prior.tolist()))
+    assert queue.features().shape == (100, 8)
+    with pytest.raises(ConfigError, match="at least 30"):
+        run.build("memory-bank", "class-queue", size=20, min_size=3, dim=8)
+
+
+def test_teacher_backbones_and_stage_are_registered():
+    plugins = Plugins()
+    assert plugins.component("backbone", "resnet152").plugin == "gml"
+    assert plugins.component("backbone", "resnext101").plugin == "gml"
+    assert plugins.component("stage", "gml-teacher").plugin == "gml"
+
+
+def test_teacher_stage_factory_builds_a_cosine_la_stage(isolated):
+    plugins = Plugins()
+    run = prepare(plugins, ["ce"], resolve(plugins, ["ce"], assignments=FAST_SETTINGS))
+    stage = run.build("stage", "gml-teacher", backbone="resnet20", epochs=3, la_tau=0.5)
+    assert stage.name == "teacher" and stage.epochs == 3
+    assert type(stage.model.classifier).__name__ == "CosineClassifier"
+    assert len(stage.model.backbone.layers) == 9  # ResNet-20: 3 blocks per stage
+    assert stage.classifier_loss.name == "la-ce" and "cls" in stage.views
+    assert stage.model.get_extra_state()["backbone"] == "resnet20"
+
+
+def test_options_are_validated():
+    plugins = Plugins()
+    with pytest.raises(ConfigError, match="gml.queue_contents"):
+        resolve(plugins, ["gml"], assignments=["gml.queue_contents=momentum"])
+    with pytest.raises(ConfigError, match="gml.queue_min"):
+        resolve(plugins, ["gml"], assignments=["gml.queue_min=0"])
+    with pytest.raises(ConfigError, match="gml.temperature"):
+        resolve(plugins, ["gml"], assignments=["gml.temperature=0"])
+    defaults = resolve(plugins, ["gml"]).plugins["gml"]
+    assert (defaults.queue_size, defaults.queue_min, defaults.temperature) == (4096, 2, 0.1)
+    assert defaults.learn_temperature and defaults.distill and defaults.teacher == ""
+
+
+def test_presets_carry_the_papers_recipes():
+    plugins = Plugins()
+    default = resolve(plugins, ["gml"])
+    assert default.run.model.classifier == "cosine" and default.run.model.cosine_scale == 30.0
+    cifar = resolve(plugins, ["gml"], presets=["cifar100-lt"])
+    assert cifar.run.dataset == "cifar100-lt" and cifar.run.epochs == 200
+    assert cifar.run.schedule.milestones == (160, 180) and cifar.run.schedule.warmup_epochs == 5
+    assert (cifar.run.model.projection_hidden, cifar.run.model.projection_dim) == (64, 32)
+    gml = cifar.plugins["gml"]
+    assert (gml.teacher_backbone, gml.queue_size, gml.queue_min, gml.temperature) == ("resnet56", 4096, 2, 0.1)
+    assert gml.distill and (gml.classifier_weight, gml.gml_weight, gml.kd_weight) == (1.0, 1.0, 1.0)
+    long = resolve(plugins, ["gml"], presets=["cifar10-lt-400"])
+    assert long.run.epochs == 400 and long.run.schedule.milestones == (320, 360)
+    imagenet = resolve(plugins, ["gml"], presets=["imagenet-lt"])
+    assert imagenet.run.model.backbone == "resnext50" and not imagenet.plugins["gml"].distill
+    assert imagenet.plugins["gml"].queue_size == 16384 and imagenet.plugins["gml"].temperature == 0.07
+    assert imagenet.run.views.classifier == "imagenet-randaugment"
+    long_imagenet = resolve(plugins, ["gml"], presets=["imagenet-lt-400"]).plugins["gml"]
+    assert (long_imagenet.classifier_weight, long_imagenet.gml_weight) == (0.5, 2.0)
+    inat = resolve(plugins, ["gml"], presets=["inaturalist2018"])
+    assert inat.run.optim.lr == 0.02 and inat.run.optim.weight_decay == 2e-4
+    assert inat.plugins["gml"].queue_size == 65536 and inat.plugins["gml"].teacher_backbone == "resnet152"
+
+
+def test_options_are_listed(ltrun):
+    result = ltrun("plugins", "--options", "gml")
+    assert result.exit_code == 0, result.stderr
+    for key in ("gml.teacher ", "gml.queue_size", "gml.queue_contents", "gml.learn_temperature",
+                "cifar100-lt-400", "imagenet-lt", "inaturalist2018"):
+        assert key in result.output
+
+
+def test_package_exports_load_lazily():
+    code = ("import sys, ltcore_gml, ltcore_gml.plugin; assert 'torch' not in sys.modules; "
+            "f = ltcore_gml.gml_loss; assert 'torch' in sys.modules; "
+            "assert {'gml_loss', 'temperature_loss', 'ClassWiseQueue'} <= set(dir(ltcore_gml))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import ltcore_gml
+    from ltcore_gml.loss import gml_loss
+
+    assert ltcore_gml.gml_loss is gml_loss
+    with pytest.raises(AttributeError):
+        ltcore_gml.nothing

@@ -1,0 +1,264 @@
+"""The ``iccl`` plugin: Interpolative Centroid Contrastive Learning, two stages.
+
+Stage ``train``: a uniform branch (CE on the class-agnostic image ``x^h``) and an interpolative
+branch on ``x^f = lambda x^h + (1 - lambda) x^t`` with ``x^t`` from the class-aware sampler,
+trained with the interpolative CE (eq. 7) and the interpolative centroid contrastive loss
+(eq. 5) against EMA class centroids; the first T epochs are a warm-up with CE and a plain
+centroid loss. Stage ``classifier``: classifier rebalancing on the class-aware sampler with
+distillation from the stage-1 network (eq. 9). See ``docs/methods/iccl.md``.
+
+Components registered for every run, whether or not ``iccl`` is selected: the samplers
+``class-aware`` (option ``gamma``) and ``iccl-paired``, and ``iccl-centroids`` as a memory bank
+and as a prototype provider. The plain loss functions are in :mod:`ltcore_iccl.loss`.
+"""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+from ltcore import hookimpl
+from ltcore.config import doc
+
+CENTROID_INITS = ("first_batch", "random")
+"""Kept equal to ``ltcore_iccl.centroids.CENTROID_INITS`` (that module imports torch)."""
+
+
+def _in_unit_interval(instance, attribute, value):
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"'{attribute.name}' must be in [0, 1], got {value!r}")
+
+
+def _momentum(instance, attribute, value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
+
+
+@attrs.define(kw_only=True)
+class Options:
+    """Options of the ``iccl`` plugin (``--set iccl.<name>=value``)."""
+
+    temperature: float = doc("tau of the centroid retrieval softmax p(c^k | x) (eq. 4); the "
+                             "paper uses 0.07 (ImageNet-LT, iNaturalist) and 0.3 (CIFAR)",
+                             default=0.07, validator=v.gt(0))
+    warmup_epochs: int | None = doc("T: warm-up epochs (uniform branch only: CE + plain centroid "
+                                    "loss) before the interpolative branch starts; unset = half "
+                                    "the train stage's epochs (the paper puts T about halfway)",
+                                    default=None, validator=v.optional(v.ge(0)))
+    uniform_weight: float = doc("w_u: weight of the uniform-branch CE after the warm-up (eq. 8; "
+                                "1 in the paper, 0 for CIFAR)", default=1.0, validator=v.ge(0))
+    interpolative_weight: float = doc("w_it: weight of L_ce^it + L_cc^it after the warm-up (eq. 8)",
+                                      default=1.0, validator=v.ge(0))
+    warmup_centroid_weight: float = doc("weight of the plain centroid loss during the warm-up (the "
+                                        "paper adds it unweighted to the CE)", default=1.0,
+                                        validator=v.ge(0))
+    alpha: float = doc("interpolation weight lambda ~ Beta(alpha, alpha), one per sample; 1 is "
+                       "U(0, 1), the paper's choice", default=1.0, validator=v.gt(0))
+    gamma: float = doc("class-aware sampler of the interpolative branch, p(k) ∝ (1/n_k)^gamma "
+                       "(0 class-balanced, the paper's; 1 reverse)", default=0.0, validator=v.ge(0))
+    head_view: str = doc("x^h inside the interpolation: 'shared' = the very augmented image the "
+                         "uniform branch classifies; 'separate' = an independent augmentation of "
+                         "the same sample", default="shared",
+                         validator=v.in_(("shared", "separate")))
+    centroid_momentum: float = doc("m of the centroid EMA (eq. 1)", default=0.99,
+                                   validator=_momentum)
+    normalize_centroids: bool = doc("re-project the centroids onto the unit sphere after each "
+                                    "update (eq. 1 does not)", default=False)
+    centroid_init: str = doc("first_batch: a class's centroid starts as its first batch mean; "
+                             "random: random unit vectors, EMA from the first update",
+                             default="first_batch", validator=v.in_(CENTROID_INITS))
+    classifier_epochs: int = doc("epochs of the classifier-rebalancing stage (0: no second stage)",
+                                 default=10, validator=v.ge(0))
+    classifier_lr_scale: float = doc("initial lr of the rebalancing stage (cosine, no warm-up) as "
+                                     "a multiple of optim.lr (paper: x0.1)", default=0.1,
+                                     validator=v.gt(0))
+    classifier_trainable: str = doc("rebalancing stage trains 'classifier' (encoder frozen, "
+                                    "ImageNet-LT/iNaturalist) or 'all' (encoder fine-tuned too, "
+                                    "CIFAR)", default="classifier",
+                                    validator=v.in_(("classifier", "all")))
+    encoder_lr_scale: float = doc("with classifier_trainable=all: the encoder's lr as a multiple "
+                                  "of the stage's", default=1.0, validator=v.gt(0))
+    classifier_gamma: float = doc("gamma' of the rebalancing stage's class-aware sampler (1 = "
+                                  "reverse)", default=1.0, validator=v.ge(0))
+    distill_weight: float = doc("w_d of eq. 9 (0: plain CE, no teacher)", default=0.5,
+                                validator=_in_unit_interval)
+    distill_temperature: float = doc("tau_d of eq. 9", default=10.0, validator=v.gt(0))
+    teacher: str = doc("teacher logits o^T: 'network' = the frozen stage-1 encoder and classifier "
+                       "on the same images; 'classifier' = the frozen stage-1 classifier on the "
+                       "student's current features (the two coincide when the encoder is frozen)",
+                       default="network", validator=v.in_(("network", "classifier")))
+    reset_classifier: bool = doc("re-initialise the classifier when the rebalancing stage starts "
+                                 "(cRT style); the paper fine-tunes it", default=False)
+
+
+# -- components usable from any run -------------------------------------------------------------
+
+
+def class_aware_sampler(run, gamma: float = 0.0, num_samples: int | None = None):
+    """Class-aware sampler p(k) ∝ (1/n_k)^gamma, then an image of class k (option gamma)."""
+    from .samplers import ClassAwareSampler
+
+    return ClassAwareSampler(run.dataset.train.labels, gamma, num_samples=num_samples,
+                             num_classes=run.dataset.num_classes)
+
+
+def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced", **agnostic_options):
+    """Rows (class-agnostic sample, class-aware sample) as sources ('sample', 'paired')."""
+    from ltcore.errors import PluginError
+
+    from .samplers import PairedSampler
+
+    if agnostic == "iccl-paired":
+        raise PluginError("iccl-paired cannot use itself as its class-agnostic sampler")
+    base = run.build("sampler", agnostic, **agnostic_options)
+    if tuple(getattr(base, "sources", ("sample",))) != ("sample",):
+        raise PluginError(f"iccl-paired needs a single-index class-agnostic sampler; "
+                          f"{agnostic!r} gives sources {base.sources}")
+    return PairedSampler(run.dataset.train.labels, gamma, base)
+
+
+def centroid_bank(run, **options):
+    """EMA class centroids of the projection embeddings (momentum, normalize, init, dim)."""
+    from .centroids import centroid_bank as build
+
+    return build(run, **options)
+
+
+def centroid_prototypes(run, **options):
+    """The run's EMA class centroids (module iccl_centroids), L2-normalised."""
+    from .centroids import CentroidPrototypes
+
+    return CentroidPrototypes(run, **options)
+
+
+@hookimpl
+def register_options(register):
+    register(Options)
+
+
+@hookimpl
+def register_samplers(register):
+    register("class-aware", class_aware_sampler)
+    register("iccl-paired", paired_sampler)
+
+
+@hookimpl
+def register_memory_banks(register):
+    register("iccl-centroids", centroid_bank)
+
+
+@hookimpl
+def register_prototype_providers(register):
+    register("iccl-centroids", centroid_prototypes)
+
+
+# -- presets ------------------------------------------------------------------------------------
+
+CIFAR = {
+    "model.backbone": "resnet32", "model.classifier": "linear", "model.projection_dim": 32,
+    "views.classifier": "standard", "imbalance_factor": 100.0, "batch_size": 128, "epochs": 200,
+    "optim.lr": 0.1, "optim.momentum": 0.9, "optim.weight_decay": 2e-4,
+    "schedule.kind": "step", "schedule.warmup_epochs": 5, "schedule.milestones": [120, 160],
+    "schedule.gamma": 0.01, "iccl.temperature": 0.3, "iccl.uniform_weight": 0.0,
+    "iccl.classifier_trainable": "all", "iccl.classifier_lr_scale": 0.1,
+}
+LARGE = {
+    "model.classifier": "linear", "model.projection_hidden": 2048, "model.projection_dim": 128,
+    "views.classifier": "imagenet-standard", "optim.momentum": 0.9, "schedule.kind": "cosine",
+    "schedule.warmup_epochs": 0, "iccl.temperature": 0.07, "iccl.uniform_weight": 1.0,
+    "iccl.classifier_trainable": "classifier", "iccl.classifier_lr_scale": 0.1,
+    "iccl.classifier_epochs": 10,
+}
+
+
+@hookimpl
+def register_presets(register):
+    register("default", {"views.classifier": "standard"},
+             "ICCL's augmentation: random crop (padding 4 at 32 px) and horizontal flip for "
+             "every branch")
+    register("cifar10-lt", {**CIFAR, "dataset": "cifar10-lt", "iccl.warmup_epochs": 100},
+             "ICCL paper, CIFAR-10-LT IF 100 (82.1), ResNet-32, 200 epochs, T 100")
+    register("cifar100-lt", {**CIFAR, "dataset": "cifar100-lt", "iccl.warmup_epochs": 80},
+             "ICCL paper, CIFAR-100-LT IF 100 (46.6), ResNet-32, 200 epochs, T 80")
+    register("imagenet-lt", {**LARGE, "dataset": "imagenet-lt", "model.backbone": "resnext50",
+                             "epochs": 90, "batch_size": 256, "optim.lr": 0.1,
+                             "optim.weight_decay": 5e-4, "iccl.warmup_epochs": 40},
+             "ICCL paper, ImageNet-LT (54.0), ResNeXt-50-32x4d, 90 epochs, T 40")
+    inat = {**LARGE, "dataset": "inaturalist2018", "model.backbone": "resnet50",
+            "batch_size": 512, "optim.lr": 0.2, "optim.weight_decay": 1e-4}
+    register("inaturalist2018", {**inat, "epochs": 90, "iccl.warmup_epochs": 40},
+             "ICCL paper, iNaturalist 2018 (70.5), ResNet-50, 90 epochs, T 40")
+    register("inaturalist2018-200", {**inat, "epochs": 200, "iccl.warmup_epochs": 100},
+             "ICCL paper, iNaturalist 2018 (72.5), ResNet-50, 200 epochs, T 100")
+
+
+# -- run assembly and run-time hooks -----------------------------------------------------------
+
+
+@hookimpl
+def setup_run(run):
+    from .method import setup
+
+    setup(run, run.option("iccl"))
+
+
+@hookimpl
+def epoch_start(run, stage, epoch):
+    import torch
+
+    from ltcore.engine import epoch_seed
+
+    from .method import SEED_OFFSET, controller
+
+    state = controller(run)
+    if state is None or stage is not state.stage:
+        return
+    state.set_phase(epoch)
+    seed = (epoch_seed(run.config.seed, run.stages.index(stage), epoch) + SEED_OFFSET) % 2 ** 63
+    state.generator = torch.Generator(device=run.device).manual_seed(seed)
+
+
+@hookimpl
+def adjust_images(step):
+    from .method import controller
+
+    state = controller(step.run)
+    if state is not None and step.stage is state.stage and state.interpolative:
+        state.mix(step)
+
+
+@hookimpl(tryfirst=True)
+def adjust_embeddings(step):
+    from .method import controller
+
+    state = controller(step.run)
+    if state is not None and step.stage is state.stage:
+        state.embed(step)
+
+
+@hookimpl
+def step_end(step):
+    from .method import controller
+
+    state = controller(step.run)
+    if state is not None and step.stage is state.stage:
+        state.update_centroids(step)
+
+
+@hookimpl
+def stage_start(run, stage):
+    from .method import controller
+
+    state = controller(run)
+    if state is not None and stage is state.rebalancing:
+        state.snapshot_teacher(run)
+
+
+@hookimpl
+def epoch_end(run, stage, epoch, metrics):
+    from .method import controller
+
+    state = controller(run)
+    if state is not None and stage is state.stage:
+        metrics["iccl/interpolative"] = float(state.interpolative)
+        metrics["iccl/centroids_seen"] = float(state.provider.bank.initialized.sum())

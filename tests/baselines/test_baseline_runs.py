@@ -1,0 +1,115 @@
+"""The baselines train end to end through ``ltrun`` on the embedded dataset (FAST options)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ltcore.testing import FAST, mlflow_client, recorded_runs
+
+
+def stage_runs(client):
+    return {r.data.tags["ltcore.stage"]: r for r in recorded_runs(client, nested=True)}
+
+
+def finished_parent(client):
+    (parent,) = recorded_runs(client, nested=False)
+    assert parent.info.status == "FINISHED"
+    return parent
+
+
+def test_ce_with_crt_retrains_the_classifier_in_a_second_stage(ltrun, isolated):
+    result = ltrun("--plugin", "ce", "--plugin", "crt", "--epochs", "1", "--set", "crt.epochs=1",
+                   *FAST)
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    parent = finished_parent(client)
+    assert parent.data.tags["plugins"] == "ce,crt"
+    stages = stage_runs(client)
+    assert set(stages) == {"train", "classifier"}
+    retrain = stages["classifier"].data
+    assert retrain.params["stage.trainable"] == "classifier"
+    assert retrain.params["stage.sampler"] == "class-balanced"
+    assert retrain.params["stage.losses"] == "1*crt-ce"
+    assert retrain.params["stage.lr"] == "0.2"
+    assert "train/loss/crt-ce" in retrain.metrics and "val/acc" in retrain.metrics
+    assert parent.data.metrics["val/acc"] == retrain.metrics["val/acc"]
+
+
+def test_ldam_drw_runs_with_the_normalised_classifier(ltrun, isolated):
+    result = ltrun("--plugin", "ldam-drw", "--epochs", "2", "--set", "ldam-drw.drw_epoch=1",
+                   *FAST)
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    parent = finished_parent(client)
+    params = parent.data.params
+    assert params["model.classifier"] == "cosine" and params["ldam-drw.drw_epoch"] == "1"
+    assert params["ldam-drw.scale"] == "30.0" and params["ldam-drw.max_margin"] == "0.5"
+    train = stage_runs(client)["train"]
+    assert train.data.params["stage.losses"] == "1*ldam-drw"
+    history = client.get_metric_history(train.info.run_id, "train/loss/ldam-drw")
+    assert len(history) == 2 and all(math.isfinite(m.value) for m in history)
+    model = torch.load(next(isolated.glob("runs/*/model.pt")), weights_only=False)
+    assert "model.classifier.bias" not in model["modules"]  # the cosine classifier
+
+
+def test_class_balanced_focal_runs(ltrun, isolated):
+    result = ltrun("--plugin", "cb", "--epochs", "1", "--set", "cb.loss=focal",
+                   "--set", "cb.beta=0.999", *FAST)
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    parent = finished_parent(client)
+    assert parent.data.params["cb.loss"] == "focal" and parent.data.params["cb.beta"] == "0.999"
+    train = stage_runs(client)["train"].data
+    assert train.params["stage.losses"] == "1*cb-focal"
+    assert math.isfinite(train.metrics["train/loss/cb-focal"])
+
+
+def test_kcl_runs_with_a_contrastive_and_a_classifier_term(ltrun, isolated):
+    result = ltrun("--plugin", "kcl", "--epochs", "1", "--set", "kcl.k=2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    parent = finished_parent(client)
+    assert parent.data.params["kcl.k"] == "2"
+    train = stage_runs(client)["train"].data
+    assert train.params["stage.losses"] == "1*kcl, 1*ce"
+    assert "con0=simaugment" in train.params["stage.views"]
+    assert train.metrics["train/loss/kcl"] > 0 and train.metrics["train/loss/ce"] > 0
+
+
+def direct_ece(probabilities, labels, bins=15):
+    """sum_b |B_b| / N * |acc(B_b) - conf(B_b)|, bin b holding confidences in (b/15, (b+1)/15]."""
+    members = [[] for _ in range(bins)]
+    for row, y in zip(probabilities.tolist(), labels.tolist()):
+        confidence = max(row)
+        index = max(0, math.ceil(confidence * bins) - 1)
+        members[index].append((confidence, row.index(confidence) == y))
+    total = 0.0
+    for entries in members:
+        if entries:
+            accuracy = sum(hit for _, hit in entries) / len(entries)
+            confidence = sum(c for c, _ in entries) / len(entries)
+            total += len(entries) / len(labels) * abs(accuracy - confidence)
+    return total
+
+
+def test_expected_calibration_error_is_selected_with_set(ltrun, isolated):
+    from ltcore.engine import model_outputs
+    from ltcore.evaluate_saved import load_saved_run
+    from ltcore.plugins import Plugins
+
+    result = ltrun("--plugin", "focal", "--epochs", "1", "--set", 'eval.metrics=["ece"]', *FAST)
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    parent = finished_parent(client)
+    train = stage_runs(client)["train"].data
+    assert {"val/ece", "test/ece"} <= set(train.metrics)
+    run, model = load_saved_run(Plugins(), str(next(isolated.glob("runs/*/model.pt"))))
+    for split in ("val", "test"):
+        logits, _ = model_outputs(run, model, getattr(run.dataset, split), keep_features=False)
+        labels = getattr(run.dataset, split).labels
+        expected = 100.0 * direct_ece(logits.double().softmax(dim=1), labels)
+        assert math.isclose(parent.data.metrics[f"{split}/ece"], expected, rel_tol=1e-4,
+                            abs_tol=1e-4)
+        assert 0.0 <= expected <= 100.0

@@ -1,0 +1,25 @@
+"""The documentation describes the code as it is."""
+
+from pathlib import Path
+
+from ltcore.hookspecs import hookspec  # noqa: F401  (the module must import cheaply)
+from ltcore.views import VIEW_PIPELINES
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_views_doc_lists_every_pipeline_with_its_parameters():
+    text = (DOCS / "views.md").read_text()
+    for pipeline in VIEW_PIPELINES:
+        assert f"| `{pipeline.name}` | {pipeline.description} |" in text, pipeline.name
+
+
+def test_architecture_doc_names_every_hook():
+    import ltcore.hookspecs as specs
+
+    text = (DOCS / "architecture.md").read_text()
+    hooks = [name for name in dir(specs) if not name.startswith("_") and
+             hasattr(getattr(specs, name), "ltcore_spec")]
+    assert len(hooks) > 20
+    for name in hooks:
+        assert f"`{name}" in text, name

@@ -1,0 +1,67 @@
+"""Schedules, seeds, batching and errors of the engine."""
+
+import attrs
+import pytest
+import torch
+
+from ltcore.config import OptimConfig, ScheduleConfig
+from ltcore.engine import batch_rows, epoch_seed, learning_rate
+from ltcore.run import Stage
+
+
+def stage(epochs=10, **schedule):
+    return Stage(name="s", epochs=epochs, model=None, optim=OptimConfig(lr=1.0),
+                 schedule=ScheduleConfig(**schedule), sampler="instance-balanced", plugin="t")
+
+
+def test_warmup_then_step():
+    s = stage(10, kind="step", warmup_epochs=5, milestones=(7, 9), gamma=0.1)
+    assert [round(learning_rate(s, e), 6) for e in range(10)] == [
+        0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01]
+
+
+def test_cosine_after_warmup():
+    s = stage(12, kind="cosine", warmup_epochs=2)
+    lrs = [learning_rate(s, e) for e in range(12)]
+    assert lrs[:2] == [0.5, 1.0] and lrs[2] == 1.0
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[-1] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 9 / 10)).item()))
+
+
+def test_epoch_seeds_differ_by_stage_and_epoch():
+    seeds = {epoch_seed(0, s, e) for s in range(3) for e in range(200)}
+    assert len(seeds) == 600
+
+
+def test_batch_rows_never_leave_a_single_sample():
+    rows = batch_rows(torch.arange(129).unsqueeze(1), 64)
+    assert [len(r) for r in rows] == [64, 64]
+    rows = batch_rows(torch.arange(130).unsqueeze(1), 64)
+    assert [len(r) for r in rows] == [64, 64, 2]
+
+
+def test_debug_shows_traceback_and_default_does_not(ltrun):
+    plain = ltrun("--set", "optim.lr=-1")
+    assert plain.exit_code == 2 and "Traceback" not in plain.stderr
+    from ltcore.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ltrun("--set", "optim.lr=-1", "--debug")
+
+
+def test_corrupt_image_cli_error(ltrun, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = tmp_path / "d" / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "d" / "val" / "c1" / "2.png").write_bytes(b"\x89PNG broken")
+    result = ltrun("--dataset", "imagefolder-lt", "--data-dir", str(tmp_path / "d"),
+                   "--imbalance-factor", "2", "--epochs", "1", "--no-progress")
+    assert result.exit_code == 2
+    assert "cannot decode image" in result.stderr and "c1/2.png" in result.stderr
+    assert "Traceback" not in result.stderr
