@@ -107,7 +107,7 @@ def batch_rows(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 class BatchedViews:
     """The training split on the device as uint8; views made per batch with per-sample randomness."""
 
-    def __init__(self, run: Run, stage: Stage):
+    def __init__(self, run: Run, stage: Stage, sources: tuple[str, ...]):
         ds = run.dataset
         self.images = ds.train.images.to(run.device)
         self.labels = ds.train.labels.to(run.device)
@@ -173,31 +173,23 @@ class _EpochBatches:
 class ReferenceViews:
     """Per-image reference pipelines in DataLoader workers (files or in-memory images)."""
 
-    def __init__(self, run: Run, stage: Stage):
+    def __init__(self, run: Run, stage: Stage, sources: tuple[str, ...]):
         ds = run.dataset
         self.labels = ds.train.labels
-        sources = {}
-        transforms = {}
-        for role, v in stage.views.items():
-            if v.pipeline:
-                sources.setdefault(v.source, len(sources))
-                transforms[role] = (v.source, run.plugins.component("view", v.pipeline).obj
-                                    .make_reference(ds.image_size, ds.mean, ds.std))
-        self.transforms = transforms
-        self.dataset = _ReferenceDataset(ds.train, {})
+        column = {s: i for i, s in enumerate(sources)}
+        transforms = {role: (column[v.source], run.plugins.component("view", v.pipeline).obj
+                             .make_reference(ds.image_size, ds.mean, ds.std))
+                      for role, v in stage.views.items() if v.pipeline}
         self.batches = _EpochBatches()
         workers = run.config.views.workers
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=self.batches, num_workers=workers,
-            persistent_workers=workers > 0, pin_memory=run.device.type == "cuda")
+            _ReferenceDataset(ds.train, transforms), batch_sampler=self.batches,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=run.device.type == "cuda")
         self.device = run.device
 
     def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int,
               seed: int) -> Iterator[Batch]:
-        column = {s: i for i, s in enumerate(sources)}
-        self.dataset.transforms.clear()
-        self.dataset.transforms.update({role: (column[src], tf)
-                                        for role, (src, tf) in self.transforms.items()})
         all_rows = batch_rows(order.cpu(), batch_size)
         self.batches.keys = []
         position = 0
@@ -423,10 +415,10 @@ class Trainer:
         run = self.run
         run_id = self.stage_run(stage)
         run.hooks.stage_start(run=run, stage=stage)
-        backend = views_backend(run, stage)
-        views = (BatchedViews if backend == "batched" else ReferenceViews)(run, stage)
         sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
         sources = tuple(getattr(sampler, "sources", ("sample",)))
+        backend = views_backend(run, stage)
+        views = (BatchedViews if backend == "batched" else ReferenceViews)(run, stage, sources)
         frozen = stage.trainable == "classifier"
         if frozen:
             stage.model.backbone.requires_grad_(False)

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import attrs
 
-from .errors import ConfigError, DataError, LtcoreError, TrackingError
+from .config import doc
+from .errors import ConfigError, DataError, LtcoreError
 from .tracking import RUN_TAGS_ENV, connect, experiment_id, extra_tags, resolve_uri
 
 SWEEP_TAG = "ltcore.sweep"
@@ -358,7 +359,7 @@ class _CellRecorder:
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
         try:
             run = _find_attempt(self.client, self.exp_id, attempt)
-        except Exception as exc:  # the store went away: keep the local outcome
+        except Exception:  # the store went away: keep the local outcome
             return CellResult(cell, "FINISHED" if code == 0 else "FAILED", None, code, seconds,
                               error="" if code == 0 else _error_line(text), log=str(log_path))
         if code == 0 and run is not None:
@@ -431,7 +432,7 @@ def _in_process(args: list[str], log_path: Path) -> int:
             return 1
 
 
-def _sweep_record(client, exp_id: str, sweep: Sweep, echo) -> str | None:
+def _sweep_record(client, exp_id: str, sweep: Sweep) -> str:
     """The sweep's own MLflow run (tag ltcore.kind = sweep), found again when reused."""
     from mlflow.entities import Param
 
@@ -480,7 +481,7 @@ def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
     exp_id = experiment_id(client, sweep.experiment)
     folder = sweep.folder()
     folder.mkdir(parents=True, exist_ok=True)
-    record_id = _sweep_record(client, exp_id, sweep, echo)
+    record_id = _sweep_record(client, exp_id, sweep)
     recorder = _CellRecorder(sweep, client, exp_id)
     done = _done_cells(client, exp_id, sweep.id)
     results: dict[int, CellResult] = {}
@@ -1219,23 +1220,24 @@ def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000)
 
 @attrs.define(kw_only=True)
 class ReportOptions:
-    """Choices of ``ltrun report``."""
+    """Choices of ``ltrun report`` (the command's options of the same names)."""
 
-    split: str = attrs.field(default="val", metadata={"doc": "evaluation split of the plots"})
-    format: str = attrs.field(default="html", validator=attrs.validators.in_(("html", "markdown")),
-                              metadata={"doc": "html | markdown page"})
-    tsne: bool = attrs.field(default=True, metadata={"doc": "compute t-SNE plots"})
-    tsne_normalise: str = attrs.field(default="l2",
-                                      validator=attrs.validators.in_(("l2", "standard", "none")),
-                                      metadata={"doc": "feature scaling before t-SNE"})
-    tsne_points: int = attrs.field(default=2000, validator=attrs.validators.gt(10),
-                                   metadata={"doc": "at most this many points per t-SNE"})
-    max_runs: int = attrs.field(default=12, validator=attrs.validators.gt(0),
-                                metadata={"doc": "runs shown in per-run panels"})
-    log: bool = attrs.field(default=True, metadata={"doc": "log plots as MLflow artifacts"})
-    device: str = attrs.field(default="cpu", metadata={"doc": "device to recompute outputs on"})
-    runs_dir: str | None = attrs.field(default=None, metadata={"doc": "folder of runs/<id>/"})
-    data_dir: str | None = attrs.field(default=None, metadata={"doc": "dataset folder override"})
+    split: str = doc("evaluation split of the model-based plots", default="val")
+    format: str = doc("html | markdown page", default="html",
+                      validator=attrs.validators.in_(("html", "markdown")))
+    tsne: bool = doc("draw a t-SNE of each run's backbone features", default=True)
+    tsne_normalise: str = doc("feature scaling before t-SNE: l2 (unit norm), standard (z-score "
+                              "per dimension) or none", default="l2",
+                              validator=attrs.validators.in_(("l2", "standard", "none")))
+    tsne_points: int = doc("at most this many points per t-SNE (random subset, seed 0)",
+                           default=2000, validator=attrs.validators.gt(10))
+    max_runs: int = doc("runs shown in per-run panels (confusion matrices, t-SNE)", default=12,
+                        validator=attrs.validators.gt(0))
+    log: bool = doc("log the plots as MLflow artifacts", default=True)
+    device: str = doc("device the model outputs are recomputed on", default="cpu")
+    runs_dir: str | None = doc("folder holding runs/<id>/model.pt (default: each run's output "
+                               "setting)", default=None)
+    data_dir: str | None = doc("dataset folder, when it moved since training", default=None)
 
 
 def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
@@ -1283,6 +1285,8 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 found = per_class_from_artifact(client, run, split, scratch)
                 if found:
                     detail.counts, detail.per_class, detail.classes = found
+            if any(d.label == detail.label for d in details):  # one legend entry per run
+                detail.label += f" ({run.info.run_id[:8]})"
             details.append(detail)
             echo(f"report: {detail.label} ({run.info.run_id})"
                  + (f" - {'; '.join(detail.notes)}" if detail.notes else ""))
@@ -1332,8 +1336,12 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                             "images predicted as head classes."))
         if options.tsne:
             for d in [d for d in group if d.features is not None][:options.max_runs]:
-                points, keep = tsne(d.features, normalise=options.tsne_normalise,
-                                    max_points=options.tsne_points)
+                try:
+                    points, keep = tsne(d.features, normalise=options.tsne_normalise,
+                                        max_points=options.tsne_points)
+                except ValueError as exc:  # e.g. non-finite features of a diverged model
+                    d.notes.append(f"no t-SNE: {exc}")
+                    continue
                 path = plots.tsne_png(points, np.asarray(d.labels)[keep], d.class_groups,
                                       d.classes, plot_dir / f"tsne_{d.run_id}.png",
                                       title=f"{split}: t-SNE of backbone features - {d.label}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -19,6 +20,9 @@ import numpy as np  # noqa: E402
 
 GROUP_MARKERS = {"many": "o", "medium": "s", "few": "^", "": "x"}
 """Marker of each shot group in t-SNE plots."""
+
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+"""Markers cycled over the runs of a per-class accuracy plot (with the colours)."""
 
 
 def run_colours(n: int) -> list:
@@ -59,14 +63,18 @@ def confusion_matrix_png(outputs, classes: Sequence[str], path: Path) -> Path:
 def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Sequence[int],
                            path: Path, title: str = "per-class accuracy vs class size") -> Path:
     """Per-class accuracy (percent) against training images per class, one colour per run."""
-    counts = np.asarray(class_counts)
+    counts = np.asarray(class_counts, dtype=float)
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = run_colours(len(runs))
-    for colour, (label, accuracy) in zip(colours, runs.items()):
+    order = np.argsort(counts)
+    step = min(0.04, 0.3 / max(1, len(runs)))
+    for i, (colour, (label, accuracy)) in enumerate(zip(colours, runs.items())):
         acc = 100 * np.asarray(accuracy, dtype=float)
-        ax.scatter(counts, acc, s=18, color=colour, label=label, alpha=0.8)
-        order = np.argsort(counts)
-        ax.plot(counts[order], acc[order], color=colour, alpha=0.35, linewidth=1)
+        # runs side by side around each class size (log axis), so equal values stay visible
+        x = counts * (1.0 + step * (i - (len(runs) - 1) / 2))
+        ax.scatter(x, acc, s=24, color=colour, marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+                   label=label, edgecolors="none", zorder=3)
+        ax.plot(x[order], acc[order], color=colour, alpha=0.35, linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("accuracy (%)")
@@ -99,10 +107,12 @@ def accuracy_curves_png(accuracy: dict[str, tuple[Sequence[int], Sequence[float]
                     color=colour_of[name], label=name)
         for b in boundaries:
             ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1)
+        last = max((len(e) and max(e) for e, _ in curves.values()), default=0) + 1
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
         if kind == "accuracy":
             ax.set_ylim(bottom=0)
     axes[0][0].legend(loc="lower right", fontsize="small", ncol=_legend_columns(len(accuracy)),
@@ -178,10 +188,11 @@ def tsne_png(points: np.ndarray, labels: Sequence[int], class_groups: Sequence[s
     present = [g for g in ("many", "medium", "few") if class_groups and g in class_groups]
     group_handles = [Line2D([], [], marker=GROUP_MARKERS[g], linestyle="", color="grey",
                             label=g) for g in present]
+    legends = [first]
     if group_handles:
-        ax.legend(handles=group_handles, title="shot group", fontsize="x-small",
-                  loc="lower left", bbox_to_anchor=(1.01, 0.0))
+        legends.append(ax.legend(handles=group_handles, title="shot group", fontsize="x-small",
+                                 loc="lower left", bbox_to_anchor=(1.01, 0.0)))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
     return path

@@ -29,6 +29,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -158,9 +159,19 @@ def extra_tags(tags: dict[str, str]) -> Iterator[None]:
             os.environ[RUN_TAGS_ENV] = saved
 
 
+TRANSPORT_FAILURES = ("Connection refused", "Read timed out", "timed out", "Connection reset",
+                      "Name or service not known", "Temporary failure in name resolution",
+                      "No route to host", "Connection aborted", "Remote end closed connection")
+
+
 def describe(exc: BaseException, limit: int = 300) -> str:
-    """A one-line description of a tracking failure."""
+    """A one-line description of a tracking failure (the transport cause first, when known)."""
     text = " ".join(str(exc).split())
+    for needle in TRANSPORT_FAILURES:
+        if needle in text:
+            request = re.search(r"API request to (\S+)", text)
+            where = f" ({request.group(1)})" if request else ""
+            return f"{type(exc).__name__}: {needle.lower()}{where}"
     if len(text) > limit:
         text = text[:limit - 3] + "..."
     return f"{type(exc).__name__}: {text}"

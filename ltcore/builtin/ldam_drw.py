@@ -46,8 +46,8 @@ def cifar_recipe(dataset: str) -> dict:
 
 def deferred_weights(run, start_epoch: int, beta: float):
     """``weights(epoch)``: ``None`` (unweighted) before ``start_epoch``, the class-balanced
-    weights from it on (``drw_weights`` of the loss library, built once on the run's device, so
-    the per-step choice is a comparison of epoch numbers without host synchronisation)."""
+    weights from it on, as ``drw_weights`` of the loss library. The weights are built once on
+    the run's device, so the per-step choice is a comparison of epoch numbers (no host sync)."""
     from ltcore.losses.classification import class_balanced_weights
 
     balanced = class_balanced_weights(run.class_counts, beta).to(run.device)

@@ -257,9 +257,11 @@ def setup_run(run):
 
     query = term.fn.query_role
     stage.add_view(query, run.config.views.contrastive, classify=True)
+    # With weight 0 the loss is not a default another plugin could silently take over: a
+    # classifier-loss plugin (la, ldam-drw...) selected too is reported as a conflict.
     stage.set_classifier_loss(classifier_term("pretrain-ce", PLUGIN, F.cross_entropy,
                                               options.pretrain_classifier_weight, role=query),
-                              default=True)
+                              default=options.pretrain_classifier_weight > 0)
     if options.pretrain_classifier_weight == 0 and stage.trainable == "all":
         stage.trainable = encoder_parameters
 

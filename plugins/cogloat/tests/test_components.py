@@ -305,3 +305,37 @@ def test_ldam_on_a_cosine_classifier_matches_the_formula():
     linear = ReweightedClassifierLoss(counts, "ldam", "none")
     assert float(linear(cosines, targets, 0)) == pytest.approx(
         _weighted_ce_reference(adjusted, targets, None), rel=1e-6)
+
+
+# -- stage assembly ---------------------------------------------------------------------------
+
+
+def test_pretraining_has_no_classifier_and_stage_two_trains_only_the_classifier(make_run):
+    from ltcore.engine import parameter_groups
+
+    run = make_run(["cogloat"], "cogloat.classifier_loss=ldam", "cogloat.classifier_epochs=7")
+    pretrain, second = run.stages
+    assert (pretrain.name, second.name) == ("train", "classifier")
+    ce = pretrain.classifier_loss
+    assert (ce.name, ce.weight, ce.plugin) == ("pretrain-ce", 0.0, "cogloat")
+    assert "cls" not in pretrain.views  # the classifier reads the query view: no extra forward
+    trained = {id(p) for g in parameter_groups(pretrain) for p in g["params"]}
+    assert not any(id(p) in trained for p in run.model.classifier.parameters())
+    assert all(id(p) in trained for p in run.model.backbone.parameters())
+    assert second.trainable == "classifier" and second.epochs == 7 and second.model is run.model
+    assert (second.optim.lr, second.optim.weight_decay) == (0.1, 2e-4)
+    assert second.classifier_loss.name == "ldam-reweighted"
+    assert list(second.views) == ["cls"] and second.views["cls"].pipeline == "standard"
+    assert run.state["metrics"] == ["alignment", "variance", "uniformity", "improved-uniformity"]
+
+
+def test_a_classifier_loss_plugin_conflicts_unless_pretraining_trains_a_classifier(make_run):
+    from ltcore.errors import PluginError
+
+    with pytest.raises(PluginError, match="both set the classifier loss") as info:
+        make_run(["cogloat", "la"])
+    assert "'cogloat'" in str(info.value) and "'la'" in str(info.value)
+    run = make_run(["cogloat", "la"], "cogloat.pretrain_classifier_weight=0.5")
+    loss = run.main_stage.classifier_loss
+    assert (loss.name, loss.weight) == ("la-ce", 0.5)
+    assert run.main_stage.trainable == "all"

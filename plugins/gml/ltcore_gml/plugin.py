@@ -203,9 +203,15 @@ def register_presets(register):
 # -- the run --------------------------------------------------------------------------------
 
 
-def _no_decay_groups(previous, exclude):
-    """A ``trainable`` callable: ``previous``'s parameter groups without the parameters of
+def _no_decay_groups(stage, exclude):
+    """A ``trainable`` callable: the stage's current parameter groups without the parameters of
     ``exclude``, which get a group of their own without weight decay."""
+    from ltcore.errors import PluginError
+
+    previous = stage.trainable
+    if previous == "classifier":
+        raise PluginError(f"plugin 'gml' trains the backbone of stage {stage.name!r}, but another "
+                          "selected plugin set it to train only the classifier")
 
     def groups(model):
         if callable(previous):
@@ -230,7 +236,6 @@ def _no_decay_groups(previous, exclude):
 @hookimpl(trylast=True)
 def setup_run(run):
     from ltcore.builtin.la import logit_adjusted_term
-    from ltcore.errors import PluginError
     from ltcore.models import MLPHead
 
     from . import teacher as teachers
@@ -240,10 +245,6 @@ def setup_run(run):
     options: Options = run.option(PLUGIN)
     stage = run.main_stage
     model = stage.model
-    if stage.trainable == "classifier":
-        raise PluginError(f"plugin 'gml' trains the backbone of stage {stage.name!r}, but "
-                          f"another plugin set it to train only the classifier")
-
     if options.teacher:
         teacher = teachers.load_teacher(run, options.teacher, options.teacher_module,
                                         options.teacher_backbone)
@@ -286,7 +287,8 @@ def setup_run(run):
 
     distill = options.distill and options.kd_weight > 0
     student = GMLStudent(run, teacher, queue, key_head, temperature, options.queue_contents,
-                         query_role, KEY_ROLE, classifier_role, options.gml_alpha, distill)
+                         query_role, KEY_ROLE, classifier_role, options.gml_alpha, distill,
+                         contrast=options.gml_weight > 0)
     if options.gml_weight > 0:
         stage.add_loss(student.gml_term(options.gml_weight, PLUGIN))
         if options.learn_temperature:
@@ -294,7 +296,7 @@ def setup_run(run):
     if distill:
         stage.add_loss(student.distillation_term(options.kd_weight, options.kd_temperature, PLUGIN))
     if not getattr(stage.trainable, "gml_no_decay", False):
-        stage.trainable = _no_decay_groups(stage.trainable, temperature)
+        stage.trainable = _no_decay_groups(stage, temperature)
 
 
 def _teacher(run):
@@ -311,6 +313,9 @@ def stage_start(run, stage):
         teacher = _teacher(run)
         if teacher is not None:
             freeze(teacher)
+        # A plugin may have set the stage's parameter groups after GML's setup_run.
+        if TEMPERATURE_HEAD in stage.model.heads and not getattr(stage.trainable, "gml_no_decay", False):
+            stage.trainable = _no_decay_groups(stage, stage.model.heads[TEMPERATURE_HEAD])
 
 
 @hookimpl

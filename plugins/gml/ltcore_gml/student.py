@@ -42,11 +42,12 @@ class GMLStudent:
         query_role, key_role, classifier_role: the stage's view roles.
         alpha: logit-adjustment strength of eq. 10.
         distill: whether the teacher's classifier-view logits are needed.
+        contrast: whether the queue and the contrast set are needed (``L_GML`` is trained).
     """
 
     def __init__(self, run, teacher, queue: ClassWiseQueue, key_head: torch.nn.Module,
                  temperature: Temperature, contents: str, query_role: str, key_role: str,
-                 classifier_role: str, alpha: float, distill: bool):
+                 classifier_role: str, alpha: float, distill: bool, contrast: bool = True):
         self.run = run
         self.teacher = teacher
         self.queue = queue
@@ -58,6 +59,7 @@ class GMLStudent:
         self.classifier_role = classifier_role
         self.alpha = alpha
         self.distill = distill
+        self.contrast = contrast
         self._last: tuple[Step, dict[str, Any]] | None = None
 
     # -- the shared step --
@@ -77,18 +79,24 @@ class GMLStudent:
         from ltcore.engine import autocast
 
         views = step.stage.views
-        key_images = step.images[self.key_role]
+        images = []
+        if self.distill:
+            images.append(step.images[self.classifier_role])
+        if self.contrast:
+            images.append(step.images[self.key_role])
+        with torch.no_grad(), autocast(step.run):
+            features = self.teacher.backbone(torch.cat(images)).float()
+            teacher_logits = None
+            if self.distill:
+                head = features[:len(images[0])]
+                teacher_logits = self.teacher.classifier(head).float()
+        out = {"teacher_logits": teacher_logits, "temperature": self.temperature().detach(),
+               "losses": {}}
+        if not self.contrast:
+            return out
+        key_features = features[len(features) - len(images[-1]):]
         key_labels = step.targets(self.key_role)
         key_indices = step.indices[views[self.key_role].source]
-        teacher_logits = None
-        with torch.no_grad(), autocast(step.run):
-            if self.distill:
-                cls_images = step.images[self.classifier_role]
-                features = self.teacher.backbone(torch.cat([cls_images, key_images]))
-                teacher_logits = self.teacher.classifier(features[:len(cls_images)]).float()
-                key_features = features[len(cls_images):].float()
-            else:
-                key_features = self.teacher.backbone(key_images).float()
         queue = self.queue
         if self.contents == TEACHER_FEATURES:
             queue.enqueue(key_features, key_labels, key_indices)
@@ -98,18 +106,11 @@ class GMLStudent:
             slot, writer = ring_slots(queue, key_labels)
             queue.enqueue(fresh, key_labels, key_indices)
             bank = with_fresh_rows(queue.features().float(), fresh, slot, writer)
-        return {
-            "query": step.embeddings[self.query_role],
-            "labels": step.targets(self.query_role),
-            "indices": step.indices[views[self.query_role].source],
-            "bank": bank,
-            "bank_labels": queue.labels(),
-            "bank_indices": queue.indices(),
-            "bank_valid": queue.valid(),
-            "teacher_logits": teacher_logits,
-            "temperature": self.temperature().detach(),
-            "losses": {},
-        }
+        out.update(query=step.embeddings[self.query_role], labels=step.targets(self.query_role),
+                   indices=step.indices[views[self.query_role].source], bank=bank,
+                   bank_labels=queue.labels(), bank_indices=queue.indices(),
+                   bank_valid=queue.valid())
+        return out
 
     # -- the terms --
 

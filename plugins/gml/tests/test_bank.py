@@ -127,7 +127,8 @@ def test_presets_carry_the_papers_recipes():
     assert cifar.run.schedule.milestones == (160, 180) and cifar.run.schedule.warmup_epochs == 5
     assert (cifar.run.model.projection_hidden, cifar.run.model.projection_dim) == (64, 32)
     gml = cifar.plugins["gml"]
-    assert (gml.teacher_backbone, gml.queue_size, gml.queue_min, gml.temperature) == ("resnet56", 4096, 2, 0.1)
+    assert (gml.teacher_backbone, gml.queue_size, gml.queue_min) == ("resnet56", 4096, 2)
+    assert gml.temperature == 0.1
     assert gml.distill and (gml.classifier_weight, gml.gml_weight, gml.kd_weight) == (1.0, 1.0, 1.0)
     long = resolve(plugins, ["gml"], presets=["cifar10-lt-400"])
     assert long.run.epochs == 400 and long.run.schedule.milestones == (320, 360)
@@ -161,3 +162,88 @@ def test_package_exports_load_lazily():
     assert ltcore_gml.gml_loss is gml_loss
     with pytest.raises(AttributeError):
         ltcore_gml.nothing
+
+
+def _prepared(*assignments):
+    plugins = Plugins()
+    settings = resolve(plugins, ["gml"], assignments=[*FAST_SETTINGS, "gml.queue_size=64", *assignments])
+    return prepare(plugins, ["gml"], settings)
+
+
+def _step(run, batch=12, seed=0):
+    from ltcore.run import Step
+
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, run.dataset.num_classes, (batch,), generator=gen)
+    indices = torch.randperm(len(run.dataset.train), generator=gen)[:batch]
+    stage = run.main_stage
+    images = {role: torch.randn(batch, 3, 32, 32, generator=gen) for role in stage.views}
+    return Step(run, stage, 0, 0, {"sample": indices}, {"sample": labels}, images)
+
+
+def test_student_step_enqueues_once_and_feeds_every_term(isolated):
+    from pathlib import Path
+
+    from ltcore.engine import Trainer
+
+    run = _prepared()
+    assert [t.name for t in run.main_stage.losses] == ["la-ce", "gml", "gml-temperature", "kd"]
+    assert [s.name for s in run.stages] == ["teacher", "train"]
+    assert run.main_stage.views["gml_key"].forward is False
+    queue = run.modules["gml_queue"]
+    step = _step(run)
+    run.main_stage.model.train()
+    losses = Trainer(run, None, Path("."), progress=False).forward(step, frozen=False)
+    assert all(torch.isfinite(loss) for loss in losses)
+    # One enqueue for the four terms: each class pointer moved by that class's count in the batch.
+    counts = torch.bincount(step.labels["sample"], minlength=run.dataset.num_classes)
+    assert queue.pointers.tolist() == (counts % queue.sizes).tolist()
+    out = step.extras["gml"]
+    assert out["bank"].shape == (64, run.config.model.projection_dim)
+    assert out["bank"].requires_grad and not out["teacher_logits"].requires_grad
+    assert set(out["losses"]) == {"gml", "gml-temperature", "kd"}
+    total = sum(t.weight * l for t, l in zip(run.main_stage.losses, losses))
+    total.backward()
+    heads = run.main_stage.model.heads
+    assert heads["gml_key"][0].weight.grad is not None  # the key MLP learns through L_GML
+    assert heads["gml_temperature"].log_temperature.grad is not None
+    assert all(p.grad is None for p in run.modules["teacher"].parameters())
+
+
+def test_student_without_l_gml_leaves_the_queue_alone(isolated):
+    from pathlib import Path
+
+    from ltcore.engine import Trainer
+
+    run = _prepared("gml.gml_weight=0")
+    assert [t.name for t in run.main_stage.losses] == ["la-ce", "kd"]
+    step = _step(run)
+    Trainer(run, None, Path("."), progress=False).forward(step, frozen=False)
+    assert not bool(run.modules["gml_queue"].valid().any())
+    assert "bank" not in step.extras["gml"] and step.extras["gml"]["teacher_logits"].shape == (12, 10)
+
+
+def test_temperature_gets_a_group_without_weight_decay(isolated):
+    from ltcore.engine import parameter_groups
+
+    run = _prepared()
+    stage = run.main_stage
+    log_tau = stage.model.heads["gml_temperature"].log_temperature
+    groups = parameter_groups(stage)
+    assert groups[-1] == {"params": [log_tau], "weight_decay": 0.0}
+    others = [p for g in groups[:-1] for p in g["params"]]
+    assert all(p is not log_tau for p in others)
+    assert len(others) + 1 == len([p for p in stage.model.parameters() if p.requires_grad])
+    # Groups another plugin set (here with an lr scale) are kept.
+    stage.trainable = lambda model: [{"params": list(model.parameters()), "lr_scale": 0.5}]
+    from ltcore_gml.plugin import _no_decay_groups
+
+    stage.trainable = _no_decay_groups(stage, stage.model.heads["gml_temperature"])
+    first, last = stage.trainable(stage.model)
+    assert first["lr_scale"] == 0.5 and all(p is not log_tau for p in first["params"])
+    assert last == {"params": [log_tau], "weight_decay": 0.0}
+    stage.trainable = "classifier"
+    from ltcore.errors import PluginError
+
+    with pytest.raises(PluginError, match="only the classifier"):
+        _no_decay_groups(stage, stage.model.heads["gml_temperature"])

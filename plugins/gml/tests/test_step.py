@@ -32,7 +32,8 @@ class Spy:
             self.prior = run.class_prior.double().cpu()
             self.teacher_at_start = {k: v.clone() for k, v in run.modules["teacher"].state_dict().items()
                                      if torch.is_tensor(v)}
-            self.key_head_at_start = {k: v.clone() for k, v in stage.model.heads["gml_key"].state_dict().items()}
+            key_head = stage.model.heads["gml_key"]
+            self.key_head_at_start = {k: v.clone() for k, v in key_head.state_dict().items()}
 
     @hookimpl
     def step_end(self, step):

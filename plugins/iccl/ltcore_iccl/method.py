@@ -112,12 +112,17 @@ class ICCLRun:
         self.rebalancing: Stage | None = None
         self.teacher: nn.Module | None = None
         self.teacher_reuses_features = False
+        self._classifier: LossTerm | None = None
+        self._classifier_weight = 1.0
 
     # -- stage 1 ------------------------------------------------------------------------------
 
     def set_phase(self, epoch: int) -> None:
-        """Warm-up before epoch T, interpolative from T: forward set and loss weights."""
-        opts = self.options
+        """Warm-up before epoch T, interpolative from T: forward set and loss weights.
+
+        The stage's classifier loss (ICCL's CE, or the loss of a plugin that replaced it) keeps
+        the weight it was built with during the warm-up and gets ``w_u`` times it afterwards.
+        """
         interpolative = epoch >= self.warmup_epochs
         if interpolative and epoch == self.warmup_epochs and self.warmup_epochs > 0:
             log.info("iccl: warm-up finished after %d epochs; interpolative branch on from "
@@ -126,7 +131,15 @@ class ICCLRun:
         self.stage.views[MIX_ROLE].forward = interpolative
         classifier = self.stage.classifier_loss
         if classifier is not None:
-            classifier.weight = opts.uniform_weight if interpolative else 1.0
+            if self._classifier is not classifier:
+                self._classifier, self._classifier_weight = classifier, classifier.weight
+            factor = self.options.uniform_weight if interpolative else 1.0
+            classifier.weight = factor * self._classifier_weight
+        self.set_term_weights(interpolative)
+
+    def set_term_weights(self, interpolative: bool) -> None:
+        """Weights of ICCL's own terms in one phase (inactive terms get 0)."""
+        opts = self.options
         self.terms["iccl-cc-warmup"].weight = 0.0 if interpolative else opts.warmup_centroid_weight
         for name in ("iccl-ce-it", "iccl-cc-it"):
             self.terms[name].weight = opts.interpolative_weight if interpolative else 0.0
@@ -303,8 +316,8 @@ def setup(run: "Run", options: "Options") -> ICCLRun:
     for term in (warmup_centroid_term(state), interpolative_ce_term(state),
                  interpolative_centroid_term(state)):
         state.terms[term.name] = stage.add_loss(term)
-    state.set_phase(0)
-    if state.warmup_epochs > stage.epochs:
+    state.set_term_weights(state.interpolative)
+    if state.warmup_epochs >= stage.epochs:
         log.warning("iccl: warmup_epochs %d >= the %d epochs of stage 'train': the "
                     "interpolative branch never starts", state.warmup_epochs, stage.epochs)
     if options.classifier_epochs > 0:

@@ -250,7 +250,15 @@ def stage_start(run, stage):
     from .method import controller
 
     state = controller(run)
-    if state is not None and stage is state.rebalancing:
+    if state is None:
+        return
+    if stage is state.stage and stage.sampler != "iccl-paired":
+        from ltcore.errors import PluginError
+
+        raise PluginError(f"plugin 'iccl' trains stage {stage.name!r} with its paired sampler, "
+                          f"but another selected plugin replaced it with {stage.sampler!r}; the "
+                          "two cannot share one stage")
+    if stage is state.rebalancing:
         state.snapshot_teacher(run)
 
 

@@ -11,7 +11,7 @@ from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 from ltcore_iccl.method import FineTuneGroups
 
-SETTINGS = [*FAST_SETTINGS, "iccl.warmup_epochs=0", "iccl.classifier_epochs=2",
+SETTINGS = [*FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=0", "iccl.classifier_epochs=2",
             "iccl.classifier_trainable=all", "iccl.encoder_lr_scale=0.5"]
 
 

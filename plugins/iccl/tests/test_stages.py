@@ -59,7 +59,7 @@ def test_two_stages_warmup_switch_centroids_and_frozen_encoder(isolated):
     plugins = Plugins(extra={"probe": probe})
     selected = ["iccl", "probe"]
     settings = resolve(plugins, selected, assignments=[
-        *FAST_SETTINGS, "iccl.warmup_epochs=1", "iccl.classifier_epochs=1",
+        *FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=1", "iccl.classifier_epochs=1",
         "iccl.classifier_trainable=classifier", "iccl.centroid_momentum=0.9"],
         overrides={"epochs": 2})
     result = train(plugins, selected, settings, progress=False)

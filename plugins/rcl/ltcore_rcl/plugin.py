@@ -10,6 +10,9 @@
   chosen once from the per-class validation accuracy measured at the start of that epoch.
 * The clustering metrics the paper reports (Calinski-Harabasz, Davies-Bouldin) are enabled for
   the final evaluation; the harmonic mean of per-class accuracy is always reported (``hmean``).
+
+``setup_run`` is a hook wrapper: RCL's part runs after every other selected plugin has set the
+run up (``trylast`` implementations such as GML's included), so it sees every contrastive term.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def _state(run):
 
 
 def _check_rebalanceable(run) -> set[tuple[str, str]]:
-    """``(plugin, loss)`` of every contrastive term of the run; raise if one cannot be rebalanced."""
+    """``(plugin, loss)`` of each contrastive term of the run; raise if one is not rebalanceable."""
     from ltcore.errors import PluginError
 
     targets = set()
@@ -85,10 +88,11 @@ def _check_rebalanceable(run) -> set[tuple[str, str]]:
             if not term.rebalanceable:
                 raise PluginError(
                     f"plugin {PLUGIN!r} cannot rebalance the contrastive loss {term.name!r} of "
-                    f"plugin {term.plugin!r} (stage {stage.name!r}): that loss does not add "
-                    f"contrastive logit biases (its LossTerm is not rebalanceable, e.g. BCL's "
-                    f"prototype-only L3 form). Drop --plugin {PLUGIN} or configure plugin "
-                    f"{term.plugin!r} with a rebalanceable form")
+                    f"plugin {term.plugin!r} (stage {stage.name!r}): that loss takes no "
+                    f"contrastive logit bias (its LossTerm has rebalanceable=False), so RCL's "
+                    f"log n_j prior has nothing to act on. Drop --plugin {PLUGIN}, or switch "
+                    f"plugin {term.plugin!r} to a rebalanceable form of its loss where it has "
+                    f"one (bcl: averaging L1 or L2, not the prototype-only L3)")
             targets.add((term.plugin, term.name))
     return targets
 
@@ -112,8 +116,16 @@ def register_options(register):
     register(Options)
 
 
-@hookimpl(trylast=True)
+@hookimpl(wrapper=True)
 def setup_run(run):
+    """Runs after every other selected plugin's ``setup_run``, ``trylast`` ones included."""
+    result = yield
+    _setup(run)
+    return result
+
+
+def _setup(run) -> None:
+    """Check the run, rebalance its contrastive terms (adding RCL's own if there is none)."""
     from ltcore.errors import ConfigError, DataError
 
     from .state import MODULE, STATE, RebalancingState
@@ -203,7 +215,8 @@ CIFAR = {
 
 @hookimpl
 def register_presets(register):
-    register("default", {"views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment"},
+    register("default",
+             {"views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment"},
              "RCL's views (BCL's): autoaugment-cutout for the classifier, simaugment for both "
              "contrastive views")
     for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):

@@ -27,7 +27,8 @@ RTOL = 1e-5
 
 @pytest.fixture(scope="module")
 def plugins():
-    return Plugins(extra={"fixed-contrast": FixedContrast(), "no-val": NoValidationSplit()})
+    return Plugins(extra={"fixed-contrast": FixedContrast(), "late-contrast": LateFixedContrast(),
+                          "no-val": NoValidationSplit()})
 
 
 def assemble(plugins, selected, *assignments, epochs=2):
@@ -56,21 +57,34 @@ def contrastive_term(run) -> LossTerm:
     return term
 
 
+def add_unrebalanceable_term(run, plugin: str) -> None:
+    """A contrastive term that takes no logit bias (``rebalanceable=False``)."""
+    from ltcore.losses.contrastive import supcon_loss
+
+    run.contrastive_views(2)
+
+    def fn(step):
+        z, labels = step.stacked_embeddings()
+        return supcon_loss(z, labels, 0.1)
+
+    run.main_stage.add_loss(LossTerm("fixed-supcon", fn, plugin, kind="contrastive",
+                                     rebalanceable=False))
+
+
 class FixedContrast:
-    """A test plugin whose contrastive term takes no logit bias."""
+    """A test plugin whose contrastive term cannot be rebalanced."""
 
     @hookimpl
     def setup_run(self, run):
-        from ltcore.losses.contrastive import supcon_loss
+        add_unrebalanceable_term(run, "fixed-contrast")
 
-        run.contrastive_views(2)
 
-        def fn(step):
-            z, labels = step.stacked_embeddings()
-            return supcon_loss(z, labels, 0.1)
+class LateFixedContrast:
+    """The same, set up with ``trylast=True`` (as GML does): RCL must still see its term."""
 
-        run.main_stage.add_loss(LossTerm("fixed-supcon", fn, "fixed-contrast", kind="contrastive",
-                                         rebalanceable=False))
+    @hookimpl(trylast=True)
+    def setup_run(self, run):
+        add_unrebalanceable_term(run, "late-contrast")
 
 
 class NoValidationSplit:
@@ -105,8 +119,10 @@ def test_rcl_alone_is_la_ce_plus_rebalanced_supcon(plugins):
 
     logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(1))
     targets = torch.arange(8)
-    step = Step(run, stage, 0, 0, {"sample": targets}, {"sample": targets}, {}, logits={"cls": logits})
-    assert_close(classifier.fn(step), logit_adjusted_cross_entropy(logits, targets, run.class_prior, 1.3))
+    step = Step(run, stage, 0, 0, {"sample": targets}, {"sample": targets}, {},
+                logits={"cls": logits})
+    expected = logit_adjusted_cross_entropy(logits, targets, run.class_prior, 1.3)
+    assert_close(classifier.fn(step), expected)
     assert set(run.state["metrics"]) >= {"calinski-harabasz", "davies-bouldin"}
 
 
@@ -180,17 +196,20 @@ def test_bias_reaches_only_the_rebalanced_losses(plugins):
 # -- errors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("selected", [["fixed-contrast", "rcl"], ["rcl", "fixed-contrast"]])
+@pytest.mark.parametrize("selected", [["fixed-contrast", "rcl"], ["rcl", "fixed-contrast"],
+                                      ["late-contrast", "rcl"], ["rcl", "late-contrast"]])
 def test_unrebalanceable_loss_is_an_error_naming_both_plugins(plugins, selected):
+    (other,) = [name for name in selected if name != "rcl"]
     with pytest.raises(PluginError) as info:
         assemble(plugins, selected)
     message = str(info.value)
-    assert "'rcl'" in message and "'fixed-contrast'" in message and "'fixed-supcon'" in message
+    assert "plugin 'rcl'" in message and f"plugin '{other}'" in message
+    assert "'fixed-supcon'" in message
 
 
 def test_bcl_l3_with_rcl_fails_on_the_command_line(ltrun):
-    result = ltrun("--plugin", "bcl", "--set", "bcl.averaging=L3", "--plugin", "rcl", "--epochs", "2",
-                   *FAST)
+    result = ltrun("--plugin", "bcl", "--set", "bcl.averaging=L3", "--plugin", "rcl",
+                   "--epochs", "2", *FAST)
     assert result.exit_code == 2
     assert "'rcl'" in result.stderr and "plugin 'bcl'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -224,10 +243,12 @@ def test_invalid_options_are_config_errors(plugins, assignment):
 def test_rcl_preset_alone(plugins, name):
     settings = resolve(plugins, ["rcl"], presets=[name])
     cfg, options = settings.run, settings.plugins["rcl"]
-    assert (cfg.dataset, cfg.imbalance_factor, cfg.epochs, cfg.batch_size) == (name, 100.0, 200, 256)
+    assert (cfg.dataset, cfg.imbalance_factor) == (name, 100.0)
+    assert (cfg.epochs, cfg.batch_size) == (200, 256)
     assert (cfg.optim.lr, cfg.model.backbone) == (0.2, "resnet32")
     assert (cfg.views.classifier, cfg.views.contrastive) == ("autoaugment-cutout", "simaugment")
-    assert (options.la_tau, options.classifier_weight, options.contrastive_weight) == (1.3, 2.0, 1.0)
+    assert options.la_tau == 1.3
+    assert (options.classifier_weight, options.contrastive_weight) == (2.0, 1.0)
     assert (options.compression_factor_below, options.compression_factor_others) == (1.0, 0.005)
 
 
@@ -268,14 +289,15 @@ def test_compression_scales_embeddings_once_switched(plugins):
         assert record["factors"][c] == expected
         assert (c in record["below_threshold"]) == (expected == 0.5)
     factors = run.modules[MODULE].factors
-    assert factors.tolist() == record["factors"]
+    assert factors.tolist() == pytest.approx(record["factors"])
     run.hooks.adjust_embeddings(step=step)
     for role in before:
         torch.testing.assert_close(step.embeddings[role],
                                    before[role] * factors[step.targets(role)][:, None])
     # the loss sees the compressed rows: eq. 4 on z~
     z, labels = step.stacked_embeddings()
-    assert_close(contrastive_term(run).fn(step), rebalanced_supcon_loss(z, labels, run.class_counts, 0.1))
+    expected = rebalanced_supcon_loss(z, labels, run.class_counts, 0.1)
+    assert_close(contrastive_term(run).fn(step), expected)
     # measured once: a later epoch keeps the record
     run.hooks.epoch_start(run=run, stage=run.main_stage, epoch=3)
     assert run.state[STATE]["compression"] is record

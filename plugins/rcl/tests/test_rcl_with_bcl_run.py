@@ -22,7 +22,8 @@ def test_bcl_plus_rcl_trains_and_records_both_plugins(ltrun, isolated):
     losses = client.get_metric_history(stage.info.run_id, "train/loss/bcl")
     assert len(losses) == 2 and all(math.isfinite(m.value) for m in losses)
 
-    history = {m.step: m.value for m in client.get_metric_history(stage.info.run_id, "rcl/compression")}
+    switch = client.get_metric_history(stage.info.run_id, "rcl/compression")
+    history = {m.step: m.value for m in switch}
     assert history == {0: 0.0, 1: 1.0}
     assert parent.data.tags["rcl.compression.epoch"] == "1"
     below = parent.data.tags["rcl.compression.below_threshold"]

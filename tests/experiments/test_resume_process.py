@@ -1,0 +1,52 @@
+"""A training process killed with SIGKILL resumes, in another process, into the same MLflow run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from ltcore.testing import FAST, mlflow_client, recorded_runs
+
+EPOCHS = 2
+
+
+def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
+    log = open(isolated / "first.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from ltcore.cli import main; main()", "--epochs", str(EPOCHS),
+         "--imbalance-factor", "100", *FAST],
+        cwd=isolated, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    try:
+        while not list(isolated.glob("runs/*/checkpoint.pt")):
+            assert proc.poll() is None, (isolated / "first.log").read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    (checkpoint,) = isolated.glob("runs/*/checkpoint.pt")
+    run_id = checkpoint.parent.name
+    stage_index, next_epoch = torch.load(checkpoint, weights_only=False)["position"]
+    assert stage_index == 0 and 1 <= next_epoch < EPOCHS  # killed mid-training
+    client = mlflow_client(f"sqlite:///{isolated / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "RUNNING"  # nobody closed it
+
+    result = ltrun("--resume", run_id, "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    assert f"run {run_id} finished" in result.output
+
+    (parent,) = recorded_runs(client, nested=False)
+    (stage,) = recorded_runs(client, nested=True)
+    assert parent.info.run_id == run_id and parent.info.status == "FINISHED"
+    assert stage.info.status == "FINISHED"
+    for key in ("train/loss", "train/lr", "val/acc", "test/acc"):
+        steps = [m.step for m in client.get_metric_history(stage.info.run_id, key)]
+        assert sorted(steps) == list(range(EPOCHS)), (key, steps)
+    assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [0]
+    assert os.path.isfile(isolated / "runs" / run_id / "model.pt")

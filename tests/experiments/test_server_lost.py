@@ -1,0 +1,53 @@
+"""A tracking server that dies mid-run: the training finishes, its files are written, and the
+output says what was not logged."""
+
+import re
+
+import torch
+
+from ltcore import cli, hookimpl
+from ltcore.plugins import Plugins
+from ltcore.testing import FAST
+
+
+class ServerKiller:
+    """A test plugin that kills the tracking server at the end of the first epoch."""
+
+    def __init__(self, server):
+        self.server = server
+
+    @hookimpl
+    def setup_run(self, run):
+        """Nothing to add: this plugin only acts at the end of an epoch."""
+
+    @hookimpl
+    def epoch_end(self, run, stage, epoch, metrics):
+        if epoch == 0:
+            self.server.kill()
+
+
+def test_training_survives_the_server_going_away(ltrun, mlflow_server, monkeypatch, tiny,
+                                                 isolated):
+    killer = ServerKiller(mlflow_server)
+    monkeypatch.setattr(cli, "load_plugins", lambda: Plugins(extra={"server-killer": killer}))
+    result = ltrun("--plugin", "ce", "--plugin", "server-killer", "--tracking-uri",
+                   mlflow_server.uri, *tiny, "--epochs", "2", *FAST)
+
+    assert mlflow_server.proc.poll() is not None  # the server really went away
+    assert result.exit_code == 0, result.stderr
+    run_id = re.search(r"run (\w+) finished", result.output).group(1)
+    assert "test:" in result.output  # the final figures are printed
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any(f"tracking store at {mlflow_server.uri} stopped answering" in w for w in warnings)
+    assert any("not logged" in w and "metric values" in w for w in warnings), result.stderr
+    assert f"runs/{run_id}" in result.stderr  # where the checkpoint and files are
+    assert "Traceback" not in result.stderr
+
+    run_dir = isolated / "runs" / run_id
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["position"] == (1, 0)  # every stage finished
+    steps = sorted({(m[1], m[4]) for m in checkpoint["pending_metrics"]})
+    assert ("train/loss", 0) in steps and ("train/loss", 1) in steps  # kept for a resume
+    saved = torch.load(run_dir / "model.pt", weights_only=False)
+    assert saved["plugins"] == ["ce", "server-killer"]
+    assert (run_dir / "artifacts" / "train" / "val_confusion_matrix.png").is_file()
