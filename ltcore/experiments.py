@@ -1218,6 +1218,10 @@ def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000)
     return points, keep
 
 
+SCALING = {"l2": "L2-normalised first", "standard": "each dimension standardised first",
+           "none": "as they are"}
+
+
 @attrs.define(kw_only=True)
 class ReportOptions:
     """Choices of ``ltrun report`` (the command's options of the same names)."""
@@ -1345,9 +1349,10 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 path = plots.tsne_png(points, np.asarray(d.labels)[keep], d.class_groups,
                                       d.classes, plot_dir / f"tsne_{d.run_id}.png",
                                       title=f"{split}: t-SNE of backbone features - {d.label}")
-                figures.append(("t-SNE of validation features", path,
+                figures.append((f"t-SNE of {split} features", path,
                                 f"{d.label}: 2-d t-SNE of the backbone features of the {split} "
-                                "images (L2-normalised first), colour = true class, marker = "
+                                f"images ({SCALING[options.tsne_normalise]}), colour = true class, "
+                                "marker = "
                                 "shot group of the class (many / medium / few). Tight, separated "
                                 "clusters for the few-shot markers mean the tail is well "
                                 "represented."))

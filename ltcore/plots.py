@@ -81,7 +81,7 @@ def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Seque
     ax.set_ylim(-2, 102)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small", ncol=_legend_columns(len(runs)), title="run")
+    ax.legend(loc="best", fontsize="small", ncol=_legend_columns(len(runs)), title="run")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -285,15 +285,16 @@ class Tracker:
             self._parents.add(run_id)
             return run_id
         tags["mlflow.parentRunId"] = parent_id
-        placeholder = _encode_placeholder(name, tags)
         if self.offline:
             self.failures += 1
         else:
             try:
                 with self._policy():
-                    return self._materialise(placeholder)
+                    return self.client.create_run(self.experiment_id, run_name=name,
+                                                  tags=tags).info.run_id
             except Exception as exc:
                 self._failed(exc, None)
+        placeholder = _encode_placeholder(name, tags)
         self._queue.append(["create", placeholder, None, 0])
         return placeholder
 
@@ -309,6 +310,7 @@ class Tracker:
         return self._call("params", run_id, [(k, str(v)[:PARAM_LIMIT]) for k, v in params.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> bool:
+        """Set tags (values cut at 5000 characters)."""
         return self._call("tags", run_id, [(k, str(v)[:TAG_LIMIT]) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:

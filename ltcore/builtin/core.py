@@ -81,6 +81,10 @@ def register_backbones(register):
              "torchvision ResNet-50, random init, 2048-d feature")
     register("resnext50", _lazy("ltcore.models", "torchvision_resnet", "resnext50_32x4d"),
              "torchvision ResNeXt-50 32x4d, random init, 2048-d feature")
+    register("resnet152", _lazy("ltcore.models", "torchvision_resnet", "resnet152"),
+             "torchvision ResNet-152, random init, 2048-d feature (teacher size)")
+    register("resnext101", _lazy("ltcore.models", "torchvision_resnet", "resnext101_32x8d"),
+             "torchvision ResNeXt-101 32x8d, random init, 2048-d feature (teacher size)")
 
 
 @hookimpl

@@ -15,7 +15,7 @@ Three views per image: the classifier view (``views.classifier``), the query vie
 (``views.contrastive``, through the student) and the key view ``gml_key`` (``gml.key_view``,
 through the frozen teacher only). ``class-queue`` is registered as a memory bank, the teacher
 stage as the stage ``gml-teacher``, and the teachers of the paper's ImageNet recipes as the
-backbones ``resnet152`` and ``resnext101``.
+backbones ``resnet152`` and ``resnext101`` (registered by the core).
 """
 
 from __future__ import annotations
@@ -104,14 +104,6 @@ def _teacher_stage(run, **options):
     return teacher_stage(run, **options)
 
 
-def _torchvision_backbone(name: str, doc_text: str):
-    def factory(in_channels: int = 3):
-        from ltcore.models import torchvision_resnet
-
-        return torchvision_resnet(name)(in_channels)
-    factory.__doc__ = doc_text
-    return factory
-
 
 @hookimpl
 def register_options(register):
@@ -126,15 +118,6 @@ def register_memory_banks(register):
 @hookimpl
 def register_stages(register):
     register("gml-teacher", _teacher_stage)
-
-
-@hookimpl
-def register_backbones(register):
-    register("resnet152", _torchvision_backbone(
-        "resnet152", "torchvision ResNet-152, random init, 2048-d feature (GML iNaturalist teacher)"))
-    register("resnext101", _torchvision_backbone(
-        "resnext101_32x8d", "torchvision ResNeXt-101 32x8d, random init, 2048-d feature (GML "
-        "ImageNet-LT teacher)"))
 
 
 CIFAR = {

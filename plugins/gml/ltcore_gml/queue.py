@@ -98,7 +98,8 @@ class ClassWiseQueue(torch.nn.Module):
         """
         batch = labels.shape[0]
         order = torch.sort(labels, stable=True).indices
-        counts = torch.bincount(labels, minlength=self.num_classes)
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=labels.device).scatter_add_(
+            0, labels, torch.ones_like(labels))
         class_starts = torch.cumsum(counts, 0) - counts
         rank = torch.empty_like(labels)
         rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]

@@ -1,4 +1,4 @@
-"""The class-queue memory bank, the queue helpers, the options, presets and registrations."""
+"""The class-queue memory bank, slot prediction, options, presets, registrations and one student step."""
 
 import math
 import subprocess
@@ -89,8 +89,8 @@ def test_class_queue_is_a_memory_bank_any_run_can_build(isolated):
 
 def test_teacher_backbones_and_stage_are_registered():
     plugins = Plugins()
-    assert plugins.component("backbone", "resnet152").plugin == "gml"
-    assert plugins.component("backbone", "resnext101").plugin == "gml"
+    assert plugins.component("backbone", "resnet152").plugin == "core"
+    assert plugins.component("backbone", "resnext101").plugin == "core"
     assert plugins.component("stage", "gml-teacher").plugin == "gml"
 
 
