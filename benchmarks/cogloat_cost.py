@@ -22,7 +22,7 @@ are both reported: on a CPU shared with other work the CPU time is the steadier 
 
 Example (the embedded dataset, small model, CPU)::
 
-    python benchmarks/cogloat_cost.py                 # ResNet-8, batch 64, 1 + 3 epochs each
+    python benchmarks/cogloat_cost.py                 # ResNet-8, batch 64, 5 x (2 + 3) epochs each
     python benchmarks/cogloat_cost.py --backbone resnet32 --batch-size 128 --epochs 5
 """
 
@@ -90,22 +90,25 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits-lt")
     parser.add_argument("--backbone", default="resnet8")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per setting")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed first epochs per setting")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first epochs per setting")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 avoids contention on a shared CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--views", default="batched", choices=["batched", "reference"],
                         help="augmentation backend (reference: per-image, in this process)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per setting, interleaved")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per setting, interleaved")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     timings = {name: [] for name, *_ in SETTINGS}
     first_starts = {name: [] for name, *_ in SETTINGS}
     with tempfile.TemporaryDirectory() as folder:
-        for _ in range(args.repeats):  # settings interleaved, so load changes hit all of them
-            for name, selected, assignments, _paper in SETTINGS:
+        for repeat in range(args.repeats):
+            # settings interleaved, each repeat starting one further, so that changes of load and
+            # position effects spread over all of them
+            shift = repeat % len(SETTINGS)
+            for name, selected, assignments, _paper in SETTINGS[shift:] + SETTINGS[:shift]:
                 timer = EpochTimer()
                 plugins = Plugins(extra={"timer": timer})
                 chosen = [*selected, "timer"]

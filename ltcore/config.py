@@ -304,14 +304,16 @@ def _toml_value(value: Any) -> str:
 
 def dump_toml(tree: dict[str, Any]) -> str:
     """Write a two-level configuration tree as TOML (the format ``--config`` reads)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    # TOML has no null: an unset optional value is left out, so reading the file keeps its default.
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items()
+             if not isinstance(v, dict) and v is not None]
     for section, values in tree.items():
         if isinstance(values, dict):
             lines.append("")
             lines.append(f'[{section}]' if section.replace("_", "").replace("-", "").isalnum()
                          else f'["{section}"]')
-            for k, val in flatten(values).items():
-                lines.append(f"{k} = {_toml_value(val)}")
+            lines.extend(f"{k} = {_toml_value(val)}" for k, val in flatten(values).items()
+                         if val is not None)
     return "\n".join(lines) + "\n"
 
 

@@ -1199,9 +1199,11 @@ def per_class_from_artifact(client, run, split: str, scratch: Path) -> tuple | N
 
 
 def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000):
-    """2-d t-SNE (scikit-learn) of features; returns (points, index of the rows kept)."""
+    """2-d t-SNE (scikit-learn, single-threaded) of features; returns (points, index of the
+    rows kept)."""
     import numpy as np
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(features, dtype=np.float64)
     keep = np.arange(len(x))
@@ -1213,8 +1215,11 @@ def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000)
     elif normalise == "standard":
         x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                  learning_rate="auto").fit_transform(x)
+    # one thread: OpenMP workers busy-wait, and on a shared machine a few thousand points take
+    # ten times longer with them than without
+    with threadpool_limits(limits=1):
+        points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                      learning_rate="auto").fit_transform(x)
     return points, keep
 
 

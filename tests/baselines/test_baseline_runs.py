@@ -1,32 +1,50 @@
-"""The baselines train end to end through ``ltrun`` on the embedded dataset (FAST options)."""
+"""The baselines train end to end through ``ltrun`` on the embedded dataset (FAST options).
+
+The runs share one MLflow store and output folder (created once for the module).
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
+import pytest
 import torch
 
-from ltcore.testing import FAST, mlflow_client, recorded_runs
+from ltcore.testing import FAST, mlflow_client
 
 
-def stage_runs(client):
-    return {r.data.tags["ltcore.stage"]: r for r in recorded_runs(client, nested=True)}
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline-runs")
+    return root
 
 
-def finished_parent(client):
-    (parent,) = recorded_runs(client, nested=False)
-    assert parent.info.status == "FINISHED"
-    return parent
+@pytest.fixture
+def train_run(ltrun, store):
+    """``train_run(*args)`` -> (client, parent run, {stage name: stage run}, run folder)."""
+
+    def call(*args):
+        result = ltrun(*args, *FAST, "--tracking-uri", f"sqlite:///{store}/mlflow.db",
+                       "--output", str(store / "runs"))
+        assert result.exit_code == 0, result.stderr
+        run_id = re.search(r"run ([0-9a-f]+) finished", result.output).group(1)
+        client = mlflow_client(f"sqlite:///{store}/mlflow.db")
+        parent = client.get_run(run_id)
+        assert parent.info.status == "FINISHED"
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{run_id}'")
+        stages = {r.data.tags["ltcore.stage"]: r for r in children}
+        return client, parent, stages, Path(store / "runs" / run_id)
+
+    return call
 
 
-def test_ce_with_crt_retrains_the_classifier_in_a_second_stage(ltrun, isolated):
-    result = ltrun("--plugin", "ce", "--plugin", "crt", "--epochs", "1", "--set", "crt.epochs=1",
-                   *FAST)
-    assert result.exit_code == 0, result.stderr
-    client = mlflow_client()
-    parent = finished_parent(client)
+def test_ce_with_crt_retrains_the_classifier_in_a_second_stage(train_run):
+    _, parent, stages, _ = train_run("--plugin", "ce", "--plugin", "crt", "--epochs", "1",
+                                     "--set", "crt.epochs=1")
     assert parent.data.tags["plugins"] == "ce,crt"
-    stages = stage_runs(client)
     assert set(stages) == {"train", "classifier"}
     retrain = stages["classifier"].data
     assert retrain.params["stage.trainable"] == "classifier"
@@ -37,42 +55,24 @@ def test_ce_with_crt_retrains_the_classifier_in_a_second_stage(ltrun, isolated):
     assert parent.data.metrics["val/acc"] == retrain.metrics["val/acc"]
 
 
-def test_ldam_drw_runs_with_the_normalised_classifier(ltrun, isolated):
-    result = ltrun("--plugin", "ldam-drw", "--epochs", "2", "--set", "ldam-drw.drw_epoch=1",
-                   *FAST)
-    assert result.exit_code == 0, result.stderr
-    client = mlflow_client()
-    parent = finished_parent(client)
+def test_ldam_drw_runs_with_the_normalised_classifier(train_run):
+    client, parent, stages, folder = train_run("--plugin", "ldam-drw", "--epochs", "1",
+                                               "--set", "ldam-drw.drw_epoch=0")
     params = parent.data.params
-    assert params["model.classifier"] == "cosine" and params["ldam-drw.drw_epoch"] == "1"
+    assert params["model.classifier"] == "cosine" and params["ldam-drw.drw_epoch"] == "0"
     assert params["ldam-drw.scale"] == "30.0" and params["ldam-drw.max_margin"] == "0.5"
-    train = stage_runs(client)["train"]
+    train = stages["train"]
     assert train.data.params["stage.losses"] == "1*ldam-drw"
     history = client.get_metric_history(train.info.run_id, "train/loss/ldam-drw")
-    assert len(history) == 2 and all(math.isfinite(m.value) for m in history)
-    model = torch.load(next(isolated.glob("runs/*/model.pt")), weights_only=False)
+    assert len(history) == 1 and all(math.isfinite(m.value) for m in history)
+    model = torch.load(folder / "model.pt", weights_only=False)
     assert "model.classifier.bias" not in model["modules"]  # the cosine classifier
 
 
-def test_class_balanced_focal_runs(ltrun, isolated):
-    result = ltrun("--plugin", "cb", "--epochs", "1", "--set", "cb.loss=focal",
-                   "--set", "cb.beta=0.999", *FAST)
-    assert result.exit_code == 0, result.stderr
-    client = mlflow_client()
-    parent = finished_parent(client)
-    assert parent.data.params["cb.loss"] == "focal" and parent.data.params["cb.beta"] == "0.999"
-    train = stage_runs(client)["train"].data
-    assert train.params["stage.losses"] == "1*cb-focal"
-    assert math.isfinite(train.metrics["train/loss/cb-focal"])
-
-
-def test_kcl_runs_with_a_contrastive_and_a_classifier_term(ltrun, isolated):
-    result = ltrun("--plugin", "kcl", "--epochs", "1", "--set", "kcl.k=2", *FAST)
-    assert result.exit_code == 0, result.stderr
-    client = mlflow_client()
-    parent = finished_parent(client)
+def test_kcl_runs_with_a_contrastive_and_a_classifier_term(train_run):
+    _, parent, stages, _ = train_run("--plugin", "kcl", "--epochs", "1", "--set", "kcl.k=2")
     assert parent.data.params["kcl.k"] == "2"
-    train = stage_runs(client)["train"].data
+    train = stages["train"].data
     assert train.params["stage.losses"] == "1*kcl, 1*ce"
     assert "con0=simaugment" in train.params["stage.views"]
     assert train.metrics["train/loss/kcl"] > 0 and train.metrics["train/loss/ce"] > 0
@@ -94,18 +94,21 @@ def direct_ece(probabilities, labels, bins=15):
     return total
 
 
-def test_expected_calibration_error_is_selected_with_set(ltrun, isolated):
+def test_class_balanced_focal_runs_and_reports_calibration(train_run):
     from ltcore.engine import model_outputs
     from ltcore.evaluate_saved import load_saved_run
     from ltcore.plugins import Plugins
 
-    result = ltrun("--plugin", "focal", "--epochs", "1", "--set", 'eval.metrics=["ece"]', *FAST)
-    assert result.exit_code == 0, result.stderr
-    client = mlflow_client()
-    parent = finished_parent(client)
-    train = stage_runs(client)["train"].data
+    _, parent, stages, folder = train_run("--plugin", "cb", "--epochs", "1",
+                                          "--set", "cb.loss=focal", "--set", "cb.beta=0.999",
+                                          "--set", 'eval.metrics=["ece"]')
+    assert parent.data.params["cb.loss"] == "focal" and parent.data.params["cb.beta"] == "0.999"
+    train = stages["train"].data
+    assert train.params["stage.losses"] == "1*cb-focal"
+    assert math.isfinite(train.metrics["train/loss/cb-focal"])
+    # expected calibration error, selected with --set eval.metrics=["ece"]
     assert {"val/ece", "test/ece"} <= set(train.metrics)
-    run, model = load_saved_run(Plugins(), str(next(isolated.glob("runs/*/model.pt"))))
+    run, model = load_saved_run(Plugins(), str(folder / "model.pt"))
     for split in ("val", "test"):
         logits, _ = model_outputs(run, model, getattr(run.dataset, split), keep_features=False)
         labels = getattr(run.dataset, split).labels

@@ -1,5 +1,5 @@
-"""Against a real ``mlflow server`` on loopback: a training run, ``ltrun compare`` and artifacts
-that reach the server's artifact store."""
+"""Against a real ``mlflow server`` on loopback: a training run, ``ltrun compare``, artifacts
+that reach the server's artifact store, and a report that fetches the model from it."""
 
 import json
 import re
@@ -9,7 +9,8 @@ from pathlib import Path
 from ltcore.testing import FAST, mlflow_client
 
 
-def test_training_and_compare_through_a_tracking_server(ltrun, mlflow_server, tiny, isolated):
+def test_training_and_compare_through_a_tracking_server(ltrun, mlflow_server, tiny, isolated,
+                                                        monkeypatch):
     uri = mlflow_server.uri
     result = ltrun("--tracking-uri", uri, *tiny, *FAST)
     assert result.exit_code == 0, result.stderr
@@ -47,6 +48,16 @@ def test_training_and_compare_through_a_tracking_server(ltrun, mlflow_server, ti
                    if owner in p.parts and p.as_posix().endswith(path)]
         assert len(on_disk) == 1 and on_disk[0].stat().st_size == listed[path].file_size > 0
     assert not (isolated / "mlruns").exists() and not (isolated / "mlartifacts").exists()
+
+    # a report made elsewhere downloads the model through the server
+    elsewhere = isolated / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    report = ltrun("report", "--tracking-uri", uri, "--no-tsne", "--format", "markdown")
+    assert report.exit_code == 0, report.stderr
+    page = (elsewhere / "reports" / "ltcore" / "report.md").read_text()
+    assert "## Confusion matrices" in page and "## Notes" not in page
+    assert (elsewhere / "reports" / "ltcore" / "plots" / "confusion_matrices_digits-lt-if100.png").is_file()
 
     mlflow_server.stop()
     assert mlflow_server.proc.poll() is not None
