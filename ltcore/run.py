@@ -224,10 +224,10 @@ class Run:
     def new_stage(self, name: str, epochs: int, *, plugin: str, model: ModelBundle | None = None,
                   **changes) -> Stage:
         """A stage with the run's optimiser, schedule and sampler settings (not yet added)."""
-        return Stage(name=name, epochs=epochs, model=model or self.model,
-                     optim=attrs.evolve(self.config.optim),
-                     schedule=attrs.evolve(self.config.schedule),
-                     sampler=self.config.sampler, plugin=plugin, **changes)
+        values = {"optim": attrs.evolve(self.config.optim),
+                  "schedule": attrs.evolve(self.config.schedule),
+                  "sampler": self.config.sampler, **changes}
+        return Stage(name=name, epochs=epochs, model=model or self.model, plugin=plugin, **values)
 
     def add_stage(self, stage: Stage, *, before: str | None = None, after: str | None = None) -> Stage:
         if any(s.name == stage.name for s in self.stages):

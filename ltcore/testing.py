@@ -22,9 +22,23 @@ FAST_SETTINGS = ["model.backbone=resnet8", "views.workers=0", "batch_size=64"]
 """The same as ``--set`` assignments, for :func:`ltcore.config.resolve`."""
 
 
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory):
+    """An MLflow sqlite store with its schema created, copied into each test's directory
+    (creating the schema takes seconds; copying the file takes milliseconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
+def isolated(tmp_path, monkeypatch, mlflow_store_template):
     """Run the test in ``tmp_path`` with a private MLflow store and dataset cache."""
+    import shutil
+
+    shutil.copyfile(mlflow_store_template, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
