@@ -365,6 +365,7 @@ class Trainer:
             "state": self.run.state,
             "stage_runs": self.stage_runs,
             "pending_metrics": self.tracker.pending,
+            "tracking_journal": self.tracker.journal(),
             "history": self.history,
         }
         tmp = self.checkpoint_path().with_suffix(".tmp")
@@ -379,6 +380,7 @@ class Trainer:
         self.optimizer_state = checkpoint["optimizer"]
         self.history = list(checkpoint["history"])
         self.tracker.pending = [tuple(m) for m in checkpoint["pending_metrics"]]
+        self.tracker.load_journal(checkpoint.get("tracking_journal"))
         for run_id in {m[0] for m in self.tracker.pending}:
             self.tracker.drop_logged(run_id, "train/loss")
 
@@ -431,6 +433,7 @@ class Trainer:
         self.optimizer_state = None
         metrics: dict[str, float] = {}
         for epoch in range(start_epoch, stage.epochs):
+            t0 = time.perf_counter()
             seed = epoch_seed(run.config.seed, index, epoch)
             torch.manual_seed(seed)
             random.seed(seed)
@@ -442,7 +445,6 @@ class Trainer:
             order = sampler.epoch_indices(epoch, generator)
             if order.dim() == 1:
                 order = order.unsqueeze(1)
-            t0 = time.perf_counter()
             sums, seen = self.train_epoch(stage, views, order, sources, optimizer, epoch, seed,
                                           frozen)
             elapsed = time.perf_counter() - t0
@@ -574,13 +576,13 @@ class Trainer:
 # -- entry points -------------------------------------------------------------------------
 
 
-def tracking_uri(run: Run) -> str:
+def tracking_uri(config) -> str:
     """The configured tracking URI, else ``MLFLOW_TRACKING_URI``, else ``mlflow.db`` here.
 
     A relative sqlite path is made absolute: MLflow caches stores by URI, so a relative one
     would follow the first working directory of the process.
     """
-    uri = run.config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not os.path.isabs(uri[len(prefix):]):
         uri = prefix + os.path.abspath(uri[len(prefix):])
@@ -607,8 +609,9 @@ def run_params(run: Run) -> dict[str, Any]:
 def train(plugins: Plugins, selected: list[str], settings: Settings, progress: bool = True) -> "Result":
     """Train a new run and record it; returns the final metrics and where things are."""
     selected = plugins.select(selected or DEFAULT_PLUGINS)
+    # check the tracking store before building the data: an unreachable server fails in seconds
+    tracker = Tracker(tracking_uri(settings.run), settings.run.tracking.experiment)
     run = prepare(plugins, selected, settings)
-    tracker = Tracker(tracking_uri(run), run.config.tracking.experiment)
     parent = tracker.start("+".join(selected), run_tags(run))
     run.state["mlflow_run_id"] = parent
     run_dir = Path(run.config.output) / parent
@@ -632,7 +635,7 @@ def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool =
     settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
     run = prepare(plugins, selected, settings)
     run.state["mlflow_run_id"] = run_id
-    tracker = Tracker(tracking_uri(run), run.config.tracking.experiment)
+    tracker = Tracker(tracking_uri(run.config), run.config.tracking.experiment)
     tracker.reopen(run_id)
     trainer = Trainer(run, tracker, path.parent, progress)
     trainer.restore(checkpoint)
@@ -664,13 +667,12 @@ def _finish(trainer: Trainer, parent: str) -> Result:
     torch.save({"settings": run.settings.to_dict(), "plugins": run.selected,
                 "modules": run.modules.state_dict()}, final_model)
     tracker.log_artifact(parent, str(final_model), "checkpoints")
-    tracker.log_metrics(parent, {k: v for k, v in metrics.items()}, step=0)
-    sent = tracker.flush()
+    tracker.log_metrics(parent, dict(metrics), step=0)
+    tracker.end(parent)  # sends what is still queued first
     warnings = []
-    if not sent or tracker.unsent_artifacts:
-        warnings.append(f"the tracking store {tracker.uri} did not accept everything: "
-                        f"{len(tracker.pending)} metric values and "
-                        f"{len(tracker.unsent_artifacts)} artifacts were not logged; the "
-                        f"checkpoint and files are in {trainer.run_dir}")
-    tracker.end(parent)
+    if tracker.summary():
+        trainer.save(len(run.stages), 0, None)  # the unsent records, for ltrun --resume
+        warnings.append(f"{tracker.summary()}; the checkpoint and files are in {trainer.run_dir}; "
+                        f"once the tracking store answers again, ltrun --resume {parent} sends "
+                        "what was not logged")
     return Result(parent, metrics, trainer.run_dir, warnings)

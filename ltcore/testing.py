@@ -22,6 +22,18 @@ FAST_SETTINGS = ["model.backbone=resnet8", "views.workers=0", "batch_size=64"]
 """The same as ``--set`` assignments, for :func:`ltcore.config.resolve`."""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test process: tests run one process per core (``pytest -n``),
+    and oversubscribed threads make small models many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def mlflow_store_template(tmp_path_factory):
     """An MLflow sqlite store with its schema created, copied into each test's directory

@@ -98,23 +98,6 @@ class MlflowServer:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def store_template(tmp_path_factory):
-    """An empty MLflow sqlite store with its tables made (migrating one takes seconds)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("store-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture(autouse=True)
-def fresh_store(isolated, store_template):
-    """Each test starts with its own copy of the empty store as ``./mlflow.db``."""
-    shutil.copyfile(store_template, isolated / "mlflow.db")
-    return isolated / "mlflow.db"
-
-
 @pytest.fixture
 def tiny():
     """Options (with ``FAST``) of the smallest training that still learns something."""
@@ -122,9 +105,10 @@ def tiny():
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, store_template):
-    """A running ``mlflow server`` on a free loopback port; stopped after the test."""
-    server = MlflowServer(tmp_path / "server", store_template)
+def mlflow_server(tmp_path, mlflow_store_template):
+    """A running ``mlflow server`` on a free loopback port, its backend a copy of the empty
+    store template (``ltcore.testing``); stopped after the test."""
+    server = MlflowServer(tmp_path / "server", mlflow_store_template)
     try:
         server.wait_ready()
         yield server

@@ -31,10 +31,10 @@ def call(*args):
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, store_template):
+def swept(tmp_path_factory, mlflow_store_template):
     """The sweep, trained once for the module, in this process (``--in-process``)."""
     root = tmp_path_factory.mktemp("sweep")
-    shutil.copyfile(store_template, root / "mlflow.db")
+    shutil.copyfile(mlflow_store_template, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -1,4 +1,4 @@
-"""Shared helpers of the cogloat/proco tests: a prepared (untrained) run on the embedded dataset."""
+"""Fixtures of the cogloat/proco tests: a prepared (untrained) run on the embedded dataset."""
 
 import pytest
 import torch
