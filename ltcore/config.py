@@ -2,6 +2,8 @@
 
 Sources are applied in this order, later ones winning: the defaults below, each selected plugin's
 ``default`` preset (its own defaults for core keys, e.g. BCL's views), the presets named with
+``--preset`` (keys of plugins that are not selected are skipped, so a preset can carry the
+settings of a combination), the presets named with
 ``--preset`` (every selected plugin's preset of that name, in ``--plugin`` order), a TOML file
 (``--config``), ``--set key=value`` and finally the dedicated CLI options (``--epochs``...).
 Keys are dotted: ``epochs``, ``optim.lr``, ``views.classifier``, and ``<plugin>.<option>`` for
@@ -327,6 +329,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from exc
 
 
+def _for_selected(settings: dict[str, Any], plugins, selected: list[str]) -> dict[str, Any]:
+    """A preset's keys without those of plugins that are not selected, so one plugin's recipe
+    can also say how to set another plugin it is combined with."""
+    others = (set(plugins.options) | set(plugins.info)) - set(selected)
+    return {k: v for k, v in settings.items() if k.split(".", 1)[0] not in others}
+
+
 DEFAULT_PRESET = "default"
 """A plugin's preset of this name is applied whenever the plugin is selected, before the others."""
 
@@ -343,7 +352,7 @@ def resolve(plugins, selected: list[str], presets: list[str] = (), config_file: 
             raise ConfigError(f"no selected plugin has a preset {preset!r}; presets of "
                               f"{', '.join(selected) or 'the selected plugins'}: "
                               f"{', '.join(known) or 'none'}")
-        layers.extend(nest(p.settings) for p in found)
+        layers.extend(nest(_for_selected(p.settings, plugins, selected)) for p in found)
     if config_file:
         layers.append(read_toml(config_file))
     layers.append(nest(dict(parse_assignment(a) for a in assignments)))

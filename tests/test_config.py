@@ -76,3 +76,11 @@ def test_bad_value_cli_error_exits_non_zero(ltrun):
 def test_structure_rejects_sections_as_values():
     with pytest.raises(ConfigError, match="section"):
         structure(RunConfig, {"optim": 3})
+
+
+def test_preset_keys_of_unselected_plugins_are_skipped(plugins):
+    alone = resolve(plugins, ["rcl"], ["cifar10-lt"])
+    assert "bcl" not in alone.plugins and alone.run.optim.lr == 0.2
+    combined = resolve(plugins, ["bcl", "rcl"], ["cifar10-lt"])
+    assert combined.plugins["bcl"].la_tau == 1.3 and combined.plugins["bcl"].contrastive_weight == 1.0
+    assert combined.run.optim.lr == 0.2

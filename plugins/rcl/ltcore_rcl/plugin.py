@@ -210,6 +210,7 @@ CIFAR = {
     "rcl.la_tau": 1.3, "rcl.classifier_weight": 2.0, "rcl.contrastive_weight": 1.0,
     "rcl.temperature": 0.1, "rcl.compression": True, "rcl.compression_threshold": 0.2,
     "rcl.compression_factor_below": 1.0, "rcl.compression_factor_others": 0.005,
+    "bcl.la_tau": 1.3, "bcl.classifier_weight": 2.0, "bcl.contrastive_weight": 1.0,
 }
 
 
