@@ -1,0 +1,38 @@
+"""The README's main-job command works and leaves the MLflow record the README promises."""
+
+import re
+import shlex
+from pathlib import Path
+
+from ltcore.testing import recorded_runs, mlflow_client
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def main_job_arguments():
+    block = re.search(r"<!-- setup-commands -->\s*```\s*(.*?)```", README.read_text(), re.S).group(1)
+    first = block.strip().splitlines()[0]
+    command = first.split("&&")[-1].strip()
+    words = shlex.split(command)
+    assert words[0].endswith("ltrun")
+    return words[1:]
+
+
+def test_readme_main_job(ltrun):
+    args = main_job_arguments()
+    assert args[:4] == ["--plugin", "bcl", "--plugin", "rcl"]
+    result = ltrun(*args, "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    client = mlflow_client()
+    (parent,) = recorded_runs(client, nested=False)
+    (stage,) = recorded_runs(client, nested=True)
+    assert parent.info.status == stage.info.status == "FINISHED"
+    assert parent.data.params["plugins"] == "bcl,rcl"
+    assert {"plugin.bcl.version", "plugin.rcl.version"} <= set(parent.data.params)
+    for key in ("train/loss/la-ce", "train/loss/bcl", "train/lr", "train/epoch_time",
+                "train/samples_per_s", "val/acc", "val/many", "val/medium", "val/few", "val/hmean"):
+        assert client.get_metric_history(stage.info.run_id, key), key
+    artifacts = {a.path for a in client.list_artifacts(stage.info.run_id, "evaluation")}
+    assert {"evaluation/val_per_class_accuracy.csv", "evaluation/val_confusion_matrix.png",
+            "evaluation/val_per_class_accuracy.png"} <= artifacts
+    assert "checkpoints" in {a.path for a in client.list_artifacts(parent.info.run_id)}
