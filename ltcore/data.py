@@ -38,11 +38,6 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    def subset(self, index: torch.Tensor) -> "Split":
-        paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
-        images = self.images[index] if self.images is not None else None
-        return Split(self.labels[index], images, paths)
-
 
 @attrs.define
 class Dataset:

@@ -331,14 +331,6 @@ class Tracker:
             return False
         return self._send_metrics()
 
-    def last_step(self, run_id: str, key: str) -> int:
-        """The last step logged for metric ``key`` (-1 if none, or if the store cannot say)."""
-        try:
-            return self._last_step(run_id, key)
-        except Exception as exc:
-            self._failed(exc, None)
-            return -1
-
     def drop_logged(self, run_id: str, key: str) -> None:
         """Forget buffered metrics of ``run_id`` at steps already logged (after a resume).
 

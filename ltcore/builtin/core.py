@@ -9,13 +9,6 @@ from __future__ import annotations
 from ltcore import hookimpl
 
 
-def _dataset(build):
-    def factory(config):
-        return build(config)
-    factory.__doc__ = build.__doc__
-    return factory
-
-
 def _digits(config):
     """scikit-learn's real 8x8 handwritten digits, made long-tailed (embedded; no download)."""
     from ltcore.data import digits_lt
