@@ -71,11 +71,9 @@ def register_losses(register):
 
 @hookimpl
 def register_presets(register):
-    from ltcore.builtin.ldam_drw import cifar_recipe
+    from ltcore.builtin.ldam_drw import register_cifar_recipes
 
-    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
-        register(name, cifar_recipe(name),
-                 f"LDAM-DRW reference schedule, CIFAR-{classes}-LT IF 100, ResNet-32, 200 epochs")
+    register_cifar_recipes(register)
 
 
 @hookimpl

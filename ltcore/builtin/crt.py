@@ -88,13 +88,10 @@ def imagenet_recipe() -> dict:
 def register_retraining_presets(register, plugin: str, extra: dict | None = None) -> None:
     """CIFAR-LT (LDAM-DRW reference schedule for the main stage) and ImageNet-LT (Kang et al.)
     presets of a classifier-rebalancing plugin."""
-    from ltcore.builtin.ldam_drw import cifar_recipe
+    from ltcore.builtin.ldam_drw import register_cifar_recipes
 
     extra = extra or {}
-    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
-        register(name, {**cifar_recipe(name), **extra},
-                 f"main stage on the LDAM-DRW schedule (CIFAR-{classes}-LT IF 100, ResNet-32, "
-                 f"200 epochs), then {plugin}")
+    register_cifar_recipes(register, extra, f" for the main stage, then {plugin}")
     register("imagenet-lt", {**imagenet_recipe(), **extra},
              f"Kang et al.: ImageNet-LT, ResNeXt-50, 90 epochs, batch 512, lr 0.2 cosine, "
              f"then {plugin}")

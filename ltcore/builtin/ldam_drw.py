@@ -44,6 +44,14 @@ def cifar_recipe(dataset: str) -> dict:
             "schedule.warmup_epochs": 5, "schedule.milestones": [160, 180], "schedule.gamma": 0.01}
 
 
+def register_cifar_recipes(register, extra: dict | None = None, note: str = "") -> None:
+    """Register the ``cifar10-lt`` and ``cifar100-lt`` presets on the LDAM-DRW schedule."""
+    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
+        register(name, {**cifar_recipe(name), **(extra or {})},
+                 f"LDAM-DRW reference schedule, CIFAR-{classes}-LT IF 100, ResNet-32, 200 "
+                 f"epochs{note}")
+
+
 def deferred_weights(run, start_epoch: int, beta: float):
     """``weights(epoch)``: ``None`` (unweighted) before ``start_epoch``, the class-balanced
     weights from it on, as ``drw_weights`` of the loss library. The weights are built once on
@@ -105,9 +113,7 @@ def register_losses(register):
 def register_presets(register):
     register("default", {"model.classifier": "cosine", "model.cosine_scale": 30.0},
              "LDAM's normalised classifier (the reference's NormedLinear); s is ldam-drw.scale")
-    for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
-        register(name, {**cifar_recipe(name), "ldam-drw.drw_epoch": 160},
-                 f"LDAM-DRW reference, CIFAR-{classes}-LT IF 100, ResNet-32, 200 epochs, DRW at 160")
+    register_cifar_recipes(register, {"ldam-drw.drw_epoch": 160}, ", DRW at 160")
 
 
 @hookimpl
