@@ -29,28 +29,6 @@ def class_queue(run, size: int = 4096, min_size: int = 2, dim: int = 128,
     return ClassWiseQueue.from_class_counts(counts, size, min_size, dim, dtype)
 
 
-def ring_slots(queue: ClassWiseQueue, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Where the next ``queue.enqueue(features, labels, ...)`` writes each sample.
-
-    Returns ``(slot, writer)``, both ``[N]``: sample ``i`` goes to ``slot[i]``, and the sample
-    whose features remain in that slot after the call is ``writer[i]`` (``writer[i] == i``
-    unless a later sample of the same class overwrites it in the same call). Computed from the
-    queue's pointers before the call, without a host synchronisation.
-    """
-    batch = labels.shape[0]
-    counts = torch.zeros(queue.num_classes, dtype=torch.long, device=labels.device)
-    counts.scatter_add_(0, labels, torch.ones_like(labels))
-    order = torch.sort(labels, stable=True).indices
-    class_starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(labels)
-    rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]
-    capacity = queue.sizes[labels]
-    slot = queue.offsets[labels] + (queue.pointers[labels] + rank) % capacity
-    last_rank = rank + capacity * torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
-    writer = order[class_starts[labels] + last_rank]
-    return slot, writer
-
-
 def with_fresh_rows(stored: Tensor, fresh: Tensor, slot: Tensor, writer: Tensor) -> Tensor:
     """``stored`` with the rows a batch was just written to replaced by the batch's own
     (gradient-carrying) ``fresh`` rows: ``out[slot[i]] = fresh[writer[i]]``.

@@ -82,6 +82,27 @@ class ClassWiseQueue(torch.nn.Module):
         return cls(class_queue_sizes(class_counts, total_size, min_size), dim, dtype)
 
     @torch.no_grad()
+    def slots(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where the next :meth:`enqueue` of a batch with ``labels`` [N] writes each sample.
+
+        Returns ``(slot, writer, counts)``: sample ``i`` goes to ``slot[i]``; the sample whose
+        entry remains in that slot after the call is ``writer[i]`` (``i`` unless a later sample
+        of the same class overwrites it in the same call); ``counts`` [C] are the per-class batch
+        counts. Computed from the current pointers without a host synchronisation.
+        """
+        batch = labels.shape[0]
+        order = torch.sort(labels, stable=True).indices
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=labels.device).scatter_add_(
+            0, labels, torch.ones_like(labels))
+        class_starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]
+        capacity = self.sizes[labels]
+        slot = self.offsets[labels] + (self.pointers[labels] + rank) % capacity
+        last_rank = rank + capacity * torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
+        writer = order[class_starts[labels] + last_rank]
+        return slot, writer, counts
+
     def enqueue(self, features: Tensor, labels: Tensor, indices: Tensor) -> None:
         """Write a batch into its classes' ring buffers.
 
@@ -96,19 +117,7 @@ class ClassWiseQueue(torch.nn.Module):
             labels: [N] class labels in [0, C).
             indices: [N] dataset indices of the samples.
         """
-        batch = labels.shape[0]
-        order = torch.sort(labels, stable=True).indices
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=labels.device).scatter_add_(
-            0, labels, torch.ones_like(labels))
-        class_starts = torch.cumsum(counts, 0) - counts
-        rank = torch.empty_like(labels)
-        rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]
-
-        capacity = self.sizes[labels]
-        slot = self.offsets[labels] + (self.pointers[labels] + rank) % capacity
-        last_rank = rank + capacity * torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
-        writer = order[class_starts[labels] + last_rank]
-
+        slot, writer, counts = self.slots(labels)
         self.queue_features[slot] = features.detach()[writer].to(self.queue_features.dtype)
         self.queue_indices[slot] = indices[writer].to(torch.long)
         self.queue_valid[slot] = True

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ltcore.run import LossTerm, Step
 
-from .bank import Temperature, ring_slots, with_fresh_rows
+from .bank import Temperature, with_fresh_rows
 from .loss import gml_loss, temperature_loss
 from .queue import ClassWiseQueue
 
@@ -103,7 +103,7 @@ class GMLStudent:
             bank = F.normalize(self.key_head(queue.features().float()), dim=1)
         else:
             fresh = F.normalize(self.key_head(key_features), dim=1)
-            slot, writer = ring_slots(queue, key_labels)
+            slot, writer, _ = queue.slots(key_labels)
             queue.enqueue(fresh, key_labels, key_indices)
             bank = with_fresh_rows(queue.features().float(), fresh, slot, writer)
         out.update(query=step.embeddings[self.query_role], labels=step.targets(self.query_role),

@@ -12,11 +12,11 @@ from ltcore.engine import prepare
 from ltcore.errors import ConfigError
 from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS
-from ltcore_gml.bank import Temperature, fill_random, ring_slots, with_fresh_rows
+from ltcore_gml.bank import Temperature, fill_random, with_fresh_rows
 from ltcore_gml.queue import ClassWiseQueue, class_queue_sizes
 
 
-def test_ring_slots_predict_where_enqueue_writes():
+def test_queue_slots_predict_where_enqueue_writes():
     sizes = [3, 1, 4, 2]
     queue = ClassWiseQueue(torch.tensor(sizes), dim=2)
     gen = torch.Generator().manual_seed(0)
@@ -26,7 +26,7 @@ def test_ring_slots_predict_where_enqueue_writes():
         features = torch.randn(batch, 2, generator=gen)
         indices = torch.arange(start, start + batch)
         start += batch
-        slot, writer = ring_slots(queue, labels)
+        slot, writer, _ = queue.slots(labels)
         queue.enqueue(features, labels, indices)
         assert torch.equal(queue.features()[slot], features[writer])
         assert torch.equal(queue.indices()[slot], indices[writer])
@@ -42,7 +42,7 @@ def test_fresh_rows_replace_written_slots_with_one_gradient_each():
     queue.enqueue(torch.full((5, 2), 7.0), torch.tensor([0, 0, 1, 1, 1]), torch.arange(5))
     labels = torch.tensor([0, 0, 0, 1])  # class 0 receives 3 samples for 2 slots
     fresh = torch.randn(4, 2, requires_grad=True)
-    slot, writer = ring_slots(queue, labels)
+    slot, writer, _ = queue.slots(labels)
     stored = queue.features().clone()
     queue.enqueue(fresh, labels, torch.arange(10, 14))
     bank = with_fresh_rows(queue.features(), fresh, slot, writer)
