@@ -24,7 +24,7 @@ REINITIALISED = "crt.reinitialised"
 class Options:
     """Options of ``crt``: the re-training stage."""
 
-    epochs: int = doc("epochs of the re-training stage (Kang et al.: 10)", default=10,
+    epochs: int = doc("epochs of the stage (Kang et al.: 10)", default=10,
                       validator=attrs.validators.ge(1))
     lr: float = doc("peak learning rate of the stage, cosine-annealed to 0 (Kang et al.: 0.2 "
                     "at batch 512)", default=0.2, validator=attrs.validators.gt(0))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore.builtin import crt
 
 PLUGIN = "lws"
 STAGE = "lws"
@@ -20,15 +20,8 @@ SCALE = "lws_scale"
 
 
 @attrs.define(kw_only=True)
-class Options:
-    """Options of ``lws``: the scaling stage."""
-
-    epochs: int = doc("epochs of the scaling stage (Kang et al.: 10)", default=10,
-                      validator=attrs.validators.ge(1))
-    lr: float = doc("peak learning rate of the stage, cosine-annealed to 0 (Kang et al.: 0.2 "
-                    "at batch 512)", default=0.2, validator=attrs.validators.gt(0))
-    sampler: str = doc("registered sampler of the stage", default="class-balanced")
-    view: str = doc("view pipeline of the stage ('' = the run's views.classifier)", default="")
+class Options(crt.Options):
+    """Options of ``lws``: the scaling stage (the same settings as ``crt``'s stage)."""
 
 
 def _scale_logits(module, inputs, output):
@@ -61,24 +54,21 @@ def register_options(register):
 
 @hookimpl
 def register_presets(register):
-    from ltcore.builtin.crt import register_retraining_presets
-
-    register_retraining_presets(register, PLUGIN, {"lws.epochs": 10, "lws.lr": 0.2})
+    crt.register_retraining_presets(register, PLUGIN, {"lws.epochs": 10, "lws.lr": 0.2})
 
 
 @hookimpl
 def setup_run(run):
     import torch.nn.functional as F
 
-    from ltcore.builtin.crt import STAGE as CRT_STAGE, retraining_stage
     from ltcore.terms import classifier_term
 
     options = run.option(PLUGIN)
     attach_scales(run.model.classifier, run.dataset.num_classes, run.device)
-    stage = retraining_stage(run, STAGE, PLUGIN, options.epochs, options.lr, options.sampler,
-                             options.view)
+    stage = crt.retraining_stage(run, STAGE, PLUGIN, options.epochs, options.lr,
+                                 options.sampler, options.view)
     stage.set_classifier_loss(classifier_term("lws-ce", PLUGIN, F.cross_entropy))
-    after = CRT_STAGE if any(s.name == CRT_STAGE for s in run.stages) else run.main_stage.name
+    after = crt.STAGE if any(s.name == crt.STAGE for s in run.stages) else run.main_stage.name
     run.add_stage(stage, after=after)
 
 
