@@ -105,3 +105,98 @@ def requires_shared_cifar():
     """Skip marker for tests that need the shared CIFAR-10 JPEG images."""
     return pytest.mark.skipif(not (SHARED_CIFAR / "train").is_dir(),
                               reason=f"shared CIFAR-10 images not found at {SHARED_CIFAR}")
+
+
+# -- numbers recorded from earlier runs -----------------------------------------------------
+
+RECORD_ENV = "LTCORE_RECORD_NUMBERS"
+"""With ``LTCORE_RECORD_NUMBERS=1``, :func:`check_recorded` writes the numbers instead of
+comparing them (to record a new reference after a change that is meant to alter them)."""
+
+TIMINGS = ("train/epoch_time", "train/samples_per_s")
+"""Metrics that measure time and differ between identical runs."""
+
+
+def run_numbers(client, run_id: str) -> dict:
+    """Every number an ``ltrun`` run recorded in MLflow, timings left out: the parent run's
+    final metrics and each stage run's per-epoch history of every metric."""
+    parent = client.get_run(run_id)
+    numbers = {"final": dict(sorted(parent.data.metrics.items())), "stages": {}}
+    experiment = parent.info.experiment_id
+    stages = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{run_id}'")
+    for stage in stages:
+        name = stage.data.tags.get("ltcore.stage", stage.info.run_name)
+        histories = {}
+        for key in sorted(stage.data.metrics):
+            if key in TIMINGS:
+                continue
+            histories[key] = [[m.step, m.value] for m in sorted(
+                client.get_metric_history(stage.info.run_id, key), key=lambda m: m.step)]
+        numbers["stages"][name] = histories
+    return numbers
+
+
+def environment_fingerprint() -> dict:
+    """What bit-identical numbers depend on besides the code: the torch build and the CPU
+    kernels it dispatches to."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def check_recorded(path: Path, name: str, numbers: dict) -> None:
+    """Assert that ``numbers`` equal, bit for bit, the numbers recorded under ``name`` in the
+    JSON file ``path``; record them there instead when ``LTCORE_RECORD_NUMBERS=1``.
+
+    Bit-identical results are only defined for the same torch build on the same kind of CPU;
+    on another, the test is skipped naming both.
+    """
+    import json
+    import os
+
+    if os.environ.get(RECORD_ENV) == "1":
+        import fcntl
+
+        with open(path.with_suffix(".lock"), "w") as lock:  # pytest -n: one writer at a time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            recorded = json.loads(path.read_text()) if path.exists() else {}
+            recorded["environment"] = environment_fingerprint()
+            recorded.setdefault("numbers", {})[name] = numbers
+            path.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+        return
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    if name not in recorded.get("numbers", {}):
+        raise AssertionError(f"no numbers recorded under {name!r} in {path}; record them with "
+                             f"{RECORD_ENV}=1")
+    here = environment_fingerprint()
+    if recorded["environment"] != here:
+        pytest.skip(f"numbers in {path.name} were recorded with {recorded['environment']}; this "
+                    f"is {here}, where bit-identical results are not defined")
+    assert numbers == recorded["numbers"][name]
+
+
+EVALUATIONS = {
+    "plain": [],
+    "posthoc-la": ["--set", "eval.posthoc_la_tau=1"],
+    "shifted": ["--test-shift"],
+}
+
+
+def train_and_evaluate(ltrun, args) -> dict:
+    """Train with ``args``; the run's numbers and what ``ltrun evaluate --json`` prints for its
+    saved model, plainly, with post-hoc logit adjustment and on shifted test sets."""
+    import json
+    import re
+
+    result = ltrun(*args, *FAST)
+    assert result.exit_code == 0, result.stderr
+    run_id = re.search(r"run (\S+) finished", result.output).group(1)
+    numbers = run_numbers(mlflow_client(), run_id)
+    model = str(Path("runs") / run_id / "model.pt")
+    for name, extra in EVALUATIONS.items():
+        evaluated = ltrun("evaluate", "--checkpoint", model, "--json", *extra)
+        assert evaluated.exit_code == 0, evaluated.stderr
+        figures = json.loads(evaluated.output)
+        figures.pop("checkpoint", None)
+        numbers[f"evaluate/{name}"] = figures
+    return numbers

@@ -4,9 +4,10 @@ import re
 import shlex
 from pathlib import Path
 
-from ltcore.testing import recorded_runs, mlflow_client
+from ltcore.testing import check_recorded, mlflow_client, recorded_runs, run_numbers
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+RECORDED = Path(__file__).parent / "recorded" / "readme.json"
 
 
 def main_job_arguments():
@@ -36,3 +37,5 @@ def test_readme_main_job(ltrun):
     assert {"evaluation/val_per_class_accuracy.csv", "evaluation/val_confusion_matrix.png",
             "evaluation/val_per_class_accuracy.png"} <= artifacts
     assert "checkpoints" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # the numbers the main job gave before the last change meant to alter them
+    check_recorded(RECORDED, "main-job", run_numbers(client, parent.info.run_id))

@@ -1,0 +1,27 @@
+"""Runs of this plugin give the numbers recorded before a change, bit for bit on the CPU.
+
+The numbers in ``recorded/rcl.json`` come from real runs of the commands below: every metric
+each stage logged per epoch, the final metrics and what ``ltrun evaluate`` prints for the
+saved model (see ``ltcore.testing.check_recorded``). A change that is meant to alter them
+records new ones with ``LTCORE_RECORD_NUMBERS=1`` and says why.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from ltcore.testing import check_recorded, train_and_evaluate
+
+RECORDED = Path(__file__).parent / "recorded" / "rcl.json"
+
+SCENARIOS = {
+    "bcl-rcl-compression": ["--plugin", "bcl", "--plugin", "rcl", "--epochs", "3",
+                            "--set", "rcl.compression_epoch=1"],
+    "supcon-rcl": ["--plugin", "supcon", "--plugin", "rcl", "--epochs", "2",
+                   "--set", "rcl.compression_epoch=1"],
+}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_numbers_match_the_recorded_ones(ltrun, name):
+    check_recorded(RECORDED, name, train_and_evaluate(ltrun, SCENARIOS[name]))
