@@ -1,4 +1,14 @@
-"""ltcore: long-tailed visual recognition with contrastive learning, composed from plugins."""
+"""ltcore: long-tailed visual recognition with contrastive learning, composed from plugins.
+
+This module is the public API: everything a plugin, a script or a notebook needs is imported
+from here (``from ltcore import hookimpl, LossTerm, doc``), plus the loss and metric libraries
+:mod:`ltcore.losses` and :mod:`ltcore.metrics`, the component protocols
+:mod:`ltcore.protocols` and the test kit :mod:`ltcore.testing`. Names are loaded on first use,
+so importing ltcore (and a plugin's entry point) does not import torch. ``docs/api.md``
+describes each name.
+"""
+
+from importlib import import_module
 
 import pluggy
 
@@ -6,3 +16,41 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""
+
+_EXPORTS = {
+    # assembling a run and what loss terms see
+    "Run": "run", "Stage": "run", "ViewSpec": "run", "LossTerm": "run", "Step": "run",
+    "ContrastSet": "run", "RunRecorder": "run", "CLASSIFIER_ROLE": "run", "epoch_seed": "run",
+    "classifier_term": "terms", "logit_adjusted_term": "terms", "supcon_term": "terms",
+    # options and configuration
+    "doc": "config", "OptimConfig": "config", "ScheduleConfig": "config", "RunConfig": "config",
+    "Settings": "config", "resolve": "config",
+    # evaluation
+    "Evaluation": "evaluation", "EvalOutputs": "evaluation", "Metric": "evaluation",
+    "accuracy_figures": "evaluation", "posthoc_logit_adjustment": "evaluation",
+    # components
+    "ViewPipeline": "views", "ModelBundle": "models", "MLPHead": "models",
+    "LinearClassifier": "models", "CosineClassifier": "models",
+    "ClassPowerSampler": "samplers", "InstanceBalancedSampler": "samplers",
+    "Dataset": "data", "Split": "data", "load_image": "data",
+    # plugins, training and saved runs
+    "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",
+    "resume": "engine.runs", "Result": "engine.runs", "load_saved_run": "engine.runs",
+    # errors users see
+    "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",
+    "DataError": "errors",
+}
+
+__all__ = ["__version__", "hookimpl", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"ltcore.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ltcore' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

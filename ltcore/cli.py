@@ -110,22 +110,22 @@ def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_conf
     """
     if ctx.invoked_subcommand is not None:
         return
-    from . import engine
     from .config import resolve
+    from .engine import runs
 
     plugins = plugins_of(ctx)
     if resume:
         output = options.get("output") or "runs"
-        result = engine.resume(plugins, resume, output, progress=not no_progress)
+        result = runs.resume(plugins, resume, output, progress=not no_progress)
     else:
-        selected = plugins.select(list(plugin_names) or engine.DEFAULT_PLUGINS)
+        selected = plugins.select(list(plugin_names) or runs.DEFAULT_PLUGINS)
         overrides = {RUN_OPTIONS[k]: v for k, v in options.items() if v is not None}
         settings = resolve(plugins, selected, presets, config_file, assignments, overrides)
         if print_config:
             click.echo(f"# plugins: {' '.join(selected)}")
             click.echo(settings.to_toml(), nl=False)
             return
-        result = engine.train(plugins, selected, settings, progress=not no_progress)
+        result = runs.train(plugins, selected, settings, progress=not no_progress)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"run {result.run_id} finished; checkpoints in {result.run_dir}")
@@ -267,7 +267,7 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
       ltrun evaluate --checkpoint runs/RUN_ID/model.pt --set eval.posthoc_la_tau=1
       ltrun evaluate --checkpoint runs/RUN_ID/model.pt --test-shift --ratios 50,10,1,0.1,0.02
     """
-    from .evaluate_saved import evaluate_checkpoint, evaluate_checkpoint_shifted
+    from .engine.runs import evaluate_checkpoint, evaluate_checkpoint_shifted
 
     overrides = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir),
                                    ("imbalance_factor", imbalance_factor)) if v is not None}

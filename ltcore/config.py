@@ -2,9 +2,8 @@
 
 Sources are applied in this order, later ones winning: the defaults below, each selected plugin's
 ``default`` preset (its own defaults for core keys, e.g. BCL's views), the presets named with
-``--preset`` (keys of plugins that are not selected are skipped, so a preset can carry the
-settings of a combination), the presets named with
-``--preset`` (every selected plugin's preset of that name, in ``--plugin`` order), a TOML file
+``--preset`` (every selected plugin's preset of that name, in ``--plugin`` order; keys of plugins
+that are not selected are skipped, so a preset can carry the settings of a combination), a TOML file
 (``--config``), ``--set key=value`` and finally the dedicated CLI options (``--epochs``...).
 Keys are dotted: ``epochs``, ``optim.lr``, ``views.classifier``, and ``<plugin>.<option>`` for
 the options a plugin declares (``bcl.temperature``). An unknown key or an invalid value raises
@@ -40,14 +39,23 @@ def _non_negative(instance, attribute, value):
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
 
 
+def _betas(instance, attribute, value):
+    if len(value) != 2 or not all(0 <= b < 1 for b in value):
+        raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1), got {value!r}")
+
+
 @attrs.define(kw_only=True)
 class OptimConfig:
-    """SGD with momentum, the optimiser of every recipe in the papers."""
+    """The optimiser: SGD with momentum (every recipe in the papers) or another registered one."""
 
+    name: str = doc("registered optimiser: sgd | adamw (ltrun plugins lists them)", default="sgd")
     lr: float = doc("peak learning rate (after warm-up)", default=0.1, validator=_positive)
     momentum: float = doc("SGD momentum", default=0.9, validator=_non_negative)
-    weight_decay: float = doc("L2 weight decay", default=5e-4, validator=_non_negative)
-    nesterov: bool = doc("Nesterov momentum", default=False)
+    weight_decay: float = doc("weight decay (L2 for SGD, decoupled for AdamW)", default=5e-4,
+                              validator=_non_negative)
+    nesterov: bool = doc("Nesterov momentum (SGD)", default=False)
+    betas: tuple[float, ...] = doc("AdamW's moment decay rates (beta1, beta2)",
+                                   default=(0.9, 0.999), validator=_betas)
 
 
 @attrs.define(kw_only=True)

@@ -1,4 +1,10 @@
-"""Evaluation: model outputs on a split and the metrics computed from them.
+"""The one evaluation path: model outputs on un-augmented splits, through the hooks, to figures.
+
+:func:`evaluate` computes a model's classifier logits and backbone features on each asked-for
+split, lets every ``adjust_eval_logits`` implementation change the logits (LWS's scales,
+tau-norm's normalised classifier), applies post-hoc logit adjustment (``eval.posthoc_la_tau``)
+and returns an :class:`Evaluation`. Per-epoch and final figures, the reports, RCL's per-class
+measurement, shifted test sets and ``ltrun evaluate`` all call it.
 
 Figures are percentages. Overall accuracy is over samples; ``many``/``medium``/``few`` are the
 unweighted means of per-class accuracies within each shot group (many: more than
@@ -8,17 +14,27 @@ the harmonic mean of per-class accuracies. Metric components (``register_metrics
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import attrs
 import torch
 
 from . import metrics as M
+from .data import Split, load_image
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .models import ModelBundle
+    from .run import Run, Stage
+
+ACCURACY = "accuracy"
+"""The metric every evaluation computes (overall, shot groups, harmonic mean)."""
 
 
 @attrs.define(eq=False)
 class EvalOutputs:
-    """Everything a metric may use: logits, labels, backbone features, the training counts."""
+    """Everything a metric may use about one split: logits, labels, backbone features (when
+    kept), the training counts."""
 
     split: str
     logits: torch.Tensor
@@ -45,10 +61,11 @@ class EvalOutputs:
 
 @attrs.define
 class Metric:
-    """A registered metric: ``fn(outputs) -> {name: value}``.
+    """A registered metric made of a function: ``fn(outputs) -> {name: value}``.
 
     ``when`` is ``epoch`` (every evaluation) or ``final`` (end of each stage, for costly ones);
-    ``needs_features`` asks the evaluator to keep the backbone features.
+    ``needs_features`` asks the evaluation to keep the backbone features (final evaluations
+    always keep them).
     """
 
     fn: Callable[[EvalOutputs], dict[str, float]]
@@ -68,3 +85,128 @@ def accuracy_figures(outputs: EvalOutputs) -> dict[str, float]:
         figures[group] = 100.0 * float(value)
     figures["hmean"] = 100.0 * float(M.harmonic_mean_accuracy(per_class))
     return figures
+
+
+def posthoc_logit_adjustment(logits: torch.Tensor, class_counts: torch.Tensor,
+                             tau: float) -> torch.Tensor:
+    """``logits - tau * log(pi)`` with ``pi`` the training class prior (Menon et al. 2021)."""
+    return logits - tau * torch.log(class_counts.float() / class_counts.sum())
+
+
+@attrs.define(eq=False)
+class Evaluation:
+    """One evaluation of ``model`` on some splits, as ``adjust_eval_logits`` sees and changes it.
+
+    ``stage`` is the stage being trained when the evaluation happens (None for a saved model)
+    and ``final`` marks an evaluation with every metric (a stage's last epoch, ``ltrun
+    evaluate``).
+    """
+
+    run: "Run"
+    model: "ModelBundle"
+    outputs: dict[str, EvalOutputs]
+    stage: "Stage | None" = None
+    final: bool = False
+
+    def figures(self) -> dict[str, float]:
+        """``{"val/acc": ...}``: the accuracy figures and the run's selected metrics of every
+        split (the ``final`` ones only in a final evaluation)."""
+        figures = {}
+        metrics = selected_metrics(self.run, self.final)
+        for name, out in self.outputs.items():
+            for metric in metrics.values():
+                for key, value in metric(out).items():
+                    figures[f"{name}/{key}"] = value
+        return figures
+
+
+def selected_metrics(run: Run, final: bool) -> dict[str, object]:
+    """The metrics an evaluation computes: accuracy, ``eval.metrics`` and those the plugins
+    asked for (:meth:`Run.add_metrics`); ``final``-only ones in final evaluations."""
+    table = {}
+    for name in [ACCURACY, *run.config.eval.metrics, *run.metrics]:
+        metric = run.component("metric", name)
+        if metric.when == "epoch" or final:
+            table[name] = metric
+    return table
+
+
+def evaluate(run: Run, model: ModelBundle, splits: Sequence[str] | None = None, *,
+             stage: Stage | None = None, final: bool = False,
+             features: bool = False) -> Evaluation:
+    """Evaluate ``model`` on ``splits`` of the run's dataset (``train``, ``val``, ``test``;
+    default: the evaluation splits it has).
+
+    Images are un-augmented (the ``eval`` view). Backbone features are kept when ``features``,
+    in a final evaluation, or when a selected metric needs them. The logits then go through
+    ``adjust_eval_logits`` and post-hoc logit adjustment. The model is left in the mode it was
+    in.
+    """
+    table = {"train": run.dataset.train, **run.dataset.eval_splits()}
+    names = list(splits) if splits is not None else list(run.dataset.eval_splits())
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise DataError(f"dataset {run.dataset.name!r} has no {', '.join(map(repr, missing))} "
+                        f"split (it has {', '.join(table)})")
+    keep = features or final or any(getattr(m, "needs_features", False)
+                                    for m in selected_metrics(run, final).values())
+    counts = run.dataset.class_counts
+    cfg = run.config.eval
+    outputs = {}
+    for name in names:
+        logits, kept = model_outputs(run, model, table[name], keep)
+        outputs[name] = EvalOutputs(name, logits, table[name].labels, kept, counts,
+                                    cfg.many_threshold, cfg.few_threshold)
+    evaluation = Evaluation(run, model, outputs, stage, final)
+    run.hooks.adjust_eval_logits(evaluation=evaluation)
+    if cfg.posthoc_la_tau:
+        for out in outputs.values():
+            out.logits = posthoc_logit_adjustment(out.logits, counts, cfg.posthoc_la_tau)
+    return evaluation
+
+
+@torch.no_grad()
+def model_outputs(run: Run, model: ModelBundle, split: Split,
+                  keep_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw classifier logits (and backbone features) of ``model`` on an un-augmented split, on
+    the CPU (one copy per split). Use :func:`evaluate`, which adds the plugins' adjustments."""
+    was_training = model.training
+    model.eval()
+    logits, feats = [], []
+    try:
+        with run.autocast():
+            for x in eval_batches(run, split):
+                f = model.backbone(x)
+                logits.append(model.classifier(f).float())
+                if keep_features:
+                    feats.append(f.float())
+    finally:
+        model.train(was_training)
+    return torch.cat(logits).cpu(), (torch.cat(feats).cpu() if keep_features else None)
+
+
+def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:
+    """Batches of ``eval.batch_size`` un-augmented images of ``split`` on the run's device."""
+    ds = run.dataset
+    eval_view = run.component("view", "eval")
+    size = run.config.eval.batch_size
+    if split.images is not None:
+        normalise = eval_view.make_batched(ds.image_size, ds.mean, ds.std)
+        unused = torch.Generator(device=run.device)
+        return (normalise(split.images[i:i + size].to(run.device), unused)
+                for i in range(0, len(split), size))
+    transform = eval_view.make_reference(ds.image_size, ds.mean, ds.std)
+    loader = torch.utils.data.DataLoader(_FileImages(split.paths, transform), batch_size=size,
+                                         num_workers=run.config.views.workers)
+    return (x.to(run.device) for x in loader)
+
+
+class _FileImages(torch.utils.data.Dataset):
+    def __init__(self, paths, transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.transform(load_image(self.paths[i]))

@@ -3,8 +3,8 @@
 Installed plugins come from the ``ltcore`` entry-point group; the built-in ones (the core's
 datasets, models, views and the baseline methods) are registered the same way from
 ``BUILTIN_PLUGINS``. :class:`Plugins` loads them all, validates their hooks, and collects their
-components, options and presets; :meth:`Plugins.hooks` gives the run-time hook caller restricted
-to the plugins a run selected.
+components, options, presets and reference results; :class:`RunPlugins` is the plugin manager of
+one run: the core, the plugins it selected and the plugin objects it registers.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ COMPONENT_HOOKS = {
     "rebalancer": "register_rebalancers",
     "metric": "register_metrics",
     "stage": "register_stages",
+    "optimizer": "register_optimizers",
 }
 """Component kind -> the registration hook that declares components of that kind."""
 
@@ -117,6 +118,7 @@ class Plugins:
         self.components: dict[str, dict[str, Component]] = {kind: {} for kind in COMPONENT_HOOKS}
         self.options: dict[str, type] = {}
         self.presets: dict[str, dict[str, Preset]] = {}
+        self.reference_results: list[dict[str, Any]] = []
         self._collect()
 
     # -- loading ----------------------------------------------------------------------------
@@ -163,12 +165,14 @@ class Plugins:
                 del table[key]
         self.options.pop(name, None)
         self.presets.pop(name, None)
+        self.reference_results = [r for r in self.reference_results if r["plugin"] != name]
 
     def _collect(self) -> None:
         for kind, hook_name in COMPONENT_HOOKS.items():
             self._call_each(hook_name, lambda plugin, kind=kind: self._component_registrar(kind, plugin))
         self._call_each("register_options", self._options_registrar)
         self._call_each("register_presets", self._preset_registrar)
+        self._call_each("register_reference_results", self._reference_registrar)
 
     def _component_registrar(self, kind: str, plugin: str) -> Callable:
         def register(name: str, obj: Any, doc: str = "") -> None:
@@ -192,6 +196,14 @@ class Plugins:
     def _preset_registrar(self, plugin: str) -> Callable:
         def register(name: str, settings: dict, doc: str = "") -> None:
             self.presets.setdefault(plugin, {})[name] = Preset(name, plugin, dict(settings), doc)
+        return register
+
+    def _reference_registrar(self, plugin: str) -> Callable:
+        def register(*, plugins: str, dataset: str, imbalance_factor: float,
+                     metrics: dict[str, float], source: str) -> None:
+            self.reference_results.append({"plugins": plugins, "dataset": dataset,
+                                           "imbalance_factor": imbalance_factor, **metrics,
+                                           "source": source, "plugin": plugin})
         return register
 
     # -- queries ----------------------------------------------------------------------------
@@ -238,22 +250,56 @@ class Plugins:
         """Every component ``plugin`` registered, by kind."""
         return [c for table in self.components.values() for c in table.values() if c.plugin == plugin]
 
-    def hooks(self, selected: list[str]) -> "RunHooks":
-        """Hook callers restricted to the core and the ``selected`` plugins."""
-        return RunHooks(self.pm, {CORE, *selected})
+    def for_run(self, selected: list[str]) -> "RunPlugins":
+        """The plugin manager of a run with the ``selected`` plugins."""
+        return RunPlugins(self, selected)
 
 
-class RunHooks:
-    """Attribute access to hook callers that only reach the plugins active in one run."""
+class RunPlugins:
+    """The plugins taking part in one run and the run's own plugin objects.
 
-    def __init__(self, pm: pluggy.PluginManager, active: set[str]):
-        self._pm = pm
-        self._inactive = [p for name, p in pm.list_name_plugin() if name not in active]
-        self._callers: dict[str, Any] = {}
+    A plugin manager of its own, holding the core, the ``selected`` plugins and every object a
+    plugin registers for the run (:meth:`register`), as pytest registers plugin objects per
+    session; ``hook`` calls only them. The selected plugins are registered from the last to the
+    first, so that (pluggy calling the last registered first) hooks run in ``--plugin`` order.
+    """
 
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name not in self._callers:
-            self._callers[name] = self._pm.subset_hook_caller(name, self._inactive)
-        return self._callers[name]
+    def __init__(self, plugins: Plugins, selected: list[str]):
+        self.pm = pluggy.PluginManager("ltcore")
+        self.pm.add_hookspecs(hookspecs)
+        for name in [CORE, *reversed(selected)]:
+            self.pm.register(plugins.pm.get_plugin(name), name=name)
+        self.hook = self.pm.hook
+        self.objects: dict[str, object] = {}
+
+    def register(self, obj: object, name: str) -> object:
+        """Add a plugin object for this run; its ``@hookimpl`` methods take part from now on.
+
+        ``name`` identifies the object's state in checkpoints (``state_dict`` /
+        ``load_state_dict``, when the object has them), so it must be the same when the run is
+        rebuilt.
+        """
+        if name in self.objects:
+            raise PluginError(f"a run plugin object named {name!r} is already registered")
+        try:
+            self.pm.register(obj, name=f"run:{name}")
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+            raise PluginError(f"run plugin object {name!r} ({type(obj).__name__}) has an invalid "
+                              f"hook implementation: {exc}") from exc
+        self.objects[name] = obj
+        return obj
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of every registered object that has one, by name."""
+        return {name: obj.state_dict() for name, obj in self.objects.items()
+                if callable(getattr(obj, "state_dict", None))}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            if name not in self.objects:
+                raise PluginError(f"the saved run has state of a plugin object {name!r} that "
+                                  "this run does not register")
+            self.objects[name].load_state_dict(state)

@@ -10,21 +10,32 @@ weighted loss terms. Loss terms are plain callables of a :class:`Step`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import OptimConfig, RunConfig, ScheduleConfig
+from .config import OptimConfig, RunConfig, ScheduleConfig, Settings
 from .data import Dataset
 from .errors import PluginError
-from .models import ModelBundle, MLPHead
-from .plugins import Plugins, RunHooks
+from .models import MLPHead, ModelBundle
+from .plugins import Plugins
+
+if TYPE_CHECKING:
+    from .evaluation import Evaluation
+    from .tracking import Tracker
 
 CLASSIFIER_ROLE = "cls"
 PROJECTION_HEAD = "projection"
+
+
+def epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
+    """The seed of one epoch's sampling and augmentation (independent of any earlier epoch)."""
+    return (seed * 1_000_003 + stage_index * 10_007 + epoch) % (2 ** 63)
 
 
 @attrs.define
@@ -36,7 +47,7 @@ class ViewSpec:
     """
 
     role: str
-    pipeline: str
+    pipeline: str | None
     source: str = "sample"
     forward: bool = True
     classify: bool = False
@@ -47,8 +58,9 @@ class ViewSpec:
 class LossTerm:
     """A weighted loss: ``weight * fn(step)``, logged as ``train/loss/<name>``.
 
-    ``kind`` is ``classifier``, ``contrastive`` or ``other``; a ``rebalanceable`` contrastive term
-    adds ``run.contrastive_bias(...)`` to its logits, which is how RCL composes onto it.
+    ``kind`` is ``classifier``, ``contrastive`` or ``other``. A ``rebalanceable`` contrastive
+    term adds :meth:`Step.contrastive_bias` to its logits, which is how RCL composes onto it.
+    Call the term (``term(step)``), not ``fn``: the step then knows which term is computed.
     """
 
     name: str
@@ -59,13 +71,22 @@ class LossTerm:
                             validator=attrs.validators.in_(("classifier", "contrastive", "other")))
     rebalanceable: bool = False
 
+    def __call__(self, step: "Step") -> torch.Tensor:
+        """``fn(step)`` with ``step.term`` set to this term."""
+        outer, step.term = step.term, self
+        try:
+            return self.fn(step)
+        finally:
+            step.term = outer
+
 
 @attrs.define(eq=False)
 class Stage:
     """A phase of training with its own model, views, losses, sampler and optimiser settings.
 
-    ``trainable`` is ``"all"``, ``"classifier"`` (backbone frozen, in eval mode) or a callable
-    returning the parameter groups to optimise.
+    ``trainable`` is ``"all"`` (every trainable parameter of the model) or ``"classifier"``
+    (the backbone frozen, in eval mode, without gradient); plugins change the optimiser's
+    parameter groups through the ``adjust_parameter_groups`` hook.
     """
 
     name: str
@@ -77,13 +98,14 @@ class Stage:
     plugin: str
     views: dict[str, ViewSpec] = attrs.Factory(dict)
     losses: list[LossTerm] = attrs.Factory(list)
-    trainable: Any = "all"
+    trainable: str = attrs.field(default="all",
+                                 validator=attrs.validators.in_(("all", "classifier")))
     sampler_options: dict = attrs.Factory(dict)
     evaluate: bool = True
     classifier_loss_is_default: bool = False
 
-    def add_view(self, role: str, pipeline: str, *, source: str = "sample", forward: bool = True,
-                 classify: bool = False, embed: bool = False) -> str:
+    def add_view(self, role: str, pipeline: str | None, *, source: str = "sample",
+                 forward: bool = True, classify: bool = False, embed: bool = False) -> str:
         """Add a view, or widen an existing one with the same role and pipeline."""
         old = self.views.get(role)
         if old is not None:
@@ -145,15 +167,19 @@ class Stage:
 class ContrastSet:
     """What a contrastive loss shows ``contrastive_logit_bias`` implementations.
 
-    Columns are the loss's contrast entries, samples first then prototypes (``is_prototype``).
+    ``term`` is the loss term being computed. Columns are its contrast entries, samples first
+    then prototypes (``is_prototype``).
     """
 
-    run: "Run"
-    loss: str
-    plugin: str
+    step: "Step"
+    term: LossTerm
     anchor_labels: torch.Tensor
     column_labels: torch.Tensor
     is_prototype: torch.Tensor
+
+    @property
+    def run(self) -> "Run":
+        return self.step.run
 
 
 @attrs.define(eq=False)
@@ -172,6 +198,8 @@ class Step:
     embeddings: dict[str, torch.Tensor] = attrs.Factory(dict)
     extras: dict[str, Any] = attrs.Factory(dict)
     """Per-step values plugins pass between their hooks and loss terms (e.g. mixing weights)."""
+    term: LossTerm | None = None
+    """The loss term being computed (set while ``term(step)`` runs)."""
 
     def targets(self, role: str) -> torch.Tensor:
         """Labels of the samples behind view ``role``."""
@@ -186,27 +214,97 @@ class Step:
         return (torch.cat([self.embeddings[r] for r in roles]),
                 torch.cat([self.targets(r) for r in roles]))
 
+    def contrastive_bias(self, anchor_labels: torch.Tensor, sample_labels: torch.Tensor,
+                         prototype_labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The plugins' bias for the logits of the contrastive term being computed.
+
+        Columns are the term's contrast entries: samples (``sample_labels``), then prototypes
+        (``prototype_labels``); the bias broadcasts to ``[anchors, columns]``, or is None.
+        """
+        if self.term is None:
+            raise PluginError("Step.contrastive_bias is called from a loss term: call the term "
+                              "(term(step)), not its fn")
+        columns = (sample_labels if prototype_labels is None
+                   else torch.cat([sample_labels, prototype_labels]))
+        is_prototype = torch.zeros(len(columns), dtype=torch.bool, device=columns.device)
+        if prototype_labels is not None:
+            is_prototype[len(sample_labels):] = True
+        return self.run.contrastive_bias(ContrastSet(self, self.term, anchor_labels, columns,
+                                                     is_prototype))
+
+
+class RunRecorder:
+    """Records of the current run beyond its per-epoch metrics: tags, tables and files.
+
+    Everything goes to the run's MLflow parent run and its folder. A run that is not being
+    trained (built to evaluate a saved model, or in a test) records nothing.
+    """
+
+    def __init__(self):
+        self._tracker: Tracker | None = None
+        self._run_id: str | None = None
+        self.folder: Path | None = None
+        """The run's folder (``<output>/<run id>``) while it trains, else None."""
+
+    def attach(self, tracker: Tracker, run_id: str, folder: Path) -> None:
+        self._tracker, self._run_id, self.folder = tracker, run_id, folder
+
+    @property
+    def active(self) -> bool:
+        return self._tracker is not None
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        """Set tags on the run."""
+        if self.active:
+            self._tracker.set_tags(self._run_id, tags)
+
+    def artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """Log a file as an artifact of the run (under ``folder``)."""
+        if self.active:
+            self._tracker.log_artifact(self._run_id, str(path), folder)
+
+    def table(self, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path | None:
+        """Write a CSV table ``name`` (``"rcl/compression.csv"``) into the run's folder under
+        ``artifacts/`` and log it; returns its path."""
+        import csv
+
+        if not self.active:
+            return None
+        path = self.folder / "artifacts" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        self.artifact(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
+        return path
+
 
 class Run:
     """A training run being assembled by the selected plugins and then trained by the engine."""
 
-    def __init__(self, config: RunConfig, options: dict[str, Any], plugins: Plugins,
-                 selected: list[str], dataset: Dataset, device: torch.device):
-        self.config = config
-        self.options = options
+    def __init__(self, settings: Settings, plugins: Plugins, selected: list[str],
+                 dataset: Dataset, device: torch.device):
+        self.settings = settings
+        self.config: RunConfig = settings.run
+        self.options: dict[str, Any] = settings.plugins
         self.plugins = plugins
         self.selected = selected
-        self.hooks: RunHooks = plugins.hooks(selected)
+        self.run_plugins = plugins.for_run(selected)
+        self.hooks = self.run_plugins.hook
         self.dataset = dataset
         self.device = device
         self.class_counts = dataset.class_counts.to(device)
         self.class_prior = self.class_counts.float() / self.class_counts.sum()
         self.modules = nn.ModuleDict()
-        self.model = self.build_model(config.model.classifier)
+        self.model = self.build_model(self.config.model.classifier)
         self.add_module("model", self.model)
-        self.stages: list[Stage] = [self.new_stage("train", config.epochs, plugin="core")]
-        self.tracker = None
-        self.state: dict[str, Any] = {}
+        self.stages: list[Stage] = [self.new_stage("train", self.config.epochs, plugin="core")]
+        self.metrics: list[str] = []
+        """Registered metrics the selected plugins asked for, besides ``eval.metrics``."""
+        self.recorder = RunRecorder()
+        self.run_id: str | None = None
+        """The MLflow id of the run's parent run while it is trained."""
 
     # -- assembling ---------------------------------------------------------------------------
 
@@ -244,15 +342,19 @@ class Run:
         """The resolved options of a selected plugin."""
         return self.options[plugin]
 
-    def build(self, kind: str, name: str, **options) -> Any:
+    def component(self, kind: str, name: str) -> Any:
+        """The registered component ``name`` of ``kind`` (a view pipeline, a metric, a factory)."""
+        return self.plugins.component(kind, name).obj
+
+    def build(self, kind: str, name: str, /, **options) -> Any:
         """Instantiate a registered component: ``factory(run, **options)``."""
-        return self.plugins.component(kind, name).obj(self, **options)
+        return self.component(kind, name)(self, **options)
 
     def build_model(self, classifier: str, backbone: str | None = None) -> ModelBundle:
         """A fresh backbone + classifier as configured (seeded by the caller)."""
         cfg = self.config.model
-        net = self.plugins.component("backbone", backbone or cfg.backbone).obj(self.dataset.channels)
-        head = self.plugins.component("head", classifier).obj
+        net = self.component("backbone", backbone or cfg.backbone)(self.dataset.channels)
+        head = self.component("head", classifier)
         options = {"scale": cfg.cosine_scale} if classifier == "cosine" else {}
         return ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options)).to(self.device)
 
@@ -279,16 +381,37 @@ class Run:
 
     def add_module(self, name: str, module: nn.Module) -> nn.Module:
         """Attach a stateful module (memory bank, teacher, centroids): moved to the device and
-        saved in every checkpoint."""
+        saved in every checkpoint and in the final model."""
         if name in self.modules:
             raise PluginError(f"a module named {name!r} is already attached to the run")
         self.modules[name] = module.to(self.device)
         return module
 
+    def register(self, obj: Any, name: str) -> Any:
+        """Add a plugin object for this run: its ``@hookimpl`` methods take part in the run's
+        hooks, and its ``state_dict()`` / ``load_state_dict(state)`` (plain values and tensors)
+        are saved in every checkpoint and in the final model under ``name``."""
+        return self.run_plugins.register(obj, name)
+
+    def plugin_object(self, name: str) -> Any:
+        """The plugin object registered for this run under ``name``."""
+        if name not in self.run_plugins.objects:
+            raise PluginError(f"no plugin object {name!r} is registered in this run; registered: "
+                              f"{', '.join(self.run_plugins.objects) or 'none'}")
+        return self.run_plugins.objects[name]
+
+    def add_metrics(self, *names: str) -> None:
+        """Compute these registered metrics in this run's evaluations (besides
+        ``eval.metrics``)."""
+        for name in names:
+            self.plugins.component("metric", name)
+            if name not in self.metrics:
+                self.metrics.append(name)
+
     # -- used while training ------------------------------------------------------------------
 
     def contrastive_bias(self, contrast: ContrastSet) -> torch.Tensor | None:
-        """Sum of the selected plugins' ``contrastive_logit_bias`` for this contrast set."""
+        """Sum of the ``contrastive_logit_bias`` implementations for this contrast set."""
         biases = [b for b in self.hooks.contrastive_logit_bias(contrast=contrast) if b is not None]
         if not biases:
             return None
@@ -300,3 +423,38 @@ class Run:
     def embed(self, model: ModelBundle, features: torch.Tensor) -> torch.Tensor:
         """L2-normalised projection of backbone features."""
         return F.normalize(model.heads[PROJECTION_HEAD](features), dim=1)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow store this run records to: ``tracking.uri``, else
+        ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory."""
+        from .tracking import resolve_uri
+
+        return resolve_uri(self.config.tracking.uri)
+
+    def autocast(self):
+        """The run's mixed precision as a context: bf16 autocast on CUDA (``precision`` auto or
+        bf16), on the CPU only with ``precision = "bf16"``, else nothing."""
+        precision = self.config.precision
+        if self.device.type == "cuda" and precision in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def epoch_seed(self, stage: Stage, epoch: int) -> int:
+        """The seed of ``epoch`` of ``stage``, from the run seed: derive a plugin's own random
+        streams from it (add or mix in a constant of the plugin) so that a resumed run draws the
+        same numbers."""
+        return epoch_seed(self.config.seed, self.stages.index(stage), epoch)
+
+    def evaluate(self, model: ModelBundle | None = None, splits: Sequence[str] | None = None, *,
+                 stage: Stage | None = None, final: bool = False,
+                 features: bool = False) -> Evaluation:
+        """Evaluate ``model`` (default: the run's) on ``splits`` (default: validation and test)
+        through the one evaluation path: un-augmented images, ``adjust_eval_logits``, post-hoc
+        logit adjustment. See :func:`ltcore.evaluation.evaluate`."""
+        from .evaluation import evaluate
+
+        return evaluate(self, model or self.model, splits, stage=stage, final=final,
+                        features=features)

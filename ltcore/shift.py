@@ -106,24 +106,18 @@ def evaluate_shifted(run, model, ratios: Sequence[float] = DEFAULT_RATIOS, seed:
                      draws: int = 1) -> dict:
     """Shifted-test figures of ``model`` on the run's balanced test split.
 
-    The logits get the run's post-hoc logit adjustment (``eval.posthoc_la_tau``), as in every
-    evaluation.
+    The logits come from the run's evaluation path, so they carry every adjustment an
+    evaluation makes (the plugins' and post-hoc logit adjustment, ``eval.posthoc_la_tau``).
     """
-    from .engine import model_outputs
-
     split = run.dataset.test
     if split is None:
         raise DataError(f"dataset {run.dataset.name!r} has no test split to resample")
-    logits, _ = model_outputs(run, model, split, keep_features=False)
-    counts = run.dataset.class_counts
-    tau = run.config.eval.posthoc_la_tau
-    if tau:
-        logits = logits - tau * torch.log(counts.float() / counts.sum())
+    logits = run.evaluate(model, ["test"]).outputs["test"].logits
     cfg = run.config.eval
-    rows = shift_table(logits, split.labels, counts, ratios, seed, draws,
+    rows = shift_table(logits, split.labels, run.dataset.class_counts, ratios, seed, draws,
                        cfg.many_threshold, cfg.few_threshold)
     return {"dataset": run.dataset.name, "split": "test", "test_images": len(split),
-            "seed": seed, "draws": draws, "posthoc_la_tau": tau, "rows": rows}
+            "seed": seed, "draws": draws, "posthoc_la_tau": cfg.posthoc_la_tau, "rows": rows}
 
 
 def format_shift_table(result: dict) -> str:

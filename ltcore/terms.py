@@ -1,12 +1,15 @@
-"""Loss terms built from plain loss functions, shared by the built-in and third-party plugins."""
+"""Loss terms built from the plain loss functions, shared by the built-in and third-party plugins."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .run import CLASSIFIER_ROLE, ContrastSet, LossTerm, Step
+from .run import CLASSIFIER_ROLE, LossTerm, Step
+
+if TYPE_CHECKING:
+    from .run import Run
 
 
 def classifier_term(name: str, plugin: str, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -16,15 +19,16 @@ def classifier_term(name: str, plugin: str, loss: Callable[[torch.Tensor, torch.
                     weight, kind="classifier")
 
 
-def contrast_set(step: Step, term: str, plugin: str, anchor_labels: torch.Tensor,
-                 sample_labels: torch.Tensor,
-                 prototype_labels: torch.Tensor | None = None) -> ContrastSet:
-    """Describe a contrastive loss's columns (samples, then prototypes) for the bias hook."""
-    columns = sample_labels if prototype_labels is None else torch.cat([sample_labels, prototype_labels])
-    is_prototype = torch.zeros(len(columns), dtype=torch.bool, device=columns.device)
-    if prototype_labels is not None:
-        is_prototype[len(sample_labels):] = True
-    return ContrastSet(step.run, term, plugin, anchor_labels, columns, is_prototype)
+def logit_adjusted_term(run: Run, tau: float = 1.0, weight: float = 1.0,
+                        plugin: str = "la") -> LossTerm:
+    """Logit-adjusted cross-entropy (Menon et al. 2021), ``CE(logits + tau * log(pi), y)``, on
+    the classifier view; evaluation logits stay raw."""
+    from .losses.classification import logit_adjusted_cross_entropy
+
+    prior = run.class_prior
+    return classifier_term("la-ce", plugin,
+                           lambda logits, y: logit_adjusted_cross_entropy(logits, y, prior, tau),
+                           weight)
 
 
 def supcon_term(name: str, plugin: str, temperature: float, weight: float = 1.0) -> LossTerm:
@@ -33,7 +37,6 @@ def supcon_term(name: str, plugin: str, temperature: float, weight: float = 1.0)
 
     def fn(step: Step) -> torch.Tensor:
         z, labels = step.stacked_embeddings()
-        bias = step.run.contrastive_bias(contrast_set(step, name, plugin, labels, labels))
-        return supcon_loss(z, labels, temperature, logit_bias=bias)
+        return supcon_loss(z, labels, temperature, logit_bias=step.contrastive_bias(labels, labels))
 
     return LossTerm(name, fn, plugin, weight, kind="contrastive", rebalanceable=True)

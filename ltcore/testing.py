@@ -65,21 +65,49 @@ class CliResult:
         self.exit_code, self.output, self.stderr = exit_code, output, stderr
 
 
+def invoke_ltrun(*args: str) -> int:
+    """Run ``ltrun args`` in this process; its exit code."""
+    from .cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
 @pytest.fixture
 def ltrun(capsys):
     """Call the ``ltrun`` entry point in-process: ``ltrun("--plugin", "la", ...)``."""
-    from ltcore.cli import main
 
     def call(*args: str) -> CliResult:
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = invoke_ltrun(*args)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 
     return call
+
+
+def tiny_dataset(imbalance_factor: float = 10.0):
+    """The embedded long-tailed digits (``digits-lt``): real images, ten classes, in memory."""
+    from .data import digits_lt
+
+    return digits_lt(imbalance_factor)
+
+
+def forward(run, step) -> list:
+    """What the engine computes for one training step before the backward: the stacked forward
+    of the step's views, the run-time hooks, then every loss term of the stage (unweighted)."""
+    from .engine.trainer import forward as engine_forward
+
+    return engine_forward(run, step)
+
+
+def parameter_groups(run, stage) -> list[dict]:
+    """The parameter groups the optimiser of ``stage`` will hold (after the plugins' hooks)."""
+    from .engine.schedule import parameter_groups as groups
+
+    return groups(run, stage)
 
 
 def mlflow_client(uri: str | None = None):

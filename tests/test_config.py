@@ -19,19 +19,6 @@ def test_set_values_are_parsed_as_toml():
     assert parse_assignment("model.classifier=cosine") == ("model.classifier", "cosine")
 
 
-def test_later_sources_win(plugins, tmp_path):
-    config = tmp_path / "c.toml"
-    config.write_text('epochs = 7\n[optim]\nlr = 0.3\n[bcl]\ntemperature = 0.2\n')
-    settings = resolve(plugins, ["bcl"], ["cifar10-lt"], str(config),
-                       ["optim.lr=0.4"], {"batch_size": 32})
-    assert settings.run.epochs == 7              # file over preset (200)
-    assert settings.run.optim.lr == 0.4          # --set over file
-    assert settings.run.batch_size == 32         # CLI option over preset (256)
-    assert settings.run.dataset == "cifar10-lt"  # from the preset
-    assert settings.plugins["bcl"].temperature == 0.2
-    assert settings.run.views.classifier == "autoaugment-cutout"  # bcl's default preset
-
-
 def test_unknown_key_names_key_and_allowed(plugins):
     with pytest.raises(ConfigError, match=r"'optim\.lrr'.*optim\.lr"):
         resolve(plugins, ["ce"], assignments=["optim.lrr=1"])
@@ -44,16 +31,6 @@ def test_invalid_value_names_key(plugins):
         resolve(plugins, ["ce"], assignments=["epochs=many"])
     with pytest.raises(ConfigError, match=r"la\.tau"):
         resolve(plugins, ["la"], assignments=["la.tau=-2"])
-
-
-def test_options_of_unselected_plugin_are_refused(plugins):
-    with pytest.raises(ConfigError, match="--plugin bcl"):
-        resolve(plugins, ["ce"], assignments=["bcl.temperature=0.2"])
-
-
-def test_unknown_preset_lists_presets(plugins):
-    with pytest.raises(ConfigError, match="cifar10-lt"):
-        resolve(plugins, ["bcl"], ["nope"])
 
 
 def test_print_config_round_trips(ltrun, tmp_path):
@@ -78,9 +55,24 @@ def test_structure_rejects_sections_as_values():
         structure(RunConfig, {"optim": 3})
 
 
-def test_preset_keys_of_unselected_plugins_are_skipped(plugins):
-    alone = resolve(plugins, ["rcl"], ["cifar10-lt"])
-    assert "bcl" not in alone.plugins and alone.run.optim.lr == 0.2
-    combined = resolve(plugins, ["bcl", "rcl"], ["cifar10-lt"])
-    assert combined.plugins["bcl"].la_tau == 1.3 and combined.plugins["bcl"].contrastive_weight == 1.0
-    assert combined.run.optim.lr == 0.2
+def test_later_sources_win(plugins, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('epochs = 7\n[optim]\nlr = 0.3\n["ldam-drw"]\nmax_margin = 0.3\n')
+    settings = resolve(plugins, ["ldam-drw"], ["cifar10-lt"], str(config),
+                       ["optim.lr=0.4"], {"batch_size": 32})
+    assert settings.run.epochs == 7              # file over preset (200)
+    assert settings.run.optim.lr == 0.4          # --set over file
+    assert settings.run.batch_size == 32         # CLI option over preset (128)
+    assert settings.run.dataset == "cifar10-lt"  # from the preset
+    assert settings.plugins["ldam-drw"].max_margin == 0.3
+    assert settings.run.model.classifier == "cosine"  # ldam-drw's default preset
+
+
+def test_options_of_unselected_plugin_are_refused(plugins):
+    with pytest.raises(ConfigError, match="--plugin la"):
+        resolve(plugins, ["ce"], assignments=["la.tau=0.2"])
+
+
+def test_unknown_preset_lists_presets(plugins):
+    with pytest.raises(ConfigError, match="cifar10-lt"):
+        resolve(plugins, ["ldam-drw"], ["nope"])

@@ -23,3 +23,11 @@ def test_architecture_doc_names_every_hook():
     assert len(hooks) > 20
     for name in hooks:
         assert f"`{name}" in text, name
+
+
+def test_api_doc_lists_every_public_name():
+    import ltcore
+
+    text = (DOCS / "api.md").read_text()
+    missing = [name for name in ltcore.__all__ if f"`{name}" not in text]
+    assert not missing, f"docs/api.md does not describe {missing}"

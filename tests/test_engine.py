@@ -1,12 +1,12 @@
 """Schedules, seeds, batching and errors of the engine."""
 
-import attrs
 import pytest
 import torch
 
 from ltcore.config import OptimConfig, ScheduleConfig
-from ltcore.engine import batch_rows, epoch_seed, learning_rate
-from ltcore.run import Stage
+from ltcore.engine.backends import batch_rows
+from ltcore.engine.schedule import learning_rate
+from ltcore.run import Stage, epoch_seed
 
 
 def stage(epochs=10, **schedule):
@@ -65,3 +65,38 @@ def test_corrupt_image_cli_error(ltrun, tmp_path):
     assert result.exit_code == 2
     assert "cannot decode image" in result.stderr and "c1/2.png" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_optimiser_is_chosen_by_name(tmp_path):
+    from ltcore.config import resolve
+    from ltcore.engine.runs import prepare
+    from ltcore.engine.schedule import build_optimizer, parameter_groups
+    from ltcore.errors import PluginError
+    from ltcore.plugins import Plugins
+    from ltcore.testing import FAST_SETTINGS
+
+    plugins = Plugins()
+    for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)):
+        settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, f"optim.name={name}",
+                                                         "optim.betas=[0.8, 0.99]"])
+        run = prepare(plugins, ["ce"], settings)
+        stage = run.main_stage
+        optimizer = build_optimizer(run, stage, parameter_groups(run, stage))
+        assert type(optimizer) is kind
+        assert optimizer.defaults["weight_decay"] == settings.run.optim.weight_decay
+        if kind is torch.optim.AdamW:
+            assert optimizer.defaults["betas"] == (0.8, 0.99)
+    settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, "optim.name=lion"])
+    with pytest.raises(PluginError, match="unknown optimizer 'lion'.*adamw, sgd"):
+        prepare(plugins, ["ce"], settings)
+
+
+def test_adamw_trains(ltrun, isolated):
+    from ltcore.testing import FAST
+
+    from ltcore.testing import recorded_runs
+
+    result = ltrun("--epochs", "1", "--set", "optim.name=adamw", "--set", "optim.lr=0.001", *FAST)
+    assert result.exit_code == 0, result.stderr
+    (parent,) = recorded_runs(nested=False)
+    assert parent.data.params["optim.name"] == "adamw" and parent.info.status == "FINISHED"

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from ltcore.config import resolve
-from ltcore.engine import model_outputs, train
+from ltcore.engine.runs import train
 from ltcore.errors import ConfigError
+from ltcore.evaluation import model_outputs
 from ltcore.plugins import Plugins
 from ltcore.shift import DEFAULT_RATIOS, parse_ratios, ratio_label, shift_table
 from ltcore.testing import FAST_SETTINGS
-
 
 # -- the shifted test sets, without a model -------------------------------------------------
 
@@ -116,10 +116,10 @@ def saved_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_outputs(saved_model):
     """The saved model's test logits and labels, and the training class counts."""
-    from ltcore.evaluate_saved import load_saved_run
+    from ltcore.engine.runs import load_saved_run
 
-    run, model = load_saved_run(Plugins(), str(saved_model))
-    logits, _ = model_outputs(run, model, run.dataset.test, keep_features=False)
+    run = load_saved_run(Plugins(), str(saved_model))
+    logits, _ = model_outputs(run, run.stages[-1].model, run.dataset.test, keep_features=False)
     return logits, run.dataset.test.labels, run.dataset.class_counts
 
 

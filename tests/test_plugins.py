@@ -30,12 +30,6 @@ def test_builtin_baselines_and_components_are_registered():
     assert [a.name for a in plugins.options["la"].__attrs_attrs__] == ["tau"]
 
 
-def test_entry_point_plugins_are_found():
-    plugins = Plugins()
-    assert plugins.info["bcl"].distribution == "ltcore-bcl"
-    assert not plugins.info["bcl"].builtin
-
-
 def test_component_name_clash_names_both_plugins():
     clash = plugin(register_losses=lambda register: register("la-ce", lambda run: None))
     with pytest.raises(PluginError, match=r"'la'.*'mine'"):
@@ -70,7 +64,7 @@ def test_unknown_plugin_lists_installed_names():
     with pytest.raises(PluginError) as info:
         Plugins().select(["nope"])
     message = str(info.value)
-    assert "nope" in message and "bcl" in message and "la" in message
+    assert "nope" in message and "la" in message
 
 
 def test_run_hooks_reach_only_selected_plugins():
@@ -78,7 +72,7 @@ def test_run_hooks_reach_only_selected_plugins():
     a = plugin(run_start=lambda run: calls.append("a"))
     b = plugin(run_start=lambda run: calls.append("b"))
     plugins = Plugins(extra={"a": a, "b": b})
-    plugins.hooks(["a"]).run_start(run=None)
+    plugins.for_run(["a"]).hook.run_start(run=None)
     assert calls == ["a"]
 
 
@@ -88,7 +82,6 @@ def test_ltrun_plugins_lists_baselines_with_components(ltrun):
     for name in BASELINES:
         assert f"\n{name} 0.1.0 (built-in)" in "\n" + result.output
     assert "loss: la-ce" in result.output
-    assert "bcl 0.1.0 (ltcore-bcl)" in result.output
 
 
 def test_ltrun_plugins_options_shows_tau(ltrun):
@@ -103,3 +96,16 @@ def test_unknown_plugin_cli_error_is_one_paragraph(ltrun):
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and errors[0].startswith("Error: unknown plugin 'nope'")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+def test_assembly_runs_in_plugin_order_and_composition_after_every_setup(order):
+    calls = []
+    a = plugin(setup_run=lambda run: calls.append("setup a"),
+               compose_run=lambda run: calls.append("compose a"))
+    b = plugin(setup_run=lambda run: calls.append("setup b"),
+               compose_run=lambda run: calls.append("compose b"))
+    hooks = Plugins(extra={"a": a, "b": b}).for_run(order).hook
+    hooks.setup_run(run=None)
+    hooks.compose_run(run=None)
+    assert calls == [f"setup {n}" for n in order] + [f"compose {n}" for n in order]

@@ -23,6 +23,11 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+SLOW = {"ce-crt-lws", "supcon-posthoc-la"}
+"""Scenarios run with ``pytest -m slow`` only, to keep the default suite short."""
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
+                                  else name for name in SCENARIOS])
 def test_numbers_match_the_recorded_ones(ltrun, name):
     check_recorded(RECORDED, name, train_and_evaluate(ltrun, SCENARIOS[name]))

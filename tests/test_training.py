@@ -1,17 +1,16 @@
 """Training end to end: MLflow records, artifacts, stages, NaN losses, resume, evaluate."""
 
 import json
-import types
 
 import pytest
 import torch
 
-from ltcore.testing import FAST, FAST_SETTINGS, recorded_runs, mlflow_client
 from ltcore import hookimpl
 from ltcore.config import resolve
-from ltcore.engine import resume, train
+from ltcore.engine.runs import resume, train
 from ltcore.errors import NonFiniteLossError
 from ltcore.plugins import Plugins
+from ltcore.testing import FAST, FAST_SETTINGS, mlflow_client, recorded_runs
 
 
 def only_run(client, nested):

@@ -12,7 +12,7 @@ must also have learned something (over 2.5 times the 10% chance level after 8 sh
 import statistics
 
 from ltcore.config import resolve
-from ltcore.engine import train
+from ltcore.engine.runs import train
 from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS
 

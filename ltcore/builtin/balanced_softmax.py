@@ -19,6 +19,13 @@ def register_losses(register):
 
 
 @hookimpl
+def register_reference_results(register):
+    from ltcore.builtin.ldam_drw import register_quoted_baseline
+
+    register_quoted_baseline(register, "balanced-softmax", 84.9)
+
+
+@hookimpl
 def setup_run(run):
     run.classifier_view()
     run.main_stage.set_classifier_loss(balanced_softmax_term(run))

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "cb"
 

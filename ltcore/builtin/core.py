@@ -1,4 +1,5 @@
-"""The built-in infrastructure plugin: datasets, backbones, heads, views, samplers, metrics.
+"""The built-in infrastructure plugin: datasets, backbones, heads, views, samplers, metrics and
+optimisers.
 
 It is always active and has no ``setup_run``: it only registers components that every run and
 every plugin can use by name.
@@ -147,18 +148,6 @@ def _ece(outputs):
     return {"ece": 100.0 * float(expected_calibration_error(probabilities, outputs.labels))}
 
 
-def _embedding_metric(name, attribute):
-    def compute(outputs):
-        import torch.nn.functional as F
-
-        from ltcore import metrics
-
-        return {name: float(getattr(metrics, attribute)(F.normalize(outputs.features, dim=1),
-                                                        outputs.labels))}
-    compute.__doc__ = f"{name} of the L2-normalised validation features"
-    return compute
-
-
 def _clustering_metric(name, attribute):
     def compute(outputs):
         from ltcore import metrics
@@ -194,9 +183,11 @@ def register_metrics(register):
         register(name, _Lazy(lambda a=attribute, n=name: _metric(
             _clustering_metric(n, a), when="final", needs_features=True)),
             f"{name} index of the validation features (final evaluation)")
-    for name, attribute in (("alignment", "intra_class_alignment"),
-                            ("uniformity", "inter_class_uniformity"),
-                            ("improved-uniformity", "improved_uniformity")):
-        register(name, _Lazy(lambda a=attribute, n=name: _metric(
-            _embedding_metric(n, a), when="final", needs_features=True)),
-            f"{name} of the validation features (CoGloAT sec. 4; final evaluation)")
+
+
+@hookimpl
+def register_optimizers(register):
+    register("sgd", _lazy("ltcore.engine.schedule", "sgd"),
+             "SGD with momentum (optim.momentum, weight_decay, nesterov)")
+    register("adamw", _lazy("ltcore.engine.schedule", "adamw"),
+             "AdamW (optim.betas, decoupled weight_decay)")

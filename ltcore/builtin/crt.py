@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "crt"
 STAGE = "classifier"
-REINITIALISED = "crt.reinitialised"
-"""``run.state`` flag: the classifier was re-initialised (a resumed stage keeps its training)."""
 
 
 @attrs.define(kw_only=True)
@@ -32,11 +29,11 @@ class Options:
     view: str = doc("view pipeline of the stage ('' = the run's views.classifier)", default="")
 
 
-def retraining_stage(run, name: str, plugin: str, epochs: int, lr: float, sampler: str,
-                     view: str = ""):
-    """A stage that trains only the classifier of the run's model on the frozen encoder."""
-    from ltcore.config import ScheduleConfig
-    from ltcore.run import CLASSIFIER_ROLE
+def retraining_stage(run, name: str = STAGE, plugin: str = PLUGIN, epochs: int = 10,
+                     lr: float = 0.2, sampler: str = "class-balanced", view: str = ""):
+    """A stage that trains only the classifier of the run's model on the frozen encoder
+    (options name, plugin, epochs, lr, sampler, view); cosine lr, no warm-up"""
+    from ltcore import CLASSIFIER_ROLE, ScheduleConfig
 
     stage = run.new_stage(name, epochs, plugin=plugin, trainable="classifier")
     stage.sampler = sampler
@@ -102,9 +99,36 @@ def reinitialisation_seed(run) -> int:
     return (run.config.seed * 1_000_003 + 0xC1A55) % (2 ** 63)
 
 
+class Retraining:
+    """crt's plugin object in a run: re-initialises the classifier when its stage first starts
+    (a resumed stage keeps what it trained)."""
+
+    def __init__(self, stage, seed: int):
+        self.stage = stage
+        self.seed = seed
+        self.reinitialised = False
+
+    @hookimpl
+    def stage_start(self, run, stage):
+        if stage is self.stage and not self.reinitialised:
+            reinitialise(stage.model.classifier, self.seed)
+            self.reinitialised = True
+
+    def state_dict(self) -> dict:
+        return {"reinitialised": self.reinitialised}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reinitialised = state["reinitialised"]
+
+
 @hookimpl
 def register_options(register):
     register(Options)
+
+
+@hookimpl
+def register_stages(register):
+    register("classifier-retraining", retraining_stage)
 
 
 @hookimpl
@@ -116,17 +140,11 @@ def register_presets(register):
 def setup_run(run):
     import torch.nn.functional as F
 
-    from ltcore.terms import classifier_term
+    from ltcore import classifier_term
 
     options = run.option(PLUGIN)
-    stage = retraining_stage(run, STAGE, PLUGIN, options.epochs, options.lr, options.sampler,
-                             options.view)
+    stage = run.build("stage", "classifier-retraining", epochs=options.epochs, lr=options.lr,
+                      sampler=options.sampler, view=options.view)
     stage.set_classifier_loss(classifier_term("crt-ce", PLUGIN, F.cross_entropy))
     run.add_stage(stage, after=run.main_stage.name)
-
-
-@hookimpl
-def stage_start(run, stage):
-    if stage.plugin == PLUGIN and not run.state.get(REINITIALISED):
-        reinitialise(stage.model.classifier, reinitialisation_seed(run))
-        run.state[REINITIALISED] = True
+    run.register(Retraining(stage, reinitialisation_seed(run)), PLUGIN)

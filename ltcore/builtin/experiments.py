@@ -208,7 +208,7 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
                                            run_ids, group_by, status, select, reference,
                                            table_split, ",".join(ex.METRICS))
     name = sweep or (experiment if not run_ids else "runs")
-    output = Path(output_dir or Path("reports") / ex._slug(name))
+    output = Path(output_dir or Path("reports") / ex.slug(name))
     options = ex.ReportOptions(split=split, format=fmt, tsne=not no_tsne,
                                tsne_normalise=tsne_normalise, tsne_points=tsne_points,
                                max_runs=max_runs, log=not no_log, device=device,

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "kcl"
 
@@ -32,17 +31,15 @@ class Options:
 def kcl_term(run, k: int = 6, temperature: float = 0.1, weight: float = 1.0,
              plugin: str = PLUGIN):
     """KCL over the run's two contrastive views (rebalanceable)."""
-    from ltcore.losses.contrastive import kcl_loss
-    from ltcore.run import LossTerm
-    from ltcore.terms import contrast_set
+    from ltcore import LossTerm
+    from ltcore.losses import kcl_loss
 
     run.contrastive_views(2)
 
     def fn(step):
         z, labels = step.stacked_embeddings()
-        bias = step.run.contrastive_bias(contrast_set(step, "kcl", plugin, labels, labels))
         return kcl_loss(z, labels, temperature, k, n_views=len(step.embedding_roles()),
-                        logit_bias=bias)
+                        logit_bias=step.contrastive_bias(labels, labels))
 
     return LossTerm("kcl", fn, plugin, weight, kind="contrastive", rebalanceable=True)
 
@@ -55,6 +52,13 @@ def register_options(register):
 @hookimpl
 def register_losses(register):
     register("kcl", kcl_term, "k-positive contrastive loss over the contrastive views")
+
+
+@hookimpl
+def register_reference_results(register):
+    from ltcore.builtin.ldam_drw import register_quoted_baseline
+
+    register_quoted_baseline(register, "kcl", 77.6)
 
 
 @hookimpl

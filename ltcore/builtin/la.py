@@ -2,8 +2,7 @@
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 
 @attrs.define(kw_only=True)
@@ -12,15 +11,11 @@ class Options:
                      validator=attrs.validators.ge(0))
 
 
-def logit_adjusted_term(run, tau: float = 1.0, weight: float = 1.0, plugin: str = "la"):
-    """CE on logits + tau * log(class prior); test-time logits stay raw."""
-    from ltcore.losses.classification import logit_adjusted_cross_entropy
-    from ltcore.terms import classifier_term
+def _logit_adjusted_term(run, **options):
+    """CE on logits + tau * log(class prior); evaluation logits stay raw (options tau, weight)"""
+    from ltcore.terms import logit_adjusted_term
 
-    prior = run.class_prior
-    return classifier_term("la-ce", plugin,
-                           lambda logits, y: logit_adjusted_cross_entropy(logits, y, prior, tau),
-                           weight)
+    return logit_adjusted_term(run, **options)
 
 
 @hookimpl
@@ -30,10 +25,12 @@ def register_options(register):
 
 @hookimpl
 def register_losses(register):
-    register("la-ce", logit_adjusted_term)
+    register("la-ce", _logit_adjusted_term)
 
 
 @hookimpl
 def setup_run(run):
+    from ltcore.terms import logit_adjusted_term
+
     run.classifier_view()
     run.main_stage.set_classifier_loss(logit_adjusted_term(run, run.option("la").tau))

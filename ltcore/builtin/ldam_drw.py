@@ -15,8 +15,7 @@ import warnings
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "ldam-drw"
 
@@ -50,6 +49,17 @@ def register_cifar_recipes(register, extra: dict | None = None, note: str = "") 
         register(name, {**cifar_recipe(name), **(extra or {})},
                  f"LDAM-DRW reference schedule, CIFAR-{classes}-LT IF 100, ResNet-32, 200 "
                  f"epochs{note}")
+
+
+CIFAR_RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
+"""How the published CIFAR-LT numbers of every seed paper were measured."""
+
+
+def register_quoted_baseline(register, plugin: str, accuracy: float) -> None:
+    """A baseline's CIFAR-10-LT IF 100 top-1 as the seed papers quote it (``--reference papers``)."""
+    register(plugins=plugin, dataset="cifar10-lt", imbalance_factor=100,
+             metrics={"test/acc": accuracy},
+             source="baseline as quoted by the papers, " + CIFAR_RESULTS)
 
 
 def deferred_weights(run, start_epoch: int, beta: float):
@@ -114,6 +124,11 @@ def register_presets(register):
     register("default", {"model.classifier": "cosine", "model.cosine_scale": 30.0},
              "LDAM's normalised classifier (the reference's NormedLinear); s is ldam-drw.scale")
     register_cifar_recipes(register, {"ldam-drw.drw_epoch": 160}, ", DRW at 160")
+
+
+@hookimpl
+def register_reference_results(register):
+    register_quoted_baseline(register, PLUGIN, 77.0)
 
 
 @hookimpl

@@ -3,8 +3,10 @@
 The classifier's logits are multiplied by one learnable scale per class,
 ``s_c * (w_c . f + b_c)``. The scales are ones (no effect) until the stage ``lws`` after the main
 stage (after ``classifier`` when ``crt`` is selected too) learns them with cross-entropy and
-class-balanced sampling on the frozen encoder and the frozen classifier. They live in the
-classifier as the parameter ``lws_scale``, so every evaluation and the saved model use them.
+class-balanced sampling on the frozen encoder and the frozen classifier. They are the classifier's
+parameter ``lws_scale``, so the saved model carries them; the ``lws`` rebalancer applies them to
+the classifier's logits in training (``adjust_classifier_logits``) and in every evaluation
+(``adjust_eval_logits``).
 """
 
 from __future__ import annotations
@@ -24,32 +26,59 @@ class Options(crt.Options):
     """Options of ``lws``: the scaling stage (the same settings as ``crt``'s stage)."""
 
 
-def _scale_logits(module, inputs, output):
-    return output * getattr(module, SCALE)
+class ScaledLogits:
+    """Rebalancer ``lws``: multiplies the logits of ``classifier`` by its per-class parameter
+    ``lws_scale`` (created as frozen ones), which the stage ``stage`` alone trains."""
 
+    def __init__(self, run, classifier, stage=None):
+        import torch
+        from torch import nn
 
-def attach_scales(classifier, num_classes: int, device) -> None:
-    """Give ``classifier`` a frozen all-ones ``lws_scale`` and multiply its output by it."""
-    import torch
-    from torch import nn
+        from ltcore import PluginError
 
-    from ltcore.errors import PluginError
+        if hasattr(classifier, SCALE):
+            raise PluginError(f"the classifier already has a parameter {SCALE!r}")
+        classifier.register_parameter(SCALE, nn.Parameter(
+            torch.ones(run.dataset.num_classes, device=run.device), requires_grad=False))
+        self.classifier = classifier
+        self.stage = stage
 
-    if hasattr(classifier, SCALE):
-        raise PluginError(f"the classifier already has a parameter {SCALE!r}")
-    classifier.register_parameter(
-        SCALE, nn.Parameter(torch.ones(num_classes, device=device), requires_grad=False))
-    classifier.register_forward_hook(_scale_logits)
+    @property
+    def scale(self):
+        return getattr(self.classifier, SCALE)
 
+    @hookimpl
+    def adjust_classifier_logits(self, step):
+        if step.stage.model.classifier is not self.classifier:
+            return
+        for role, view in step.stage.views.items():
+            if view.classify and role in step.logits:
+                step.logits[role] = step.logits[role] * self.scale
 
-def _train_scales_only(classifier, on: bool) -> None:
-    for name, param in classifier.named_parameters():
-        param.requires_grad_(on if name == SCALE else not on)
+    @hookimpl
+    def adjust_eval_logits(self, evaluation):
+        if evaluation.model.classifier is not self.classifier:
+            return
+        scale = self.scale.detach().cpu()
+        for outputs in evaluation.outputs.values():
+            outputs.logits = outputs.logits * scale
+
+    @hookimpl
+    def adjust_parameter_groups(self, run, stage, groups):
+        if stage is self.stage:
+            groups[:] = [{"params": [self.scale]}]
 
 
 @hookimpl
 def register_options(register):
     register(Options)
+
+
+@hookimpl
+def register_rebalancers(register):
+    register("lws", lambda run, classifier, stage=None: ScaledLogits(run, classifier, stage),
+             "per-class learnable scales on a classifier's logits (options classifier, stage: "
+             "the stage that trains them)")
 
 
 @hookimpl
@@ -61,24 +90,14 @@ def register_presets(register):
 def setup_run(run):
     import torch.nn.functional as F
 
-    from ltcore.terms import classifier_term
+    from ltcore import classifier_term
 
     options = run.option(PLUGIN)
-    attach_scales(run.model.classifier, run.dataset.num_classes, run.device)
-    stage = crt.retraining_stage(run, STAGE, PLUGIN, options.epochs, options.lr,
-                                 options.sampler, options.view)
+    stage = run.build("stage", "classifier-retraining", name=STAGE, plugin=PLUGIN,
+                      epochs=options.epochs, lr=options.lr, sampler=options.sampler,
+                      view=options.view)
     stage.set_classifier_loss(classifier_term("lws-ce", PLUGIN, F.cross_entropy))
     after = crt.STAGE if any(s.name == crt.STAGE for s in run.stages) else run.main_stage.name
     run.add_stage(stage, after=after)
-
-
-@hookimpl
-def stage_start(run, stage):
-    if stage.plugin == PLUGIN:
-        _train_scales_only(stage.model.classifier, True)
-
-
-@hookimpl
-def stage_end(run, stage):
-    if stage.plugin == PLUGIN:
-        _train_scales_only(stage.model.classifier, False)
+    run.register(run.build("rebalancer", "lws", classifier=run.model.classifier, stage=stage),
+                 PLUGIN)

@@ -6,8 +6,7 @@ The contrastive term is rebalanceable: ``--plugin supcon --plugin rcl`` is RCL's
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 
 @attrs.define(kw_only=True)

@@ -1,20 +1,19 @@
 """``tau-norm``: post-hoc classifier normalisation (Kang et al. 2020), ``w_c / ||w_c||^tau``.
 
-At the end of the run's last epoch, tau is chosen on the validation split (never the test split)
-as the grid value with the best validation accuracy (or harmonic mean), ties going to the earlier
-grid value. The classifier's weight rows are replaced by ``w_c / ||w_c||^tau`` and its bias is
-zeroed (Kang et al. score with ``w_c . f`` alone; ``tau-norm.bias = "keep"`` keeps it). The
-epoch's figures are then re-evaluated, so the logged metrics, the saved model and the reports
-are those of the normalised classifier; ``tau-norm/tau`` records the choice. Needs a linear
-classifier (a cosine classifier's rows are normalised already).
+In the final evaluation of the run's last stage, tau is chosen on the validation split (never
+the test split) as the grid value with the best validation accuracy (or harmonic mean), ties going
+to the earlier grid value. The classifier's weight rows are replaced by ``w_c / ||w_c||^tau`` and
+its bias is zeroed (Kang et al. score with ``w_c . f`` alone; ``tau-norm.bias = "keep"`` keeps it),
+and that evaluation's figures are those of the normalised classifier, as are the saved model and
+the reports; ``tau-norm/tau`` records the choice. Needs a linear classifier (a cosine classifier's
+rows are normalised already).
 """
 
 from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "tau-norm"
 DEFAULT_GRID = tuple(round(0.1 * i, 1) for i in range(21))
@@ -45,61 +44,94 @@ def normalised_weight(weight, tau: float):
     return weight / norms.pow(tau)
 
 
-def search_tau(run, model, options: Options) -> tuple[float, dict[float, float]]:
+def choose_tau(run, validation, classifier, options: Options) -> tuple[float, dict[float, float]]:
     """The grid value with the best validation figure, and the figure of every grid value.
 
-    Features of the validation split are computed once; each candidate's logits are
+    ``validation`` holds the validation split's backbone features; each candidate's logits are
     ``f . (w_c / ||w_c||^tau) (+ b)``, post-hoc adjusted as every evaluation of the run is
     (``eval.posthoc_la_tau``).
     """
     import torch
     import torch.nn.functional as F
 
-    from ltcore.engine import model_outputs
-    from ltcore.errors import DataError
-    from ltcore.evaluation import EvalOutputs, accuracy_figures
+    from ltcore import EvalOutputs, accuracy_figures, posthoc_logit_adjustment
 
-    split = run.dataset.val
-    if split is None:
-        raise DataError(f"tau-norm chooses tau on the validation split, but dataset "
-                        f"{run.dataset.name!r} has none")
-    _, features = model_outputs(run, model, split, keep_features=True)
-    classifier = model.classifier
     weight = classifier.weight.detach().float()
     bias = classifier.bias.detach().float() if options.bias == "keep" else None
-    features = features.to(weight.device)
+    features = validation.features.to(weight.device)
     cfg = run.config.eval
-    counts = run.dataset.class_counts
-    adjustment = cfg.posthoc_la_tau * torch.log(counts.float() / counts.sum())
     scores = {}
     with torch.no_grad():
         for tau in options.grid:
-            logits = F.linear(features, normalised_weight(weight, tau), bias).cpu() - adjustment
-            out = EvalOutputs("val", logits, split.labels, None, run.dataset.class_counts,
+            logits = posthoc_logit_adjustment(
+                F.linear(features, normalised_weight(weight, tau), bias).cpu(),
+                run.dataset.class_counts, cfg.posthoc_la_tau)
+            out = EvalOutputs("val", logits, validation.labels, None, run.dataset.class_counts,
                               cfg.many_threshold, cfg.few_threshold)
             scores[tau] = accuracy_figures(out)[options.criterion]
     best = max(scores, key=lambda t: (scores[t], -options.grid.index(t)))
     return best, scores
 
 
-def apply_tau_norm(run, model, options: Options) -> dict[str, float]:
-    """Choose tau on validation, normalise ``model``'s classifier in place, return the record."""
-    import torch
+class TauNormalisation:
+    """Rebalancer ``tau-norm``: in the final evaluation of the run's last stage, chooses tau on
+    the validation outputs of that evaluation, rescales the classifier's rows in place (so the
+    saved model is the normalised one) and gives every split the rescaled classifier's logits.
+    Later evaluations (``ltrun evaluate``) use the saved, normalised classifier as it is."""
 
-    tau, scores = search_tau(run, model, options)
-    classifier = model.classifier
-    with torch.no_grad():
-        classifier.weight.copy_(normalised_weight(classifier.weight.float(), tau))
-        if options.bias == "zero" and classifier.bias is not None:
-            classifier.bias.zero_()
-    run.state["tau_norm"] = {"tau": tau, "criterion": options.criterion,
-                             "validation": {str(t): v for t, v in scores.items()}}
-    return {f"{PLUGIN}/tau": tau, f"{PLUGIN}/val_{options.criterion}": scores[tau]}
+    def __init__(self, run, options: Options):
+        self.run = run
+        self.options = options
+        self.record: dict | None = None
+
+    @hookimpl
+    def adjust_eval_logits(self, evaluation):
+        import torch
+
+        from ltcore import DataError
+
+        run = self.run
+        if self.record is not None or not evaluation.final or evaluation.stage is not run.stages[-1]:
+            return
+        if "val" not in evaluation.outputs:
+            raise DataError(f"tau-norm chooses tau on the validation split, but dataset "
+                            f"{run.dataset.name!r} has none")
+        classifier = evaluation.model.classifier
+        tau, scores = choose_tau(run, evaluation.outputs["val"], classifier, self.options)
+        with torch.no_grad():
+            classifier.weight.copy_(normalised_weight(classifier.weight.float(), tau))
+            if self.options.bias == "zero" and classifier.bias is not None:
+                classifier.bias.zero_()
+            for outputs in evaluation.outputs.values():
+                features = outputs.features.to(classifier.weight.device)
+                outputs.logits = classifier(features).float().cpu()
+        self.record = {"tau": tau, "criterion": self.options.criterion,
+                       "validation": {str(t): v for t, v in scores.items()}}
+
+    @hookimpl
+    def epoch_end(self, run, stage, epoch, metrics):
+        if self.record is not None and stage is run.stages[-1] and epoch == stage.epochs - 1:
+            criterion = self.record["criterion"]
+            metrics[f"{PLUGIN}/tau"] = self.record["tau"]
+            metrics[f"{PLUGIN}/val_{criterion}"] = self.record["validation"][str(self.record["tau"])]
+
+    def state_dict(self) -> dict:
+        return {"record": self.record}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.record = state["record"]
 
 
 @hookimpl
 def register_options(register):
     register(Options)
+
+
+@hookimpl
+def register_rebalancers(register):
+    register("tau-norm", lambda run, **options: TauNormalisation(run, Options(**options)),
+             "w_c / ||w_c||^tau with tau chosen on the validation split, at the end of the run "
+             "(options of tau-norm)")
 
 
 @hookimpl
@@ -113,7 +145,7 @@ def register_presets(register):
 def setup_run(run):
     from torch import nn
 
-    from ltcore.errors import PluginError
+    from ltcore import PluginError
 
     if "lws" in run.selected:
         raise PluginError("plugins 'tau-norm' and 'lws' both rescale the classifier's class "
@@ -124,14 +156,5 @@ def setup_run(run):
                           f"model.classifier is {run.config.model.classifier!r} "
                           f"({type(classifier).__name__}); a cosine classifier's rows are "
                           "normalised already. Use --set model.classifier=linear")
-
-
-@hookimpl
-def epoch_end(run, stage, epoch, metrics):
-    if stage is not run.stages[-1] or epoch != stage.epochs - 1:
-        return
-    from ltcore.engine import evaluate
-
-    metrics.update(apply_tau_norm(run, stage.model, run.option(PLUGIN)))
-    figures, _ = evaluate(run, stage.model, "final")
-    metrics.update(figures)
+    options = attrs.asdict(run.option(PLUGIN))
+    run.register(run.build("rebalancer", "tau-norm", **options), PLUGIN)

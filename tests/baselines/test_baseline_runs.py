@@ -95,8 +95,8 @@ def direct_ece(probabilities, labels, bins=15):
 
 
 def test_class_balanced_focal_runs_and_reports_calibration(train_run):
-    from ltcore.engine import model_outputs
-    from ltcore.evaluate_saved import load_saved_run
+    from ltcore.engine.runs import load_saved_run
+    from ltcore.evaluation import model_outputs
     from ltcore.plugins import Plugins
 
     _, parent, stages, folder = train_run("--plugin", "cb", "--epochs", "1",
@@ -108,9 +108,9 @@ def test_class_balanced_focal_runs_and_reports_calibration(train_run):
     assert math.isfinite(train.metrics["train/loss/cb-focal"])
     # expected calibration error, selected with --set eval.metrics=["ece"]
     assert {"val/ece", "test/ece"} <= set(train.metrics)
-    run, model = load_saved_run(Plugins(), str(folder / "model.pt"))
+    run = load_saved_run(Plugins(), str(folder / "model.pt"))
     for split in ("val", "test"):
-        logits, _ = model_outputs(run, model, getattr(run.dataset, split), keep_features=False)
+        logits, _ = model_outputs(run, run.model, getattr(run.dataset, split), keep_features=False)
         labels = getattr(run.dataset, split).labels
         expected = 100.0 * direct_ece(logits.double().softmax(dim=1), labels)
         assert math.isclose(parent.data.metrics[f"{split}/ece"], expected, rel_tol=1e-4,

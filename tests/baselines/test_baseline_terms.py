@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ltcore import hookimpl
 from ltcore.config import resolve
-from ltcore.engine import prepare
+from ltcore.engine.runs import prepare
 from ltcore.errors import PluginError
 from ltcore.plugins import Plugins
 from ltcore.run import Step
@@ -111,7 +111,7 @@ def test_focal_term_matches_the_formula(plugins, gamma):
     term = run.main_stage.classifier_loss
     assert (term.name, term.plugin, term.kind) == ("focal", "focal", "classifier")
     logits, targets = random_batch(run)
-    assert close(term.fn(make_step(run, 0, logits, targets)), direct_focal(logits, targets, gamma))
+    assert close(term(make_step(run, 0, logits, targets)), direct_focal(logits, targets, gamma))
 
 
 @pytest.mark.parametrize("loss", ["ce", "focal"])
@@ -125,7 +125,7 @@ def test_class_balanced_terms_match_the_formula(plugins, loss, beta):
     logits, targets = random_batch(run, seed=1)
     expected = (direct_ce(logits, targets, weights) if loss == "ce"
                 else direct_focal(logits, targets, 0.5, weights))
-    assert close(term.fn(make_step(run, 0, logits, targets)), expected)
+    assert close(term(make_step(run, 0, logits, targets)), expected)
 
 
 def test_class_balanced_weights_can_be_deferred(plugins):
@@ -133,8 +133,8 @@ def test_class_balanced_weights_can_be_deferred(plugins):
     term = run.main_stage.classifier_loss
     weights = effective_number_weights(run.dataset.class_counts.tolist(), 0.9999)
     logits, targets = random_batch(run, seed=2)
-    assert close(term.fn(make_step(run, 1, logits, targets)), direct_ce(logits, targets))
-    assert close(term.fn(make_step(run, 2, logits, targets)), direct_ce(logits, targets, weights))
+    assert close(term(make_step(run, 1, logits, targets)), direct_ce(logits, targets))
+    assert close(term(make_step(run, 2, logits, targets)), direct_ce(logits, targets, weights))
 
 
 # -- LDAM-DRW -------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_ldam_uses_the_normalised_classifier_and_fourth_root_margins(plugins):
     cosines, targets = cosine_logits(run, 3)
     logits = classifier.scale * cosines  # what the cosine classifier outputs
     expected = direct_ldam(cosines, targets, counts, 0.5, 30.0)
-    assert close(term.fn(make_step(run, 0, logits, targets)), expected)
+    assert close(term(make_step(run, 0, logits, targets)), expected)
 
 
 def test_ldam_margin_and_scale_options(plugins):
@@ -167,7 +167,7 @@ def test_ldam_margin_and_scale_options(plugins):
     term = run.main_stage.classifier_loss
     cosines, targets = cosine_logits(run, 4)
     expected = direct_ldam(cosines, targets, run.dataset.class_counts.tolist(), 0.3, 16.0)
-    assert close(term.fn(make_step(run, 0, 10.0 * cosines, targets)), expected)
+    assert close(term(make_step(run, 0, 10.0 * cosines, targets)), expected)
 
 
 def test_ldam_with_a_linear_classifier_puts_margins_on_the_raw_logits(plugins):
@@ -175,7 +175,7 @@ def test_ldam_with_a_linear_classifier_puts_margins_on_the_raw_logits(plugins):
     term = run.main_stage.classifier_loss
     logits, targets = random_batch(run, seed=5)
     expected = direct_ldam(logits, targets, run.dataset.class_counts.tolist(), 0.5, 1.0)
-    assert close(term.fn(make_step(run, 0, logits, targets)), expected)
+    assert close(term(make_step(run, 0, logits, targets)), expected)
 
 
 def test_drw_switches_at_the_configured_epoch(plugins):
@@ -190,9 +190,9 @@ def test_drw_switches_at_the_configured_epoch(plugins):
     weighted = direct_ldam(cosines, targets, counts, 0.5, 30.0, weights)
     assert not close(plain, weighted)
     for epoch in (0, 2):
-        assert close(term.fn(make_step(run, epoch, logits, targets)), plain)
+        assert close(term(make_step(run, epoch, logits, targets)), plain)
     for epoch in (3, 7):
-        assert close(term.fn(make_step(run, epoch, logits, targets)), weighted)
+        assert close(term(make_step(run, epoch, logits, targets)), weighted)
 
 
 def test_drw_that_never_starts_warns(plugins):
@@ -238,7 +238,7 @@ class ConstantBias:
 
     @hookimpl
     def contrastive_logit_bias(self, contrast):
-        self.seen.append(contrast.loss)
+        self.seen.append(contrast.term.name)
         return self.bias
 
 
@@ -255,7 +255,7 @@ def test_kcl_term_matches_the_formula_on_its_drawn_positives(plugins, k):
     labels, views = contrastive_batch(k)
     step = make_step(run, 0, targets=labels, embeddings={"con0": views[0], "con1": views[1]})
     torch.manual_seed(11)
-    value = term.fn(step)
+    value = term(step)
     torch.manual_seed(11)
     stacked = torch.cat([labels, labels])
     mask = kcl_positive_mask(stacked, k, n_views=2)
@@ -280,7 +280,7 @@ def test_kcl_term_takes_other_plugins_contrastive_bias():
     run = assemble(plugins, ["kcl", "bias"], "kcl.k=3")
     step = make_step(run, 0, targets=labels, embeddings={"con0": views[0], "con1": views[1]})
     torch.manual_seed(5)
-    value = run.main_stage.loss("kcl").fn(step)
+    value = run.main_stage.loss("kcl")(step)
     torch.manual_seed(5)
     mask = kcl_positive_mask(torch.cat([labels, labels]), 3, n_views=2)
     positives = [row.nonzero().flatten().tolist() for row in mask]
@@ -336,15 +336,28 @@ def test_crt_reinitialises_a_cosine_classifier_too(plugins):
 
 
 def test_lws_scales_multiply_the_classifier_logits(plugins):
+    from ltcore.evaluation import model_outputs
+
     run = assemble(plugins, ["ce", "lws"])
     classifier = run.model.classifier
     assert not classifier.lws_scale.requires_grad
     features = torch.randn(5, classifier.in_features)
+
+    def scaled(logits):
+        """Training logits and evaluation logits, each after the plugins' adjustments."""
+        step = make_step(run, 0, logits.clone(), torch.zeros(len(logits), dtype=torch.long))
+        run.hooks.adjust_classifier_logits(step=step)
+        return step.logits["cls"]
+
     plain = F.linear(features, classifier.weight, classifier.bias)
-    assert torch.allclose(classifier(features), plain)  # ones until the stage learns them
+    assert torch.allclose(scaled(plain), plain)  # ones until the stage learns them
+    raw, _ = model_outputs(run, run.model, run.dataset.val, keep_features=False)
+    assert torch.allclose(run.evaluate(splits=["val"]).outputs["val"].logits, raw)
     with torch.no_grad():
         classifier.lws_scale.copy_(torch.linspace(0.5, 2.0, run.dataset.num_classes))
-    assert torch.allclose(run.model.classifier(features), plain * classifier.lws_scale)
+    assert torch.allclose(scaled(plain), plain * classifier.lws_scale)
+    assert torch.allclose(run.evaluate(splits=["val"]).outputs["val"].logits,
+                          raw * classifier.lws_scale)
 
 
 def test_tau_norm_needs_a_linear_classifier_and_excludes_lws(plugins):
@@ -358,14 +371,15 @@ def test_tau_norm_needs_a_linear_classifier_and_excludes_lws(plugins):
 
 
 def test_posthoc_logit_adjustment_is_logits_minus_tau_log_prior(plugins):
-    from ltcore.engine import evaluate
+    from ltcore.evaluation import evaluate
 
     raw_run = assemble(plugins, ["ce"])
-    _, raw = evaluate(raw_run, raw_run.model, "final")
+    raw = evaluate(raw_run, raw_run.model, final=True).outputs
     adjusted_run = assemble(plugins, ["ce"], "eval.posthoc_la_tau=1.5")
     assert all(torch.equal(a, b) for a, b in zip(raw_run.model.state_dict().values(),
                                                   adjusted_run.model.state_dict().values()))
-    figures, adjusted = evaluate(adjusted_run, adjusted_run.model, "final")
+    evaluation = evaluate(adjusted_run, adjusted_run.model, final=True)
+    figures, adjusted = evaluation.figures(), evaluation.outputs
     counts = raw_run.dataset.class_counts.double()
     prior = counts / counts.sum()
     for split in ("val", "test"):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ltcore import hookimpl
 from ltcore.config import resolve
-from ltcore.engine import evaluate, model_outputs, prepare, train
+from ltcore.engine.runs import prepare, train
+from ltcore.evaluation import model_outputs
 from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS
 
@@ -80,9 +81,11 @@ def test_crt_then_lws_train_only_what_they_should(store):
 
 
 class WeightsBeforeTauNorm:
+    """Records the classifier's weights as every evaluation starts (before tau-norm acts)."""
+
     @hookimpl(tryfirst=True)
-    def epoch_end(self, run, stage, epoch, metrics):
-        self.weight = run.model.classifier.weight.detach().clone()
+    def adjust_eval_logits(self, evaluation):
+        self.weight = evaluation.run.model.classifier.weight.detach().clone()
 
 
 def test_tau_norm_normalises_the_final_classifier(store):
@@ -99,19 +102,18 @@ def test_tau_norm_normalises_the_final_classifier(store):
     # the reported figures are those of the normalised classifier
     run = prepare(plugins, selected, settings(plugins, selected, store))
     run.modules.load_state_dict(saved)
-    figures, _ = evaluate(run, run.model, "final")
+    figures = run.evaluate(final=True).figures()
     assert figures["val/acc"] == result.metrics["val/acc"]
     assert figures["test/acc"] == result.metrics["test/acc"]
     assert result.metrics["tau-norm/val_acc"] == result.metrics["val/acc"]
 
 
 def test_tau_norm_chooses_tau_on_validation_never_on_test(store):
-    from ltcore.builtin import tau_norm
-
     plugins = Plugins()
     selected = ["ce", "tau-norm"]
     run = prepare(plugins, selected, settings(plugins, selected, store,
                                               "tau-norm.grid=[0.0, 1.0, 2.0]"))
+    tau_norm = run.plugin_object("tau-norm")
     model = run.model
     with torch.no_grad():  # class vectors of very different norms: tau changes predictions
         model.classifier.weight.mul_(torch.logspace(-1, 1, 10).unsqueeze(1))
@@ -122,19 +124,25 @@ def test_tau_norm_chooses_tau_on_validation_never_on_test(store):
         weight = original["weight"]
         return F.linear(features, weight / weight.norm(dim=1, keepdim=True) ** tau).argmax(dim=1)
 
+    def final_epoch(epoch=0):
+        """The last stage's final evaluation and epoch_end, as the trainer runs them."""
+        metrics = run.evaluate(stage=run.stages[-1], final=epoch == 0).figures()
+        tau_norm.epoch_end(run=run, stage=run.stages[-1], epoch=epoch, metrics=metrics)
+        return metrics
+
     val, test = run.dataset.val, run.dataset.test
     for val_tau, test_tau in ((0.0, 2.0), (2.0, 0.0), (1.0, 0.0)):
         model.classifier.load_state_dict(original)
+        tau_norm.load_state_dict({"record": None})
         val.labels = predictions(val, val_tau)
         test.labels = predictions(test, test_tau)
         assert not torch.equal(test.labels, predictions(test, val_tau))
-        metrics = {}
-        tau_norm.epoch_end(run=run, stage=run.stages[-1], epoch=0, metrics=metrics)
+        metrics = final_epoch()
         assert metrics["tau-norm/tau"] == val_tau
         assert metrics["val/acc"] == 100.0 and metrics["test/acc"] < 100.0
-        assert run.state["tau_norm"]["validation"][str(val_tau)] == 100.0
-    metrics = {}
-    tau_norm.epoch_end(run=run, stage=run.stages[-1], epoch=-1, metrics=metrics)
+        assert tau_norm.record["validation"][str(val_tau)] == 100.0
+    tau_norm.load_state_dict({"record": None})
+    metrics = {k: v for k, v in final_epoch(epoch=-1).items() if k.startswith("tau-norm")}
     assert metrics == {}  # only at the last epoch of the last stage
 
 
@@ -147,7 +155,11 @@ class DrwSpy:
 
     @hookimpl
     def step_end(self, step):
-        from ltcore.losses.classification import class_balanced_weights, ldam_loss, ldam_margins
+        from ltcore.losses.classification import (
+            class_balanced_weights,
+            ldam_loss,
+            ldam_margins,
+        )
 
         counts = step.run.class_counts
         z = step.logits["cls"].detach() / step.run.model.classifier.scale
@@ -155,7 +167,7 @@ class DrwSpy:
         margins = ldam_margins(counts, 0.5)
         plain = ldam_loss(z, y, margins, 30.0)
         weighted = ldam_loss(z, y, margins, 30.0, weight=class_balanced_weights(counts, 0.9999))
-        used = step.stage.loss("ldam-drw").fn(step).detach()
+        used = step.stage.loss("ldam-drw")(step).detach()
         self.steps.append((step.epoch, math.isclose(used, plain, rel_tol=1e-6),
                            math.isclose(used, weighted, rel_tol=1e-6)))
 

@@ -7,7 +7,7 @@ import torch
 
 from ltcore import hookimpl
 from ltcore.config import resolve
-from ltcore.engine import train
+from ltcore.engine.runs import train
 from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 

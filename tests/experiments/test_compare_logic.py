@@ -111,14 +111,6 @@ def test_reference_labels_in_csv_and_toml_mappings(runs, tmp_path):
     assert comparison.rows[0].reference == {"test/acc": 91.12}
 
 
-def test_paper_numbers_match_by_plugins_dataset_and_factor(runs):
-    comparison = ex.compare(None, runs, ["plugins"], ["test"], reference=ex.load_reference("papers"))
-    # plugins=bcl mixes IF 10 and 100: no single paper number applies
-    assert not comparison.rows[0].reference
-    assert comparison.rows[1].reference == {"test/acc": 86.2, "test/hmean": 85.7}
-    assert len(ex.load_reference("papers")) == len(ex.PAPER_NUMBERS) > 40
-
-
 def test_bad_reference_files_are_reported(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         ex.load_reference(str(tmp_path / "missing.toml"))

@@ -13,7 +13,13 @@ import torch
 from torchvision import transforms as T
 
 from ltcore.views import build_batched
-from ltcore.views.augment import AUTOAUGMENT_POLICIES, OP_INDEX, RANDAUGMENT_OPS, AutoAugment, RandAugment
+from ltcore.views.augment import (
+    AUTOAUGMENT_POLICIES,
+    OP_INDEX,
+    RANDAUGMENT_OPS,
+    AutoAugment,
+    RandAugment,
+)
 from ltcore.views.batched import (
     RandomColorJitter,
     RandomCutout,

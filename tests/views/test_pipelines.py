@@ -10,7 +10,13 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from ltcore.views import VIEW_PIPELINES, ViewPipeline, build_batched, build_reference, view_pipeline
+from ltcore.views import (
+    VIEW_PIPELINES,
+    ViewPipeline,
+    build_batched,
+    build_reference,
+    view_pipeline,
+)
 
 CIFAR_PIPELINES = ["standard", "autoaugment-cutout", "simaugment", "randaugment"]
 IMAGENET_PIPELINES = ["imagenet-standard", "imagenet-simaugment", "imagenet-randaugment", "imagenet-autoaugment"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ltcore.losses.contrastive import compute_dtype, full_precision, masked_logsumexp, positive_mean_loss
+from ltcore.losses import compute_dtype, full_precision, masked_logsumexp, positive_mean_loss
 
 __all__ = ["AVERAGING_FORMS", "balanced_contrastive_loss"]
 

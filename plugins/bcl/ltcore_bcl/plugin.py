@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PROTOTYPE_HEAD = "bcl_prototypes"
 
@@ -38,7 +37,7 @@ class ClassifierPrototypes:
     """Prototype provider: classifier weight rows through an MLP, L2-normalised."""
 
     def __init__(self, run, model=None):
-        from ltcore.models import MLPHead
+        from ltcore import MLPHead
 
         self.model = model or run.model
         if PROTOTYPE_HEAD not in self.model.heads:
@@ -57,8 +56,7 @@ def bcl_term(run, options: Options, plugin: str = "bcl"):
     """The balanced contrastive loss over the stacked contrastive views (rebalanceable)."""
     import torch
 
-    from ltcore.run import LossTerm
-    from ltcore.terms import contrast_set
+    from ltcore import LossTerm
 
     from .loss import balanced_contrastive_loss
 
@@ -69,7 +67,7 @@ def bcl_term(run, options: Options, plugin: str = "bcl"):
         z, labels = step.stacked_embeddings()
         prototypes = provider.prototypes(step)
         classes = torch.arange(len(prototypes), device=labels.device)
-        bias = step.run.contrastive_bias(contrast_set(step, "bcl", plugin, labels, labels, classes))
+        bias = step.contrastive_bias(labels, labels, classes)
         sample_bias = bias[..., :len(labels)] if bias is not None else None
         prototype_bias = bias[..., len(labels):] if bias is not None else None
         return balanced_contrastive_loss(
@@ -135,9 +133,24 @@ def register_presets(register):
              "BCL paper, iNaturalist 2018, ResNet-50, 100 epochs")
 
 
+RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
+
+
+@hookimpl
+def register_reference_results(register):
+    for dataset, accuracies in (("cifar10-lt", (84.32, 87.24, 91.12)),
+                                ("cifar100-lt", (51.93, 56.59, 64.87))):
+        for factor, accuracy in zip((100, 50, 10), accuracies):
+            register(plugins="bcl", dataset=dataset, imbalance_factor=factor,
+                     metrics={"test/acc": accuracy}, source="BCL (Zhu et al. 2022), " + RESULTS)
+    register(plugins="bcl", dataset="cifar100-lt", imbalance_factor=100,
+             metrics={"test/many": 67.2, "test/medium": 53.1, "test/few": 32.9},
+             source="BCL shot groups, " + RESULTS)
+
+
 @hookimpl
 def setup_run(run):
-    from ltcore.builtin.la import logit_adjusted_term
+    from ltcore import logit_adjusted_term
 
     options = run.option("bcl")
     stage = run.main_stage

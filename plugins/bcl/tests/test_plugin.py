@@ -2,14 +2,16 @@
 
 import pytest
 import torch
-
-from ltcore.config import resolve
-from ltcore.engine import prepare
-from ltcore.plugins import Plugins
-from ltcore.run import Step
-from ltcore.testing import FAST, FAST_SETTINGS, SHARED_CIFAR, recorded_runs, requires_shared_cifar
 from ltcore_bcl import balanced_contrastive_loss
 from ltcore_bcl.plugin import PROTOTYPE_HEAD
+
+from ltcore import Plugins, Step, prepare, resolve
+from ltcore.testing import (
+    FAST_SETTINGS,
+    SHARED_CIFAR,
+    recorded_runs,
+    requires_shared_cifar,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_recipe_views_losses_and_weights(plugins):
 def test_loss_term_equals_plain_function_and_gradient_reaches_classifier(plugins):
     run = bcl_run(plugins)
     step = fake_step(run)
-    value = run.main_stage.loss("bcl").fn(step)
+    value = run.main_stage.loss("bcl")(step)
     z, labels = step.stacked_embeddings()
     weight = run.model.classifier.weight
     prototypes = torch.nn.functional.normalize(run.model.heads[PROTOTYPE_HEAD](weight), dim=1)
@@ -76,7 +78,7 @@ def test_ablation_switches_reach_the_loss(plugins):
     z, labels = step.stacked_embeddings()
     weight = run.model.classifier.weight
     prototypes = torch.nn.functional.normalize(run.model.heads[PROTOTYPE_HEAD](weight), dim=1)
-    torch.testing.assert_close(run.main_stage.loss("bcl").fn(step),
+    torch.testing.assert_close(run.main_stage.loss("bcl")(step),
                                balanced_contrastive_loss(z, labels, prototypes, 0.1, averaging="L2"))
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ltcore.losses.classification import class_balanced_weights, ldam_loss, ldam_margins
-from ltcore.run import CLASSIFIER_ROLE, LossTerm
+from ltcore import CLASSIFIER_ROLE, LossTerm
+from ltcore.losses import class_balanced_weights, ldam_loss, ldam_margins
 
 REWEIGHTING = ("inverse-frequency", "effective-number", "none")
 CLASSIFIER_LOSSES = ("ce", "ldam")
@@ -79,7 +79,7 @@ def reweighted_classifier_term(run, *, loss: str = "ce", reweighting: str = "inv
                                name: str = "reweighted-classifier") -> LossTerm:
     """``reweighted-classifier`` loss component: CE or LDAM with class re-weighting on the
     classifier view of ``model`` (default: the run's model)."""
-    from ltcore.models import CosineClassifier
+    from ltcore import CosineClassifier
 
     model = model or run.model
     classifier = model.classifier

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltcore.errors import PluginError
-from ltcore.run import LossTerm, Step
+from ltcore import LossTerm, PluginError, Step, hookimpl
 
 from .loss import adaptive_temperatures, global_contrastive_loss
 from .moco import LabelledQueue, momentum_update
@@ -164,15 +163,17 @@ class GlobalContrastiveTerm:
     the key encoder embeds the ``key`` view (the query's own second view) and the ``pos1..posk``
     views (its k-global positives) in one forward under ``no_grad``; the loss is
     :func:`~ltcore_cogloat.loss.global_contrastive_loss` against the queue, with the per-anchor
-    adaptive temperature ``tau[y_i]`` or a constant one. :meth:`after_step` (called in
-    ``step_end``) moves the key encoder and enqueues the step's keys with their labels.
+    adaptive temperature ``tau[y_i]`` or a constant one. It is also a run plugin object: after
+    each optimiser step of its stage (``step_end``) it moves the key encoder and enqueues the
+    step's keys with their labels.
     """
 
-    def __init__(self, run, encoder: MomentumEncoder, queue: LabelledQueue, *, query_role: str,
+    def __init__(self, run, encoder: MomentumEncoder, queue: LabelledQueue, *, stage, query_role: str,
                  key_role: str = KEY_ROLE, k: int = 3, temperature: float = 0.1,
                  adaptive: bool = True, gamma: float = 0.1, variant: str = "unsupervised+kglobal",
                  include_batch_keys: bool = True, kcl_positives: int | None = None):
         self.run = run
+        self.stage = stage
         self.encoder = encoder
         self.queue = queue
         self.query_role = query_role
@@ -189,11 +190,9 @@ class GlobalContrastiveTerm:
 
     def keys(self, step: Step) -> tuple[Tensor, Tensor]:
         """Key-encoder embeddings of the key view ``[B, D]`` and of the positives ``[B, k, D]``."""
-        from ltcore.engine import autocast
-
         roles = [self.key_role, *self.positive_roles]
         images = torch.cat([step.images[role] for role in roles])
-        with autocast(self.run):
+        with self.run.autocast():
             embedded = self.encoder(images)
         batch = step.images[self.key_role].shape[0]
         keys = embedded[:batch]
@@ -211,6 +210,11 @@ class GlobalContrastiveTerm:
             queries, keys, positives, self.queue.keys, labels, self.queue.labels, temperature,
             variant=self.variant, negatives_valid=self.queue.valid,
             include_batch_keys=self.include_batch_keys, kcl_positives=self.kcl_positives)
+
+    @hookimpl
+    def step_end(self, step: Step) -> None:
+        if step.stage is self.stage:
+            self.after_step(step)
 
     def after_step(self, step: Step) -> None:
         """After the optimiser step: EMA update of the key encoder, then enqueue this step's keys."""
@@ -232,8 +236,8 @@ def cogloat_term(run, *, k: int = 3, temperature: float = 0.1, adaptive: bool = 
     positive views (key encoder only, ``forward=False``), switches the stage's sampler to
     ``k-global`` over its current one, and attaches the key encoder and the queue to the run as
     ``<name>_key_encoder`` and ``<name>_queue``. The queue holds at most as many keys as the
-    training set has images. The returned term's ``fn.after_step(step)`` must run in
-    ``step_end`` (the ``cogloat`` plugin does it for every such term of the current stage).
+    training set has images. The term's function is registered as a run plugin object named
+    ``name``: after every step of ``stage`` it updates the key encoder and the queue.
     """
     stage = stage or run.main_stage
     contrastive = run.config.views.contrastive
@@ -252,8 +256,9 @@ def cogloat_term(run, *, k: int = 3, temperature: float = 0.1, adaptive: bool = 
         model=stage.model))
     size = min(queue_size, len(run.dataset.train))
     queue = run.add_module(f"{name}_queue", run.build("memory-bank", "moco-queue", size=size))
-    fn = GlobalContrastiveTerm(run, encoder, queue, query_role=query_role, k=k,
+    fn = GlobalContrastiveTerm(run, encoder, queue, stage=stage, query_role=query_role, k=k,
                                temperature=temperature, adaptive=adaptive, gamma=gamma,
                                variant=variant, include_batch_keys=include_batch_keys,
                                kcl_positives=kcl_positives)
+    run.register(fn, name)
     return LossTerm(name, fn, plugin, weight, kind="contrastive")

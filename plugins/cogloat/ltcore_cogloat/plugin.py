@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 VARIANTS = ("unsupervised+kglobal", "supervised+kglobal", "kcl+kglobal")
 EMBEDDING_METRICS = ("alignment", "variance", "uniformity", "improved-uniformity")
@@ -149,23 +148,36 @@ def _classifier_loss(run, **options):
     return reweighted_classifier_term(run, **options)
 
 
-class _VarianceMetric:
-    """Mean per-class variance of the L2-normalised validation features (CoGloAT eq. 10-11)."""
+class EmbeddingMetric:
+    """One of CoGloAT's embedding-quality figures (:mod:`ltcore_cogloat.embedding_metrics`) of
+    the L2-normalised validation features, in the final evaluation of each stage."""
 
     when = "final"
     needs_features = True
-    doc = "mean per-class variance of the validation features (CoGloAT eq. 10; final evaluation)"
 
-    def fn(self, outputs):
-        import torch.nn.functional as F
-
-        from ltcore.metrics import class_variances
-
-        features = F.normalize(outputs.features, dim=1)
-        return {"variance": float(class_variances(features, outputs.labels).mean())}
+    def __init__(self, name: str, function: str, reduce_mean: bool = False):
+        self.name, self.function, self.reduce_mean = name, function, reduce_mean
 
     def __call__(self, outputs):
-        return self.fn(outputs)
+        import torch.nn.functional as F
+
+        from . import embedding_metrics
+
+        value = getattr(embedding_metrics, self.function)(F.normalize(outputs.features, dim=1),
+                                                          outputs.labels)
+        return {self.name: float(value.mean() if self.reduce_mean else value)}
+
+
+EMBEDDING_METRIC_DOCS = {
+    "alignment": ("intra_class_alignment", "intra-class alignment of the validation features "
+                  "(CoGloAT eq. 9; final evaluation)"),
+    "variance": ("class_variances", "mean per-class variance of the validation features "
+                 "(CoGloAT eq. 10; final evaluation)"),
+    "uniformity": ("inter_class_uniformity", "inter-class uniformity of the validation "
+                   "features (CoGloAT eq. 12; final evaluation)"),
+    "improved-uniformity": ("improved_uniformity", "improved inter-class uniformity of the "
+                            "validation features (CoGloAT eq. 13; final evaluation)"),
+}
 
 
 @hookimpl
@@ -192,7 +204,22 @@ def register_losses(register):
 
 @hookimpl
 def register_metrics(register):
-    register("variance", _VarianceMetric(), _VarianceMetric.doc)
+    for name, (function, text) in EMBEDDING_METRIC_DOCS.items():
+        register(name, EmbeddingMetric(name, function, reduce_mean=name == "variance"), text)
+
+
+RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
+
+
+@hookimpl
+def register_reference_results(register):
+    for plugins, dataset, accuracies in (("cogloat,proco", "cifar10-lt", (81.6, 85.5, 89.4)),
+                                         ("cogloat,proco", "cifar100-lt", (46.0, 50.4, 60.8)),
+                                         ("cogloat", "cifar10-lt", (81.4, 84.5, 88.9)),
+                                         ("cogloat", "cifar100-lt", (45.4, 49.5, 60.7))):
+        for factor, accuracy in zip((100, 50, 10), accuracies):
+            register(plugins=plugins, dataset=dataset, imbalance_factor=factor,
+                     metrics={"test/acc": accuracy}, source="CoGloAT/ProCo, " + RESULTS)
 
 
 CIFAR = {
@@ -228,18 +255,27 @@ def register_presets(register):
 # -- the run ----------------------------------------------------------------------------------
 
 
-def encoder_parameters(model):
-    """Parameter groups of everything but the classifier (pre-training without a classifier)."""
-    return [{"params": [p for name, p in model.named_parameters()
-                        if p.requires_grad and not name.startswith("classifier.")]}]
+class Pretraining:
+    """cogloat's plugin object in a run: with ``pretrain_classifier_weight = 0`` the
+    pre-training stage's optimiser leaves the classifier out, so it starts stage 2 untouched."""
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    @hookimpl
+    def adjust_parameter_groups(self, run, stage, groups):
+        if stage is not self.stage:
+            return
+        classifier = {id(p) for p in stage.model.classifier.parameters()}
+        for group in groups:
+            group["params"] = [p for p in group["params"] if id(p) not in classifier]
 
 
 @hookimpl
 def setup_run(run):
     import torch.nn.functional as F
 
-    from ltcore.config import OptimConfig, ScheduleConfig
-    from ltcore.terms import classifier_term
+    from ltcore import OptimConfig, ScheduleConfig, classifier_term
 
     from .classifier import reweighted_classifier_term
     from .components import cogloat_term
@@ -262,8 +298,8 @@ def setup_run(run):
     stage.set_classifier_loss(classifier_term("pretrain-ce", PLUGIN, F.cross_entropy,
                                               options.pretrain_classifier_weight, role=query),
                               default=options.pretrain_classifier_weight > 0)
-    if options.pretrain_classifier_weight == 0 and stage.trainable == "all":
-        stage.trainable = encoder_parameters
+    if options.pretrain_classifier_weight == 0:
+        run.register(Pretraining(stage), "cogloat-pretraining")
 
     if options.classifier_epochs:
         second = run.new_stage("classifier", options.classifier_epochs, plugin=PLUGIN,
@@ -280,14 +316,4 @@ def setup_run(run):
             plugin=PLUGIN, name=f"{options.classifier_loss}-reweighted"), default=True)
 
     if options.embedding_metrics:
-        metrics = run.state.setdefault("metrics", [])
-        metrics.extend(m for m in EMBEDDING_METRICS if m not in metrics)
-
-
-@hookimpl
-def step_end(step):
-    from .components import GlobalContrastiveTerm
-
-    for term in step.stage.losses:
-        if isinstance(term.fn, GlobalContrastiveTerm):
-            term.fn.after_step(step)
+        run.add_metrics(*EMBEDDING_METRICS)

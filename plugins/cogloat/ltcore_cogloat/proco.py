@@ -1,30 +1,26 @@
 """The ``proco`` plugin: prototype learning via coreset selection (ProCo, Bach et al., TMLR 2023).
 
 ProCo adds a prototype loss to whatever contrastive loss the other selected plugins set up
-(CoGloAT in the paper; SupCon, BCL, ... work the same way). Its ``setup_run`` runs last: in every
-stage that has contrastive terms it multiplies their weights by ``alpha`` and adds the ``proco``
-term with weight ``1 - alpha``, so the stage trains ``alpha L_contrastive + (1 - alpha) L_ProCo``.
-Without a contrastive term there is nothing to combine with, and setting up the run fails with an
-error naming ``proco``.
+(CoGloAT in the paper; SupCon, BCL, ... work the same way). It acts in ``compose_run``, after
+every plugin's ``setup_run``: in every stage that has contrastive terms it multiplies their
+weights by ``alpha`` and adds the ``proco`` term with weight ``1 - alpha``, so the stage trains
+``alpha L_contrastive + (1 - alpha) L_ProCo``. Without a contrastive term there is nothing to
+combine with, and setting up the run fails with an error naming ``proco``.
 
-At every epoch start (``epoch_start`` hook) the stage's coreset prototypes are refreshed: the
-per-class coreset is re-selected when due (k-center greedy on the current embeddings), two
-augmented views of it are embedded with the current model (eval mode, no gradient) and averaged
-per class into two prototype sets.
+At every epoch start the stage's coreset prototypes are refreshed (each
+:class:`~ltcore_cogloat.prototypes.CoresetPrototypes` is a run plugin object): the per-class
+coreset is re-selected when due (k-center greedy on the current embeddings), two augmented views
+of it are embedded with the current model (eval mode, no gradient) and averaged per class into
+two prototype sets.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "proco"
-_PROVIDERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-"""run -> [CoresetPrototypes] of the stages ProCo was added to."""
 
 
 def _fraction(instance, attribute, value):
@@ -69,17 +65,16 @@ class Options:
 def _coreset_prototypes(run, **options):
     """ProCo's coreset prototypes: class means of two augmented views of a per-class k-center
     coreset (refresh(epoch) at every epoch start; prototypes(step) -> [C, D])"""
-    from .prototypes import CoresetPrototypes
+    from .prototypes import coreset_prototypes
 
-    return CoresetPrototypes(run, **options)
+    return coreset_prototypes(run, **options)
 
 
 def _proco_loss(run, provider=None, **options):
     """ProCo's symmetric prototype loss against two coreset prototype sets"""
-    from .prototypes import CoresetPrototypes, proco_term
+    from .prototypes import coreset_prototypes, proco_term
 
-    provider = provider or CoresetPrototypes(run)
-    return proco_term(run, provider, **options)
+    return proco_term(run, provider or coreset_prototypes(run), **options)
 
 
 @hookimpl
@@ -97,11 +92,11 @@ def register_losses(register):
     register("proco", _proco_loss)
 
 
-@hookimpl(trylast=True)
-def setup_run(run):
-    from ltcore.errors import PluginError
+@hookimpl
+def compose_run(run):
+    from ltcore import PluginError
 
-    from .prototypes import CoresetPrototypes, proco_term
+    from .prototypes import coreset_prototypes, proco_term
 
     options: Options = run.option(PLUGIN)
     stages = [s for s in run.stages if s.contrastive_losses]
@@ -111,23 +106,14 @@ def setup_run(run):
             "plugin 'proco' adds a prototype loss to the contrastive loss of another plugin, but "
             f"none of the other selected plugins ({others}) added a contrastive loss term; "
             "select one too, e.g. --plugin cogloat --plugin proco")
-    providers = _PROVIDERS.setdefault(run, [])
     for stage in stages:
         for term in stage.contrastive_losses:
             term.weight *= options.alpha
-        provider = CoresetPrototypes(
+        provider = coreset_prototypes(
             run, stage, fraction=options.coreset_fraction,
             per_class=options.coreset_per_class or None, selection=options.selection,
             reselect_every=options.reselect_every, features=options.selection_features,
             view=options.view or None)
-        providers.append(provider)
         stage.add_loss(proco_term(run, provider, temperature=options.temperature,
                                   adaptive=options.adaptive_temperature, gamma=options.gamma,
                                   weight=1.0 - options.alpha, plugin=PLUGIN))
-
-
-@hookimpl
-def epoch_start(run, stage, epoch):
-    for provider in _PROVIDERS.get(run, ()):
-        if provider.stage is stage:
-            provider.refresh(epoch)

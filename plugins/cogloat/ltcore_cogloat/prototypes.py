@@ -11,7 +11,8 @@ coreset of a stage's training images. At the start of every epoch (:meth:`refres
    L2-normalised prototype sets ``C_1`` and ``C_2``.
 
 :class:`ProCoTerm` is the symmetric prototype loss of the stage's embedding views against both
-sets. The coreset indices live in ``run.state`` so a resumed run keeps the same coreset.
+sets. Each provider is a run plugin object: its ``epoch_start`` refreshes it, and the coreset
+indices are its state, so a resumed run keeps the same coreset.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import random
 import torch
 from torch import Tensor
 
-from ltcore.errors import PluginError
-from ltcore.run import LossTerm, Step
+from ltcore import LossTerm, PluginError, Step, hookimpl, load_image
 
 from .components import SECOND_VIEW_EMBEDDINGS
 from .coreset import select_coreset
@@ -69,8 +69,6 @@ class _CoresetImages(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, position):
-        from ltcore.data import load_image
-
         index = self.indices[position]
         if self.split.images is not None:
             from PIL import Image
@@ -89,7 +87,8 @@ class CoresetPrototypes:
     """Prototype provider: class means of two augmented views of a per-class coreset.
 
     ``prototypes(step)`` gives the first set ``[C, D]``; :attr:`sets` both, and
-    :attr:`class_mask` the classes with a coreset image. Call :meth:`refresh` at every epoch start
+    :attr:`class_mask` the classes with a coreset image. Registered as a run plugin object (see
+    :func:`coreset_prototypes`), its ``epoch_start`` calls :meth:`refresh` at every epoch start
     of ``stage``. Exactly one of ``fraction`` / ``per_class`` sizes the coreset (``per_class``
     wins when given).
     """
@@ -109,7 +108,7 @@ class CoresetPrototypes:
         self.reselect_every = reselect_every
         self.features = features
         self.view = view or run.config.views.contrastive
-        run.plugins.component("view", self.view)
+        run.component("view", self.view)
         run.projection_head(self.stage.model)
         counts = run.dataset.class_counts
         self.budgets = (coreset_budgets(counts, per_class=per_class) if per_class
@@ -117,14 +116,21 @@ class CoresetPrototypes:
         self.fraction, self.per_class = (None, per_class) if per_class else (fraction, None)
         self.sets: tuple[Tensor, Tensor] | None = None
         self.class_mask: Tensor | None = None
-        self.state_key = f"proco/{self.stage.name}/coreset"
+        self.coreset: Tensor | None = None
+        """Training indices of the current coreset (CPU), or None before the first selection."""
+
+    @hookimpl
+    def epoch_start(self, run, stage, epoch):
+        if stage is self.stage:
+            self.refresh(epoch)
+
+    def state_dict(self) -> dict:
+        return {"coreset": self.coreset}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coreset = state["coreset"]
 
     # -- the coreset --
-
-    @property
-    def coreset(self) -> Tensor | None:
-        """Training indices of the current coreset (CPU), or None before the first selection."""
-        return self.run.state.get(self.state_key)
 
     def due(self, epoch: int) -> bool:
         """Whether the coreset is (re-)selected at the start of ``epoch``."""
@@ -134,8 +140,8 @@ class CoresetPrototypes:
 
     @torch.no_grad()
     def select(self, seed: int) -> Tensor:
-        """Select a new coreset with the current model and store it in ``run.state``."""
-        run, model = self.run, self.stage.model
+        """Select a new coreset with the current model (it becomes :attr:`coreset`)."""
+        run = self.run
         labels = run.dataset.train.labels.to(run.device)
         if self.selection == "random":
             generator = torch.Generator(device=run.device).manual_seed(seed)
@@ -145,22 +151,21 @@ class CoresetPrototypes:
                                     per_class_fraction=self.fraction,
                                     per_class_budget=self.per_class,
                                     num_classes=run.dataset.num_classes)
-        run.state[self.state_key] = chosen.cpu()
-        return run.state[self.state_key]
+        self.coreset = chosen.cpu()
+        return self.coreset
 
     @torch.no_grad()
     def embed_training_set(self) -> Tensor:
         """Embeddings of the un-augmented training images (eval mode), on the run's device."""
-        from ltcore.engine import autocast, model_outputs
-
         run, model = self.run, self.stage.model
+        features = run.evaluate(model, ["train"], features=True).outputs["train"].features
+        if self.features == "backbone":
+            return features.to(run.device)
         was_training = model.training
-        _, features = model_outputs(run, model, run.dataset.train, keep_features=True)
+        model.eval()
         try:
-            if self.features == "backbone":
-                return features.to(run.device)
             size = run.config.eval.batch_size
-            with autocast(run):
+            with run.autocast():
                 out = [run.embed(model, chunk.to(run.device)).float()
                        for chunk in features.split(size)]
             return torch.cat(out)
@@ -173,17 +178,15 @@ class CoresetPrototypes:
     def embed_views(self, indices: Tensor, seed: int) -> list[Tensor]:
         """Two augmented views of the training images ``indices``, embedded by the stage model in
         eval mode: two ``[n, D]`` tensors."""
-        from ltcore.engine import autocast
-
         run, model = self.run, self.stage.model
         ds = run.dataset
-        pipeline = run.plugins.component("view", self.view).obj
+        pipeline = run.component("view", self.view)
         size = run.config.eval.batch_size
         was_training = model.training
         model.eval()
         views = []
         try:
-            with autocast(run):
+            with run.autocast():
                 if ds.in_memory and pipeline.batched:
                     transform = pipeline.make_batched(ds.image_size, ds.mean, ds.std)
                     generator = torch.Generator(device=run.device).manual_seed(seed)
@@ -210,10 +213,8 @@ class CoresetPrototypes:
 
     def refresh(self, epoch: int) -> None:
         """Epoch start: re-select the coreset when due, then recompute both prototype sets."""
-        from ltcore.engine import epoch_seed
-
         run = self.run
-        seed = epoch_seed(run.config.seed, run.stages.index(self.stage), epoch) ^ 0x50726F436F
+        seed = run.epoch_seed(self.stage, epoch) ^ 0x50726F436F
         if self.due(epoch):
             self.select(seed)
         indices = self.coreset
@@ -231,9 +232,17 @@ class CoresetPrototypes:
     def _current(self) -> tuple[Tensor, Tensor]:
         if self.sets is None:
             raise PluginError(f"the coreset prototypes of stage {self.stage.name!r} were never "
-                              "computed: call refresh(epoch) at every epoch start (the proco "
-                              "plugin's epoch_start hook does)")
+                              "computed: refresh(epoch) runs at every epoch start of the stage")
         return self.sets
+
+
+def coreset_prototypes(run, stage=None, **options) -> CoresetPrototypes:
+    """A :class:`CoresetPrototypes` of ``stage`` (default: the main stage), registered as the run
+    plugin object ``proco/<stage>`` so that it refreshes at every epoch start and its coreset is
+    checkpointed."""
+    provider = CoresetPrototypes(run, stage, **options)
+    run.register(provider, f"proco/{provider.stage.name}")
+    return provider
 
 
 class ProCoTerm:

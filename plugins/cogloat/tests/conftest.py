@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-from ltcore.config import resolve
-from ltcore.engine import prepare
-from ltcore.plugins import Plugins
+from ltcore import Plugins, prepare, resolve
 from ltcore.testing import FAST_SETTINGS
 
 

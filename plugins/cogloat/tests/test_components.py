@@ -4,15 +4,15 @@ import math
 import subprocess
 import sys
 
+import ltcore_cogloat
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import ltcore_cogloat
-from ltcore.run import Step
-from ltcore.samplers import InstanceBalancedSampler
-from ltcore_cogloat.classifier import ReweightedClassifierLoss, class_weights, inverse_frequency_weights
+from ltcore_cogloat.classifier import (
+    ReweightedClassifierLoss,
+    class_weights,
+    inverse_frequency_weights,
+)
 from ltcore_cogloat.components import (
     SECOND_VIEW_EMBEDDINGS,
     GlobalContrastiveTerm,
@@ -20,6 +20,9 @@ from ltcore_cogloat.components import (
     MomentumEncoder,
 )
 from ltcore_cogloat.moco import LabelledQueue
+from torch import nn
+
+from ltcore import InstanceBalancedSampler, Step
 
 
 def test_package_exports_are_lazy_and_plugins_import_without_torch():
@@ -311,7 +314,7 @@ def test_ldam_on_a_cosine_classifier_matches_the_formula():
 
 
 def test_pretraining_has_no_classifier_and_stage_two_trains_only_the_classifier(make_run):
-    from ltcore.engine import parameter_groups
+    from ltcore.testing import parameter_groups
 
     run = make_run(["cogloat"], "cogloat.classifier_loss=ldam", "cogloat.classifier_epochs=7")
     pretrain, second = run.stages
@@ -319,18 +322,18 @@ def test_pretraining_has_no_classifier_and_stage_two_trains_only_the_classifier(
     ce = pretrain.classifier_loss
     assert (ce.name, ce.weight, ce.plugin) == ("pretrain-ce", 0.0, "cogloat")
     assert "cls" not in pretrain.views  # the classifier reads the query view: no extra forward
-    trained = {id(p) for g in parameter_groups(pretrain) for p in g["params"]}
+    trained = {id(p) for g in parameter_groups(run, pretrain) for p in g["params"]}
     assert not any(id(p) in trained for p in run.model.classifier.parameters())
     assert all(id(p) in trained for p in run.model.backbone.parameters())
     assert second.trainable == "classifier" and second.epochs == 7 and second.model is run.model
     assert (second.optim.lr, second.optim.weight_decay) == (0.1, 2e-4)
     assert second.classifier_loss.name == "ldam-reweighted"
     assert list(second.views) == ["cls"] and second.views["cls"].pipeline == "standard"
-    assert run.state["metrics"] == ["alignment", "variance", "uniformity", "improved-uniformity"]
+    assert run.metrics == ["alignment", "variance", "uniformity", "improved-uniformity"]
 
 
 def test_a_classifier_loss_plugin_conflicts_unless_pretraining_trains_a_classifier(make_run):
-    from ltcore.errors import PluginError
+    from ltcore import PluginError
 
     with pytest.raises(PluginError, match="both set the classifier loss") as info:
         make_run(["cogloat", "la"])

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from ltcore.evaluation import EvalOutputs
-from ltcore.plugins import Plugins
+from ltcore import EvalOutputs, Plugins
 
 NAMES = ("alignment", "variance", "uniformity", "improved-uniformity")
 

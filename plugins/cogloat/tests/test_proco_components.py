@@ -5,14 +5,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ltcore.engine import epoch_seed
-from ltcore.errors import PluginError
-from ltcore.run import Step
 from ltcore_cogloat.components import SECOND_VIEW_EMBEDDINGS
 from ltcore_cogloat.coreset import select_coreset
 from ltcore_cogloat.loss import prototype_loss
-from ltcore_cogloat.prototypes import CoresetPrototypes, ProCoTerm, coreset_budgets, random_coreset
+from ltcore_cogloat.prototypes import (
+    CoresetPrototypes,
+    ProCoTerm,
+    coreset_budgets,
+    random_coreset,
+)
+
+from ltcore import PluginError, Step, epoch_seed
 
 
 def test_coreset_budgets_by_hand():
@@ -137,8 +140,8 @@ def test_refresh_selects_a_k_center_coreset_and_averages_two_augmented_views(mak
     model.train()
     assert bool(provider.class_mask.all())
     assert not torch.allclose(provider.sets[0], provider.sets[1])
-    # the coreset is kept in the run state until the next selection is due
-    assert run.state["proco/train/coreset"] is coreset
+    # the coreset is kept as the provider's (checkpointed) state until the next selection is due
+    assert provider.state_dict()["coreset"] is coreset
     assert not provider.due(1) and provider.due(2)
 
 

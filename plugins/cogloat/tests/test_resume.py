@@ -3,10 +3,7 @@ the coreset are all in the checkpoint."""
 
 import pytest
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import resume, train
-from ltcore.plugins import Plugins
+from ltcore import Plugins, hookimpl, resolve, resume, train
 from ltcore.testing import FAST_SETTINGS
 
 SETTINGS = [*FAST_SETTINGS, "views.backend=batched", "cogloat.classifier_epochs=0",

@@ -2,12 +2,9 @@
 
 import torch
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.data import digits_lt
-from ltcore.engine import train
-from ltcore.plugins import Plugins
+from ltcore import Plugins, hookimpl, resolve, train
 from ltcore.testing import FAST_SETTINGS
+from ltcore.testing import tiny_dataset as digits_lt
 
 
 class StepRecorder:

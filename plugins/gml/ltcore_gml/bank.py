@@ -19,7 +19,7 @@ def class_queue(run, size: int = 4096, min_size: int = 2, dim: int = 128,
     """Class-wise queues of ``size`` entries in all (``k``), at least ``min_size`` (``k_m``) per
     class, ``|Z_c| = k_m + (k - k_m C) pi_c`` for the run's class prior; attach the result with
     ``run.add_module`` so it is checkpointed."""
-    from ltcore.errors import ConfigError
+    from ltcore import ConfigError
 
     counts = run.class_counts.cpu()
     if size < min_size * counts.numel():

@@ -23,8 +23,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "gml"
 KEY_ROLE = "gml_key"
@@ -186,40 +185,62 @@ def register_presets(register):
 # -- the run --------------------------------------------------------------------------------
 
 
-def _no_decay_groups(stage, exclude):
-    """A ``trainable`` callable: the stage's current parameter groups without the parameters of
-    ``exclude``, which get a group of their own without weight decay."""
-    from ltcore.errors import PluginError
+def _check_trainable(stage) -> None:
+    from ltcore import PluginError
 
-    previous = stage.trainable
-    if previous == "classifier":
+    if stage.trainable == "classifier":
         raise PluginError(f"plugin 'gml' trains the backbone of stage {stage.name!r}, but another "
                           "selected plugin set it to train only the classifier")
 
-    def groups(model):
-        if callable(previous):
-            base = list(previous(model))
-        else:
-            base = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        own = [p for p in exclude.parameters() if p.requires_grad]
+
+class GMLRun:
+    """GML's plugin object in a run: keeps the teacher frozen while the student trains, gives
+    tau_g a parameter group without weight decay and reports tau_g and the queue's filling."""
+
+    def __init__(self, stage, teacher, temperature, queue):
+        self.stage, self.teacher, self.temperature, self.queue = stage, teacher, temperature, queue
+
+    @hookimpl
+    def run_start(self, run):
+        _check_trainable(self.stage)
+
+    @hookimpl
+    def adjust_parameter_groups(self, run, stage, groups):
+        """tau_g out of every group, into its own group without weight decay."""
+        if stage is not self.stage:
+            return
+        _check_trainable(stage)
+        own = [p for p in self.temperature.parameters() if p.requires_grad]
         ids = {id(p) for p in own}
-        out = []
-        for group in base:
+        kept = []
+        for group in groups:
             params = [p for p in group["params"] if id(p) not in ids]
             if params:
-                out.append({**group, "params": params})
-        if own:
-            out.append({"params": own, "weight_decay": 0.0})
-        return out
+                kept.append({**group, "params": params})
+        groups[:] = kept + ([{"params": own, "weight_decay": 0.0}] if own else [])
 
-    groups.gml_no_decay = True
-    return groups
+    @hookimpl
+    def stage_start(self, run, stage):
+        if stage is self.stage:
+            from .teacher import freeze
+
+            freeze(self.teacher)
+
+    @hookimpl
+    def epoch_start(self, run, stage, epoch):
+        if stage is self.stage:
+            self.teacher.eval()
+
+    @hookimpl
+    def epoch_end(self, run, stage, epoch, metrics):
+        if stage is self.stage:
+            metrics["train/gml_temperature"] = float(self.temperature().detach())
+            metrics["train/gml_queue_filled"] = float(self.queue.valid().float().mean())
 
 
-@hookimpl(trylast=True)
+@hookimpl
 def setup_run(run):
-    from ltcore.builtin.la import logit_adjusted_term
-    from ltcore.models import MLPHead
+    from ltcore import MLPHead, logit_adjusted_term
 
     from . import teacher as teachers
     from .bank import Temperature, fill_random
@@ -233,9 +254,10 @@ def setup_run(run):
                                         options.teacher_backbone)
         run.add_module(teachers.TEACHER_MODULE, teacher)
     else:
-        teacher_stage = teachers.teacher_stage(
-            run, options.teacher_backbone or run.config.model.backbone, options.teacher_epochs,
-            options.teacher_la_tau, plugin=PLUGIN)
+        teacher_stage = run.build("stage", "gml-teacher",
+                                  backbone=options.teacher_backbone or run.config.model.backbone,
+                                  epochs=options.teacher_epochs, la_tau=options.teacher_la_tau,
+                                  plugin=PLUGIN)
         teacher = teacher_stage.model
         run.add_module(teachers.TEACHER_MODULE, teacher)
         run.add_stage(teacher_stage, before=stage.name)
@@ -278,40 +300,4 @@ def setup_run(run):
             stage.add_loss(student.temperature_term(options.gml_weight, PLUGIN))
     if distill:
         stage.add_loss(student.distillation_term(options.kd_weight, options.kd_temperature, PLUGIN))
-    if not getattr(stage.trainable, "gml_no_decay", False):
-        stage.trainable = _no_decay_groups(stage, temperature)
-
-
-def _teacher(run):
-    from .teacher import TEACHER_MODULE
-
-    return run.modules[TEACHER_MODULE] if TEACHER_MODULE in run.modules else None
-
-
-@hookimpl
-def stage_start(run, stage):
-    if stage is run.main_stage:
-        from .teacher import freeze
-
-        teacher = _teacher(run)
-        if teacher is not None:
-            freeze(teacher)
-        # A plugin may have set the stage's parameter groups after GML's setup_run.
-        if TEMPERATURE_HEAD in stage.model.heads and not getattr(stage.trainable, "gml_no_decay", False):
-            stage.trainable = _no_decay_groups(stage, stage.model.heads[TEMPERATURE_HEAD])
-
-
-@hookimpl
-def epoch_start(run, stage, epoch):
-    if stage is run.main_stage:
-        teacher = _teacher(run)
-        if teacher is not None:
-            teacher.eval()
-
-
-@hookimpl
-def epoch_end(run, stage, epoch, metrics):
-    if stage is run.main_stage and TEMPERATURE_HEAD in stage.model.heads:
-        metrics["train/gml_temperature"] = float(stage.model.heads[TEMPERATURE_HEAD]().detach())
-        if QUEUE_MODULE in run.modules:
-            metrics["train/gml_queue_filled"] = float(run.modules[QUEUE_MODULE].valid().float().mean())
+    run.register(GMLRun(stage, teacher, temperature, queue), PLUGIN)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltcore.run import LossTerm, Step
+from ltcore import LossTerm, Step
 
 from .bank import Temperature, with_fresh_rows
 from .loss import gml_loss, temperature_loss
@@ -76,15 +76,13 @@ class GMLStudent:
         return out
 
     def _compute(self, step: Step) -> dict[str, Any]:
-        from ltcore.engine import autocast
-
         views = step.stage.views
         images = []
         if self.distill:
             images.append(step.images[self.classifier_role])
         if self.contrast:
             images.append(step.images[self.key_role])
-        with torch.no_grad(), autocast(step.run):
+        with torch.no_grad(), step.run.autocast():
             features = self.teacher.backbone(torch.cat(images)).float()
             teacher_logits = None
             if self.distill:
@@ -144,7 +142,7 @@ class GMLStudent:
 
     def distillation_term(self, weight: float, temperature: float, plugin: str = "gml") -> LossTerm:
         """``L_KD = T^2 KL(softmax(t/T) || softmax(s/T))`` on the classifier view's logits."""
-        from ltcore.losses.classification import distillation_kl
+        from ltcore.losses import distillation_kl
 
         def fn(step: Step) -> torch.Tensor:
             o = self.outputs(step)

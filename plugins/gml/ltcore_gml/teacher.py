@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from ltcore.errors import ConfigError, DataError
-from ltcore.models import ModelBundle
+from ltcore import ConfigError, DataError, ModelBundle
 
 TEACHER_STAGE = "teacher"
 TEACHER_MODULE = "teacher"
@@ -62,7 +61,7 @@ def teacher_stage(run, backbone: str | None = None, epochs: int | None = None, l
     defaults to ``model.backbone`` and ``epochs`` to the main stage's. The caller attaches the
     model with ``run.add_module`` and the stage with ``run.add_stage``.
     """
-    from ltcore.builtin.la import logit_adjusted_term
+    from ltcore import logit_adjusted_term
 
     model = model or build_teacher(run, backbone or run.config.model.backbone)
     stage = run.new_stage(TEACHER_STAGE, epochs or run.config.epochs, plugin=plugin, model=model)
@@ -124,9 +123,7 @@ def load_teacher(run, source: str, which: str = "auto", backbone: str = "") -> T
     from the saved teacher's extra state, else from the saved run's settings; ``backbone``,
     when given, must agree with it.
     """
-    from ltcore.tracking import default_uri
-
-    path, folder = locate(source, run.config.output, run.config.tracking.uri or default_uri())
+    path, folder = locate(source, run.config.output, run.tracking_uri)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         modules, settings = saved["modules"], saved.get("settings", {})

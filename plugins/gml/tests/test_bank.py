@@ -6,14 +6,11 @@ import sys
 
 import pytest
 import torch
-
-from ltcore.config import resolve
-from ltcore.engine import prepare
-from ltcore.errors import ConfigError
-from ltcore.plugins import Plugins
-from ltcore.testing import FAST_SETTINGS
 from ltcore_gml.bank import Temperature, fill_random, with_fresh_rows
 from ltcore_gml.queue import ClassWiseQueue, class_queue_sizes
+
+from ltcore import ConfigError, Plugins, prepare, resolve
+from ltcore.testing import FAST_SETTINGS
 
 
 def test_queue_slots_predict_where_enqueue_writes():
@@ -171,7 +168,7 @@ def _prepared(*assignments):
 
 
 def _step(run, batch=12, seed=0):
-    from ltcore.run import Step
+    from ltcore import Step
 
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, run.dataset.num_classes, (batch,), generator=gen)
@@ -182,9 +179,7 @@ def _step(run, batch=12, seed=0):
 
 
 def test_student_step_enqueues_once_and_feeds_every_term(isolated):
-    from pathlib import Path
-
-    from ltcore.engine import Trainer
+    from ltcore.testing import forward
 
     run = _prepared()
     assert [t.name for t in run.main_stage.losses] == ["la-ce", "gml", "gml-temperature", "kd"]
@@ -193,7 +188,7 @@ def test_student_step_enqueues_once_and_feeds_every_term(isolated):
     queue = run.modules["gml_queue"]
     step = _step(run)
     run.main_stage.model.train()
-    losses = Trainer(run, None, Path("."), progress=False).forward(step, frozen=False)
+    losses = forward(run, step)
     assert all(torch.isfinite(loss) for loss in losses)
     # One enqueue for the four terms: each class pointer moved by that class's count in the batch.
     counts = torch.bincount(step.labels["sample"], minlength=run.dataset.num_classes)
@@ -211,39 +206,36 @@ def test_student_step_enqueues_once_and_feeds_every_term(isolated):
 
 
 def test_student_without_l_gml_leaves_the_queue_alone(isolated):
-    from pathlib import Path
-
-    from ltcore.engine import Trainer
+    from ltcore.testing import forward
 
     run = _prepared("gml.gml_weight=0")
     assert [t.name for t in run.main_stage.losses] == ["la-ce", "kd"]
     step = _step(run)
-    Trainer(run, None, Path("."), progress=False).forward(step, frozen=False)
+    forward(run, step)
     assert not bool(run.modules["gml_queue"].valid().any())
     assert "bank" not in step.extras["gml"] and step.extras["gml"]["teacher_logits"].shape == (12, 10)
 
 
 def test_temperature_gets_a_group_without_weight_decay(isolated):
-    from ltcore.engine import parameter_groups
+    from ltcore.testing import parameter_groups
 
     run = _prepared()
     stage = run.main_stage
     log_tau = stage.model.heads["gml_temperature"].log_temperature
-    groups = parameter_groups(stage)
+    groups = parameter_groups(run, stage)
     assert groups[-1] == {"params": [log_tau], "weight_decay": 0.0}
     others = [p for g in groups[:-1] for p in g["params"]]
     assert all(p is not log_tau for p in others)
     assert len(others) + 1 == len([p for p in stage.model.parameters() if p.requires_grad])
     # Groups another plugin set (here with an lr scale) are kept.
-    stage.trainable = lambda model: [{"params": list(model.parameters()), "lr_scale": 0.5}]
-    from ltcore_gml.plugin import _no_decay_groups
-
-    stage.trainable = _no_decay_groups(stage, stage.model.heads["gml_temperature"])
-    first, last = stage.trainable(stage.model)
+    gml = run.plugin_object("gml")
+    groups = [{"params": list(stage.model.parameters()), "lr_scale": 0.5}]
+    gml.adjust_parameter_groups(run=run, stage=stage, groups=groups)
+    first, last = groups
     assert first["lr_scale"] == 0.5 and all(p is not log_tau for p in first["params"])
     assert last == {"params": [log_tau], "weight_decay": 0.0}
     stage.trainable = "classifier"
-    from ltcore.errors import PluginError
+    from ltcore import PluginError
 
     with pytest.raises(PluginError, match="only the classifier"):
-        _no_decay_groups(stage, stage.model.heads["gml_temperature"])
+        gml.adjust_parameter_groups(run=run, stage=stage, groups=groups)

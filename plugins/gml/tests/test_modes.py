@@ -4,13 +4,10 @@ import math
 
 import pytest
 import torch
-
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import train
-from ltcore.plugins import Plugins
-from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 from ltcore_gml.loss import gml_loss
+
+from ltcore import Plugins, hookimpl, resolve, train
+from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 
 SETTINGS = [*FAST_SETTINGS, "imbalance_factor=100", "views.classifier=standard",
             "views.contrastive=standard", "gml.queue_size=128"]

@@ -2,13 +2,10 @@
 
 import pytest
 import torch
-
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import prepare, resume, train
-from ltcore.plugins import Plugins
-from ltcore.testing import FAST_SETTINGS
 from ltcore_gml.teacher import build_teacher
+
+from ltcore import Plugins, hookimpl, prepare, resolve, resume, train
+from ltcore.testing import FAST_SETTINGS
 
 CORE = [*FAST_SETTINGS, "imbalance_factor=100", "views.classifier=standard", "views.contrastive=standard"]
 SETTINGS = [*CORE, "gml.queue_size=128"]

@@ -5,10 +5,7 @@ import math
 
 import torch
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import train
-from ltcore.plugins import Plugins
+from ltcore import Plugins, hookimpl, resolve, train
 from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 
 SETTINGS = [*FAST_SETTINGS, "views.classifier=standard", "views.contrastive=standard",

@@ -14,19 +14,18 @@ TINY = [*FAST, "--epochs", "1", "--imbalance-factor", "100", "--set", "views.cla
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     """One full ``ltrun --plugin gml`` (teacher stage + student stage) in its own folder and store."""
-    from ltcore.cli import main
+    from ltcore.testing import invoke_ltrun
 
     folder = tmp_path_factory.mktemp("teacher-run")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     before = os.getcwd()
     os.chdir(folder)
     try:
-        main(["--plugin", "gml", *TINY, "--set", "gml.teacher_epochs=1",
-              "--output", str(folder / "runs"), "--tracking-uri", uri])
-    except SystemExit as exc:
-        raise AssertionError(f"ltrun --plugin gml exited with {exc.code}") from exc
+        code = invoke_ltrun("--plugin", "gml", *TINY, "--set", "gml.teacher_epochs=1",
+                            "--output", str(folder / "runs"), "--tracking-uri", uri)
     finally:
         os.chdir(before)
+    assert code == 0, f"ltrun --plugin gml exited with {code}"
     (run_dir,) = (folder / "runs").iterdir()
     return {"folder": folder, "uri": uri, "run_id": run_dir.name, "model": run_dir / "model.pt"}
 

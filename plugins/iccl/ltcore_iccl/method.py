@@ -18,13 +18,15 @@ Stage ``classifier`` (classifier rebalancing, sec. 3.5): the projection head is 
 the classifier (and, as an option, the encoder at a scaled learning rate) is fine-tuned on the
 class-aware sampler with ``gamma'`` under eq. 9, distilling from a frozen copy of the stage-1
 network taken when the stage starts and kept as the checkpointed module ``iccl_teacher``.
+
+:class:`ICCLRun` is ICCL's plugin object in a run: its hook implementations switch the phase,
+mix the images, embed the branches, update the centroids and take the teacher's snapshot.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import weakref
 from typing import TYPE_CHECKING
 
 import attrs
@@ -32,10 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltcore.config import ScheduleConfig
-from ltcore.errors import PluginError
-from ltcore.run import CLASSIFIER_ROLE, LossTerm
-from ltcore.terms import classifier_term, contrast_set
+from ltcore import CLASSIFIER_ROLE, LossTerm, PluginError, ScheduleConfig, classifier_term, hookimpl
 
 from .loss import (
     centroid_contrastive_loss,
@@ -46,7 +45,7 @@ from .loss import (
 )
 
 if TYPE_CHECKING:
-    from ltcore.run import Run, Stage, Step
+    from ltcore import Run, Stage, Step
 
     from .plugin import Options
 
@@ -59,18 +58,10 @@ LAMBDA = "iccl.lambda"
 CENTROIDS_MODULE = "iccl_centroids"
 TEACHER_MODULE = "iccl_teacher"
 STAGE = "classifier"
-SNAPSHOT_DONE = "iccl.teacher_snapshot"
 SEED_OFFSET = 0x1CC1
-"""Added to the engine's epoch seed for the interpolation weights' generator."""
+"""Added to the run's epoch seed for the interpolation weights' generator."""
 
 log = logging.getLogger("ltcore_iccl")
-
-_RUNS: "weakref.WeakKeyDictionary[Run, ICCLRun]" = weakref.WeakKeyDictionary()
-
-
-def controller(run: "Run") -> "ICCLRun | None":
-    """The ICCL state of ``run``, or None if ``run`` was not set up by the ``iccl`` plugin."""
-    return _RUNS.get(run)
 
 
 def warmup_epochs(options: "Options", epochs: int) -> int:
@@ -79,9 +70,9 @@ def warmup_epochs(options: "Options", epochs: int) -> int:
 
 
 class FineTuneGroups:
-    """``trainable`` of the rebalancing stage when the encoder is fine-tuned too: the backbone
-    at ``encoder_lr_scale`` times the stage's learning rate, the classifier at it; heads such
-    as the projection MLP are left out (they are not used in this stage)."""
+    """Parameter groups of the rebalancing stage when the encoder is fine-tuned too: the
+    backbone at ``encoder_lr_scale`` times the stage's learning rate, the classifier at it; heads
+    such as the projection MLP are left out (they are not used in this stage)."""
 
     def __init__(self, encoder_lr_scale: float):
         self.encoder_lr_scale = encoder_lr_scale
@@ -95,8 +86,9 @@ class FineTuneGroups:
 
 
 class ICCLRun:
-    """Per-run ICCL state the hooks and loss terms share (not checkpointed itself: the
-    centroids and the teacher are run modules, the phase follows from the epoch)."""
+    """ICCL's plugin object in a run: the state its hooks and loss terms share. The centroids
+    and the teacher are run modules, the phase follows from the epoch; the object's own state
+    is whether the teacher's snapshot was taken."""
 
     def __init__(self, run: "Run", options: "Options"):
         self.options = options
@@ -112,8 +104,74 @@ class ICCLRun:
         self.rebalancing: Stage | None = None
         self.teacher: nn.Module | None = None
         self.teacher_reuses_features = False
+        self.fine_tune: FineTuneGroups | None = None
+        self.teacher_snapshot = False
         self._classifier: LossTerm | None = None
         self._classifier_weight = 1.0
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    def epoch_start(self, run, stage, epoch):
+        if stage is not self.stage:
+            return
+        self.set_phase(epoch)
+        seed = (run.epoch_seed(stage, epoch) + SEED_OFFSET) % 2 ** 63
+        self.generator = torch.Generator(device=run.device).manual_seed(seed)
+
+    @hookimpl
+    def adjust_images(self, step):
+        if step.stage is self.stage and self.interpolative:
+            self.mix(step)
+
+    @hookimpl(tryfirst=True)
+    def adjust_embeddings(self, step):
+        if step.stage is self.stage:
+            self.embed(step)
+
+    @hookimpl
+    def step_end(self, step):
+        if step.stage is self.stage:
+            self.update_centroids(step)
+
+    @hookimpl
+    def stage_start(self, run, stage):
+        if stage is self.stage and stage.sampler != "iccl-paired":
+            raise PluginError(f"plugin 'iccl' trains stage {stage.name!r} with its paired "
+                              f"sampler, but another selected plugin replaced it with "
+                              f"{stage.sampler!r}; the two cannot share one stage")
+        if stage is self.rebalancing:
+            self.snapshot_teacher(run)
+
+    @hookimpl
+    def adjust_parameter_groups(self, run, stage, groups):
+        if stage is self.rebalancing and self.fine_tune is not None:
+            groups[:] = self.fine_tune(stage.model)
+
+    @hookimpl
+    def epoch_end(self, run, stage, epoch, metrics):
+        if stage is self.stage:
+            metrics["iccl/interpolative"] = float(self.interpolative)
+            metrics["iccl/centroids_seen"] = float(self.provider.bank.initialized.sum())
+
+    @hookimpl
+    def stage_end(self, run, stage):
+        """The norm of every class's centroid after stage 1 (the paper's Fig. 2 shows them
+        balanced across head and tail classes), as the table ``iccl/centroid_norms.csv``."""
+        if stage is not self.stage:
+            return
+        norms = self.provider.centroids.norm(dim=1).tolist()
+        counts = run.dataset.class_counts.tolist()
+        run.recorder.table("iccl/centroid_norms.csv", ["class_index", "class", "train_count",
+                                                       "centroid_norm"],
+                           [[i, name, n, f"{norm:.6f}"] for i, (name, n, norm)
+                            in enumerate(zip(run.dataset.classes, counts, norms))])
+
+    def state_dict(self) -> dict:
+        return {"teacher_snapshot": self.teacher_snapshot}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.teacher_snapshot = state["teacher_snapshot"]
 
     # -- stage 1 ------------------------------------------------------------------------------
 
@@ -154,12 +212,10 @@ class ICCLRun:
 
     def embed(self, step: "Step") -> None:
         """Projection embeddings of the uniform (and interpolated) images, if missing."""
-        from ltcore.engine import autocast
-
         roles = [CLASSIFIER_ROLE, MIX_ROLE] if self.interpolative else [CLASSIFIER_ROLE]
         missing = [r for r in roles if r not in step.embeddings]
         if missing:
-            with autocast(step.run):
+            with step.run.autocast():
                 for role in missing:
                     step.embeddings[role] = step.run.embed(step.stage.model,
                                                            step.features[role]).float()
@@ -168,23 +224,21 @@ class ICCLRun:
         """Eq. 1 with the uniform branch's embeddings (the only un-mixed labelled ones)."""
         self.provider.update(step.embeddings[CLASSIFIER_ROLE], step.targets(CLASSIFIER_ROLE))
 
-    def centroid_bias(self, step: "Step", name: str, labels_a, labels_b):
-        """The selected plugins' logit biases for the centroid columns, per target label."""
+    def centroid_bias(self, step: "Step", labels_a, labels_b):
+        """The plugins' logit biases for the centroid columns of the term being computed, per
+        target label."""
         classes = torch.arange(len(self.provider.centroids), device=labels_a.device)
         no_samples = classes[:0]
-        bias_a = step.run.contrastive_bias(contrast_set(step, name, PLUGIN, labels_a, no_samples,
-                                                        classes))
+        bias_a = step.contrastive_bias(labels_a, no_samples, classes)
         if bias_a is None or labels_b is labels_a:
             return bias_a, None
-        bias_b = step.run.contrastive_bias(contrast_set(step, name, PLUGIN, labels_b, no_samples,
-                                                        classes))
-        return bias_a, bias_b
+        return bias_a, step.contrastive_bias(labels_b, no_samples, classes)
 
     # -- stage 2 ------------------------------------------------------------------------------
 
     def snapshot_teacher(self, run: "Run") -> None:
         """Copy the stage-1 network into the teacher (once; a resumed stage keeps its own)."""
-        if run.state.get(SNAPSHOT_DONE):
+        if self.teacher_snapshot:
             return
         model = self.rebalancing.model
         if self.teacher is not None:
@@ -195,26 +249,21 @@ class ICCLRun:
                 self.teacher.classifier.load_state_dict(model.classifier.state_dict())
             self.teacher.eval()
         if self.options.reset_classifier:
-            from ltcore.engine import epoch_seed
-
-            index = run.stages.index(self.rebalancing)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(epoch_seed(run.config.seed, index, 0) + SEED_OFFSET)
+                torch.manual_seed(run.epoch_seed(self.rebalancing, 0) + SEED_OFFSET)
                 for module in model.classifier.modules():
                     if hasattr(module, "reset_parameters"):
                         module.reset_parameters()
                 if hasattr(model.classifier, "weight") and not hasattr(model.classifier,
                                                                        "reset_parameters"):
                     nn.init.kaiming_uniform_(model.classifier.weight, a=5 ** 0.5)
-        run.state[SNAPSHOT_DONE] = True
+        self.teacher_snapshot = True
 
     @torch.no_grad()
     def teacher_logits(self, step: "Step") -> torch.Tensor:
         """``o^T``: the frozen stage-1 network's logits for the classifier view."""
-        from ltcore.engine import autocast
-
         self.teacher.eval()
-        with autocast(step.run):
+        with step.run.autocast():
             if self.teacher_reuses_features:
                 logits = self.teacher(step.features[CLASSIFIER_ROLE])
             else:
@@ -237,7 +286,7 @@ def warmup_centroid_term(state: ICCLRun) -> LossTerm:
         if state.interpolative:
             return _zero(step)
         labels = step.targets(CLASSIFIER_ROLE)
-        bias, _ = state.centroid_bias(step, name, labels, labels)
+        bias, _ = state.centroid_bias(step, labels, labels)
         return centroid_contrastive_loss(step.embeddings[CLASSIFIER_ROLE], state.provider.centroids,
                                          labels, labels, 1.0, tau, logit_bias=bias)
 
@@ -253,7 +302,7 @@ def interpolative_centroid_term(state: ICCLRun) -> LossTerm:
         if not state.interpolative:
             return _zero(step)
         labels_a, labels_b = step.targets(MIX_ROLE), step.labels[PAIRED]
-        bias_a, bias_b = state.centroid_bias(step, name, labels_a, labels_b)
+        bias_a, bias_b = state.centroid_bias(step, labels_a, labels_b)
         return centroid_contrastive_loss(step.embeddings[MIX_ROLE], state.provider.centroids,
                                          labels_a, labels_b, step.extras[LAMBDA], tau,
                                          logit_bias=bias_a, logit_bias_b=bias_b)
@@ -298,8 +347,7 @@ def setup(run: "Run", options: "Options") -> ICCLRun:
         raise PluginError(f"plugin 'iccl' trains stage 'train' with its paired sampler, but "
                           f"another selected plugin already set that stage's sampler to "
                           f"{stage.sampler!r}; the two cannot share one stage")
-    state = ICCLRun(run, options)
-    _RUNS[run] = state
+    state = run.register(ICCLRun(run, options), PLUGIN)
     agnostic = run.config.sampler if run.config.sampler != "iccl-paired" else "instance-balanced"
     stage.sampler = "iccl-paired"
     stage.sampler_options = {"gamma": options.gamma, "agnostic": agnostic}
@@ -330,8 +378,10 @@ def add_rebalancing_stage(run: "Run", state: ICCLRun) -> "Stage":
     opts, cfg = state.options, run.config
     frozen = opts.classifier_trainable == "classifier"
     stage = run.new_stage(STAGE, opts.classifier_epochs, plugin=PLUGIN,
-                          trainable="classifier" if frozen else FineTuneGroups(opts.encoder_lr_scale),
+                          trainable="classifier" if frozen else "all",
                           sampler_options={"gamma": opts.classifier_gamma})
+    if not frozen:
+        state.fine_tune = FineTuneGroups(opts.encoder_lr_scale)
     stage.sampler = "class-aware"
     stage.optim = attrs.evolve(cfg.optim, lr=cfg.optim.lr * opts.classifier_lr_scale)
     stage.schedule = ScheduleConfig(kind="cosine", warmup_epochs=0)

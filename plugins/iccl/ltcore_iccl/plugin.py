@@ -17,8 +17,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 CENTROID_INITS = ("first_batch", "random")
 """Kept equal to ``ltcore_iccl.centroids.CENTROID_INITS`` (that module imports torch)."""
@@ -104,7 +103,7 @@ def class_aware_sampler(run, gamma: float = 0.0, num_samples: int | None = None)
 
 def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced", **agnostic_options):
     """Rows (class-agnostic sample, class-aware sample) as sources ('sample', 'paired')."""
-    from ltcore.errors import PluginError
+    from ltcore import PluginError
 
     from .samplers import PairedSampler
 
@@ -171,6 +170,18 @@ LARGE = {
 }
 
 
+RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
+
+
+@hookimpl
+def register_reference_results(register):
+    for dataset, accuracies in (("cifar100-lt", (46.6, 51.6, 62.1)),
+                                ("cifar10-lt", (82.1, 84.7, 89.7))):
+        for factor, accuracy in zip((100, 50, 10), accuracies):
+            register(plugins="iccl", dataset=dataset, imbalance_factor=factor,
+                     metrics={"test/acc": accuracy}, source="ICCL, " + RESULTS)
+
+
 @hookimpl
 def register_presets(register):
     register("default", {"views.classifier": "standard"},
@@ -192,7 +203,7 @@ def register_presets(register):
              "ICCL paper, iNaturalist 2018 (72.5), ResNet-50, 200 epochs, T 100")
 
 
-# -- run assembly and run-time hooks -----------------------------------------------------------
+# -- the run (its hooks are those of ICCL's plugin object, ltcore_iccl.method.ICCLRun) ----------
 
 
 @hookimpl
@@ -200,73 +211,3 @@ def setup_run(run):
     from .method import setup
 
     setup(run, run.option("iccl"))
-
-
-@hookimpl
-def epoch_start(run, stage, epoch):
-    import torch
-
-    from ltcore.engine import epoch_seed
-
-    from .method import SEED_OFFSET, controller
-
-    state = controller(run)
-    if state is None or stage is not state.stage:
-        return
-    state.set_phase(epoch)
-    seed = (epoch_seed(run.config.seed, run.stages.index(stage), epoch) + SEED_OFFSET) % 2 ** 63
-    state.generator = torch.Generator(device=run.device).manual_seed(seed)
-
-
-@hookimpl
-def adjust_images(step):
-    from .method import controller
-
-    state = controller(step.run)
-    if state is not None and step.stage is state.stage and state.interpolative:
-        state.mix(step)
-
-
-@hookimpl(tryfirst=True)
-def adjust_embeddings(step):
-    from .method import controller
-
-    state = controller(step.run)
-    if state is not None and step.stage is state.stage:
-        state.embed(step)
-
-
-@hookimpl
-def step_end(step):
-    from .method import controller
-
-    state = controller(step.run)
-    if state is not None and step.stage is state.stage:
-        state.update_centroids(step)
-
-
-@hookimpl
-def stage_start(run, stage):
-    from .method import controller
-
-    state = controller(run)
-    if state is None:
-        return
-    if stage is state.stage and stage.sampler != "iccl-paired":
-        from ltcore.errors import PluginError
-
-        raise PluginError(f"plugin 'iccl' trains stage {stage.name!r} with its paired sampler, "
-                          f"but another selected plugin replaced it with {stage.sampler!r}; the "
-                          "two cannot share one stage")
-    if stage is state.rebalancing:
-        state.snapshot_teacher(run)
-
-
-@hookimpl
-def epoch_end(run, stage, epoch, metrics):
-    from .method import controller
-
-    state = controller(run)
-    if state is not None and stage is state.stage:
-        metrics["iccl/interpolative"] = float(state.interpolative)
-        metrics["iccl/centroids_seen"] = float(state.provider.bank.initialized.sum())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ltcore.samplers import ClassPowerSampler, InstanceBalancedSampler
+from ltcore import ClassPowerSampler, InstanceBalancedSampler
 
 __all__ = ["ClassAwareSampler", "PairedSampler"]
 

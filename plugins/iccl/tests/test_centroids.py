@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from ltcore_iccl.centroids import EMACentroids
 
 DTYPE = torch.float64
@@ -124,7 +123,7 @@ def _fake_run(num_classes=4, dim=3, seed=0):
 
 
 def test_prototype_provider_attaches_its_bank_and_normalises():
-    from ltcore.plugins import Plugins
+    from ltcore import Plugins
 
     plugins = Plugins()
     run = _fake_run()
@@ -144,7 +143,7 @@ def test_prototype_provider_attaches_its_bank_and_normalises():
 
 
 def test_memory_bank_factory_builds_a_detached_bank():
-    from ltcore.plugins import Plugins
+    from ltcore import Plugins
 
     run = _fake_run(num_classes=5, dim=7, seed=3)
     bank = Plugins().component("memory-bank", "iccl-centroids").obj(run, init="random")

@@ -2,11 +2,7 @@
 
 import pytest
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import prepare, train
-from ltcore.errors import PluginError
-from ltcore.plugins import Plugins
+from ltcore import PluginError, Plugins, hookimpl, prepare, resolve, train
 from ltcore.testing import FAST, FAST_SETTINGS, mlflow_client, recorded_runs
 
 
@@ -74,7 +70,6 @@ def _prepared(plugins, selected, *assignments):
 
 
 def test_assembled_run_and_default_warmup_is_half_the_epochs():
-    from ltcore_iccl.method import controller
 
     run = _prepared(Plugins(), ["iccl"])
     assert [s.name for s in run.stages] == ["train", "classifier"]
@@ -83,7 +78,7 @@ def test_assembled_run_and_default_warmup_is_half_the_epochs():
     assert {r: (v.pipeline, v.source) for r, v in train.views.items()} == {
         "cls": ("standard", "sample"), "iccl_tail": ("standard", "paired"), "iccl_mix": (None, "sample")}
     assert [t.name for t in train.losses] == ["ce", "iccl-cc-warmup", "iccl-ce-it", "iccl-cc-it"]
-    assert controller(run).warmup_epochs == 2
+    assert run.plugin_object("iccl").warmup_epochs == 2
     assert classifier.sampler == "class-aware" and classifier.sampler_options == {"gamma": 1.0}
     assert classifier.trainable == "classifier" and classifier.epochs == 10
     assert classifier.optim.lr == pytest.approx(run.config.optim.lr * 0.1)
@@ -142,13 +137,12 @@ def test_rcl_rebalances_the_centroid_losses():
     pytest.importorskip("ltcore_rcl.plugin")
     import torch
     import torch.nn.functional as F
-
-    from ltcore.run import Step
     from ltcore_iccl import centroid_contrastive_loss
-    from ltcore_iccl.method import controller
+
+    from ltcore import Step
 
     run = _prepared(Plugins(), ["iccl", "rcl"], "rcl.compression=false")
-    state = controller(run)
+    state = run.plugin_object("iccl")
     gen = torch.Generator().manual_seed(0)
     batch, classes = 6, run.dataset.num_classes
     labels_a = torch.randint(0, classes, (batch,), generator=gen)
@@ -159,7 +153,7 @@ def test_rcl_rebalances_the_centroid_losses():
     step.embeddings["iccl_mix"] = F.normalize(torch.randn(batch, run.config.model.projection_dim, generator=gen), dim=1)
     step.extras["iccl.lambda"] = torch.rand(batch, generator=gen)
     state.set_phase(3)
-    loss = run.main_stage.loss("iccl-cc-it").fn(step)
+    loss = run.main_stage.loss("iccl-cc-it")(step)
     prior = run.class_counts.float().log()[None, :]
     expected = centroid_contrastive_loss(step.embeddings["iccl_mix"], state.provider.centroids, labels_a,
                                          labels_b, step.extras["iccl.lambda"], state.options.temperature,
@@ -173,11 +167,10 @@ def test_rcl_rebalances_the_centroid_losses():
 def test_teacher_snapshot_happens_once_and_reset_classifier_is_seeded():
     import torch
 
-    from ltcore_iccl.method import controller
 
     def prepared_state():
         run = _prepared(Plugins(), ["iccl"], "iccl.reset_classifier=true")
-        return run, controller(run)
+        return run, run.plugin_object("iccl")
 
     run, state = prepared_state()
     before = {k: v.clone() for k, v in run.model.classifier.state_dict().items()}
@@ -186,7 +179,7 @@ def test_teacher_snapshot_happens_once_and_reset_classifier_is_seeded():
     assert all(torch.equal(teacher[k], before[k]) for k in before)  # frozen encoder: classifier teacher
     after = run.model.classifier.state_dict()
     assert not torch.equal(after["weight"], before["weight"])
-    assert run.state["iccl.teacher_snapshot"] is True
+    assert run.plugin_object("iccl").state_dict()["teacher_snapshot"] is True
     state.snapshot_teacher(run)  # a resumed stage 2 keeps its teacher and its classifier
     assert torch.equal(run.model.classifier.weight, after["weight"])
 

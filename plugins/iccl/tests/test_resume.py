@@ -2,14 +2,10 @@
 checkpointed module, so a resumed run ends with the same numbers as an uninterrupted one)."""
 
 import torch
-
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import resume, train
-from ltcore.models import ModelBundle
-from ltcore.plugins import Plugins
-from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 from ltcore_iccl.method import FineTuneGroups
+
+from ltcore import ModelBundle, Plugins, hookimpl, resolve, resume, train
+from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 
 SETTINGS = [*FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=0", "iccl.classifier_epochs=2",
             "iccl.classifier_trainable=all", "iccl.encoder_lr_scale=0.5"]
@@ -92,7 +88,7 @@ def test_fine_tuned_stage_and_resume_inside_it(isolated):
     assert killer.fired
     run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
     saved = torch.load(isolated / "runs" / run_id / "checkpoint.pt", weights_only=False)
-    assert saved["position"] == (1, 1) and saved["state"]["iccl.teacher_snapshot"] is True
+    assert saved["position"] == (1, 1) and saved["plugin_objects"]["iccl"]["teacher_snapshot"] is True
     assert any(k.startswith("iccl_teacher.") for k in saved["modules"])
 
     resumed = resume(plugins, run_id, progress=False)

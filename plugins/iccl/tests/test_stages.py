@@ -3,10 +3,7 @@ the interpolated view, the centroid EMA inside the loop, and what stage 2 may ch
 
 import torch
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import train
-from ltcore.plugins import Plugins
+from ltcore import Plugins, hookimpl, resolve, train
 from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
 
 
@@ -123,3 +120,14 @@ def test_two_stages_warmup_switch_centroids_and_frozen_encoder(isolated):
     assert params["stage.losses"] == "1*iccl-distill"
     assert history("classifier", "train/lr") == [settings.run.optim.lr * 0.1]
     assert len(history("classifier", "val/acc")) == 1
+
+    # -- after stage 1, the centroids' norms are recorded per class (the paper's Fig. 2)
+    (table,) = isolated.glob("runs/*/artifacts/iccl/centroid_norms.csv")
+    rows = [line.split(",") for line in table.read_text().splitlines()]
+    assert rows[0] == ["class_index", "class", "train_count", "centroid_norm"] and len(rows) == 11
+    centroids = probe.snapshots["train:end"]["centroids"]["centroids"]
+    norms = [float(r[3]) for r in rows[1:]]
+    assert norms == [float(f"{n:.6f}") for n in centroids.norm(dim=1).tolist()]
+    parent = recorded_runs(client, nested=False)[0]
+    assert "iccl/centroid_norms.csv" in {a.path for a in client.list_artifacts(parent.info.run_id,
+                                                                               "iccl")}

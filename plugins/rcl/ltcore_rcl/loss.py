@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ltcore.losses.contrastive import supcon_loss
+from ltcore.losses import supcon_loss
 
 __all__ = ["class_prior_bias", "rebalanced_supcon_loss"]
 

@@ -10,17 +10,18 @@
   chosen once from the per-class validation accuracy measured at the start of that epoch.
 * The clustering metrics the paper reports (Calinski-Harabasz, Davies-Bouldin) are enabled for
   the final evaluation; the harmonic mean of per-class accuracy is always reported (``hmean``).
+* The published CIFAR-LT results of RCL and BCL + RCL are declared for ``--reference papers``.
 
-``setup_run`` is a hook wrapper: RCL's part runs after every other selected plugin has set the
-run up (``trylast`` implementations such as GML's included), so it sees every contrastive term.
+RCL acts in ``compose_run``, after every selected plugin's ``setup_run``, so it sees every
+contrastive term the others built; it rebalances a term because the term declares itself
+``rebalanceable`` (``kind="contrastive"``), whatever plugin built it.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from ltcore import hookimpl
-from ltcore.config import doc
+from ltcore import doc, hookimpl
 
 PLUGIN = "rcl"
 METRICS = ("calinski-harabasz", "davies-bouldin")
@@ -72,17 +73,11 @@ def compression_start(run, options: Options) -> int:
     return run.main_stage.epochs // 2
 
 
-def _state(run):
-    from .state import MODULE
+def rebalanced_terms(run) -> list:
+    """The contrastive terms of the run; raise naming the plugin of one that takes no bias."""
+    from ltcore import PluginError
 
-    return run.modules[MODULE] if MODULE in run.modules else None
-
-
-def _check_rebalanceable(run) -> set[tuple[str, str]]:
-    """``(plugin, loss)`` of each contrastive term of the run; raise if one is not rebalanceable."""
-    from ltcore.errors import PluginError
-
-    targets = set()
+    terms = []
     for stage in run.stages:
         for term in stage.contrastive_losses:
             if not term.rebalanceable:
@@ -93,13 +88,13 @@ def _check_rebalanceable(run) -> set[tuple[str, str]]:
                     f"log n_j prior has nothing to act on. Drop --plugin {PLUGIN}, or switch "
                     f"plugin {term.plugin!r} to a rebalanceable form of its loss where it has "
                     f"one (bcl: averaging L1 or L2, not the prototype-only L3)")
-            targets.add((term.plugin, term.name))
-    return targets
+            terms.append(term)
+    return terms
 
 
-def _add_own_losses(run, options: Options) -> set[tuple[str, str]]:
+def _add_own_losses(run, options: Options) -> list:
     """The paper's stand-alone RCL: LA-CE (default classifier loss) + SupCon, rebalanced."""
-    from ltcore.builtin.la import logit_adjusted_term
+    from ltcore import logit_adjusted_term
 
     stage = run.main_stage
     term = run.build("loss", "supcon", temperature=options.temperature,
@@ -108,29 +103,12 @@ def _add_own_losses(run, options: Options) -> set[tuple[str, str]]:
     run.classifier_view()
     stage.set_classifier_loss(logit_adjusted_term(run, options.la_tau, options.classifier_weight,
                                                   plugin=PLUGIN), default=True)
-    return {(term.plugin, term.name)}
+    return [term]
 
 
-@hookimpl
-def register_options(register):
-    register(Options)
+def _check(run, options: Options) -> None:
+    from ltcore import ConfigError, DataError
 
-
-@hookimpl(wrapper=True)
-def setup_run(run):
-    """Runs after every other selected plugin's ``setup_run``, ``trylast`` ones included."""
-    result = yield
-    _setup(run)
-    return result
-
-
-def _setup(run) -> None:
-    """Check the run, rebalance its contrastive terms (adding RCL's own if there is none)."""
-    from ltcore.errors import ConfigError, DataError
-
-    from .state import MODULE, STATE, RebalancingState
-
-    options: Options = run.option(PLUGIN)
     counts = run.class_counts
     if bool((counts <= 0).any()):
         empty = (counts <= 0).nonzero().flatten().tolist()
@@ -148,57 +126,23 @@ def _setup(run) -> None:
                 f"{PLUGIN}.compression_epoch = {start} is not an epoch of the main stage "
                 f"({run.main_stage.epochs} epochs, 0-based), so compression would never switch "
                 f"on; lower it or set {PLUGIN}.compression=false")
-    targets = _check_rebalanceable(run)
-    if not targets:
-        targets = _add_own_losses(run, options)
-    run.add_module(MODULE, RebalancingState(counts, prototype_prior=options.prototype_prior,
-                                            targets=targets))
-    run.state[STATE] = {"compression": None}
-    metrics = run.state.setdefault("metrics", [])
-    metrics.extend(m for m in METRICS if m not in metrics)
 
 
 @hookimpl
-def contrastive_logit_bias(contrast):
-    state = _state(contrast.run)
-    return state.bias(contrast) if state is not None else None
+def register_options(register):
+    register(Options)
 
 
 @hookimpl
-def adjust_embeddings(step):
-    from .state import STATE
-
-    run = step.run
-    if step.stage.name != run.main_stage.name or not run.state[STATE]["compression"]:
-        return
-    state = _state(run)
-    for role in step.embedding_roles():
-        step.embeddings[role] = state.compress(step.embeddings[role], step.targets(role))
-
-
-@hookimpl
-def epoch_start(run, stage, epoch):
-    from .state import STATE, measure_and_switch
+def compose_run(run):
+    """Check the run and rebalance its contrastive terms, adding RCL's own if there is none."""
+    from .state import Rebalancing
 
     options: Options = run.option(PLUGIN)
-    if (not options.compression or stage.name != run.main_stage.name
-            or run.state[STATE]["compression"] or epoch < compression_start(run, options)):
-        return
-    measure_and_switch(run, stage, epoch, options)
-
-
-@hookimpl
-def epoch_end(run, stage, epoch, metrics):
-    from .state import STATE
-
-    if stage.name != run.main_stage.name:
-        return
-    record = run.state[STATE]["compression"]
-    metrics["rcl/compression"] = 1.0 if record else 0.0
-    if record and record["epoch"] == epoch:
-        metrics["rcl/classes_below_threshold"] = float(len(record["below_threshold"]))
-        for c, factor in enumerate(record["factors"]):
-            metrics[f"rcl/factor/{c}"] = factor
+    _check(run, options)
+    terms = rebalanced_terms(run) or _add_own_losses(run, options)
+    run.register(Rebalancing(run, options, terms, compression_start(run, options)), PLUGIN)
+    run.add_metrics(*METRICS)
 
 
 CIFAR = {
@@ -212,6 +156,26 @@ CIFAR = {
     "rcl.compression_factor_below": 1.0, "rcl.compression_factor_others": 0.005,
     "bcl.la_tau": 1.3, "bcl.classifier_weight": 2.0, "bcl.contrastive_weight": 1.0,
 }
+
+
+RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
+
+
+@hookimpl
+def register_reference_results(register):
+    for plugins, dataset, accuracies in (("rcl", "cifar10-lt", (86.0, 88.5, 91.7)),
+                                         ("bcl,rcl", "cifar10-lt", (86.2, 88.4, 92.0)),
+                                         ("rcl", "cifar100-lt", (52.2, 56.8, 65.6)),
+                                         ("bcl,rcl", "cifar100-lt", (52.1, 56.0, 65.4))):
+        for factor, accuracy in zip((100, 50, 10), accuracies):
+            register(plugins=plugins, dataset=dataset, imbalance_factor=factor,
+                     metrics={"test/acc": accuracy}, source="RCL, " + RESULTS)
+    for plugins, dataset, hmean, what in (("rcl", "cifar100-lt", 42.4, " (SCL+RCL)"),
+                                          ("bcl,rcl", "cifar100-lt", 41.1, ""),
+                                          ("rcl", "cifar10-lt", 85.3, " (SCL+RCL)"),
+                                          ("bcl,rcl", "cifar10-lt", 85.7, "")):
+        register(plugins=plugins, dataset=dataset, imbalance_factor=100,
+                 metrics={"test/hmean": hmean}, source=f"RCL harmonic mean{what}, " + RESULTS)
 
 
 @hookimpl

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ltcore.losses.contrastive import supcon_loss
 from ltcore_rcl.loss import class_prior_bias, rebalanced_supcon_loss
+
+from ltcore.losses import supcon_loss
 
 RTOL = 1e-5
 CLASS_COUNTS = [500, 210, 90, 37, 16, 5]

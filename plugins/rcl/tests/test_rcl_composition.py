@@ -11,16 +11,20 @@ import attrs
 import pytest
 import torch
 import torch.nn.functional as F
-
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import prepare
-from ltcore.errors import ConfigError, PluginError
-from ltcore.plugins import Plugins
-from ltcore.run import LossTerm, Step
-from ltcore.testing import FAST, FAST_SETTINGS
 from ltcore_rcl import class_prior_bias, rebalanced_supcon_loss
-from ltcore_rcl.state import MODULE, STATE, assign_factors, measure_and_switch
+from ltcore_rcl.state import MODULE, assign_factors, measure_and_switch
+
+from ltcore import (
+    ConfigError,
+    LossTerm,
+    PluginError,
+    Plugins,
+    Step,
+    hookimpl,
+    prepare,
+    resolve,
+)
+from ltcore.testing import FAST, FAST_SETTINGS
 
 RTOL = 1e-5
 
@@ -59,7 +63,7 @@ def contrastive_term(run) -> LossTerm:
 
 def add_unrebalanceable_term(run, plugin: str) -> None:
     """A contrastive term that takes no logit bias (``rebalanceable=False``)."""
-    from ltcore.losses.contrastive import supcon_loss
+    from ltcore.losses import supcon_loss
 
     run.contrastive_views(2)
 
@@ -93,7 +97,7 @@ class NoValidationSplit:
     @hookimpl
     def register_datasets(self, register):
         def factory(config):
-            from ltcore.data import digits_lt
+            from ltcore.testing import tiny_dataset as digits_lt
 
             return attrs.evolve(digits_lt(config.imbalance_factor), val=None)
 
@@ -115,15 +119,15 @@ def test_rcl_alone_is_la_ce_plus_rebalanced_supcon(plugins):
     assert stage.views["cls"].pipeline == "autoaugment-cutout"
     assert stage.views["con0"].pipeline == "simaugment"
     # LA-CE with tau 1.3 on the classifier logits
-    from ltcore.losses.classification import logit_adjusted_cross_entropy
+    from ltcore.losses import logit_adjusted_cross_entropy
 
     logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(1))
     targets = torch.arange(8)
     step = Step(run, stage, 0, 0, {"sample": targets}, {"sample": targets}, {},
                 logits={"cls": logits})
     expected = logit_adjusted_cross_entropy(logits, targets, run.class_prior, 1.3)
-    assert_close(classifier.fn(step), expected)
-    assert set(run.state["metrics"]) >= {"calinski-harabasz", "davies-bouldin"}
+    assert_close(classifier(step), expected)
+    assert set(run.metrics) >= {"calinski-harabasz", "davies-bouldin"}
 
 
 def test_a_chosen_classifier_loss_wins_over_rcls_default(plugins):
@@ -137,7 +141,7 @@ def test_supcon_plus_rcl_rebalances_supcons_own_term(plugins, selected):
     run = assemble(plugins, selected)
     term = contrastive_term(run)
     assert (term.name, term.plugin) == ("supcon", "supcon")
-    assert run.modules[MODULE].targets == {("supcon", "supcon")}
+    assert [(t.plugin, t.name) for t in run.plugin_object("rcl").terms] == [("supcon", "supcon")]
     assert run.main_stage.classifier_loss.name == "ce"
 
 
@@ -158,9 +162,9 @@ def test_hook_path_of_supcon_equals_rebalanced_supcon_loss(plugins, selected):
     step = step_with_embeddings(run)
     z, labels = step.stacked_embeddings()
     expected = rebalanced_supcon_loss(z, labels, run.class_counts, 0.1)
-    assert_close(contrastive_term(run).fn(step), expected)
+    assert_close(contrastive_term(run)(step), expected)
     # and not the plain SupCon value
-    from ltcore.losses.contrastive import supcon_loss
+    from ltcore.losses import supcon_loss
 
     assert abs(float(expected) - float(supcon_loss(z, labels, 0.1))) > 1e-3
 
@@ -179,18 +183,21 @@ def test_hook_path_of_bcl_equals_eq5(plugins, prototype_prior):
         z, labels, prototypes, 0.1, logit_bias=class_prior_bias(labels, run.class_counts)[None, :],
         prototype_bias=(class_prior_bias(classes, run.class_counts)[None, :] if prototype_prior
                         else None))
-    assert_close(contrastive_term(run).fn(step), expected)
+    assert_close(contrastive_term(run)(step), expected)
 
 
 def test_bias_reaches_only_the_rebalanced_losses(plugins):
-    from ltcore.terms import contrast_set
+    from ltcore import ContrastSet, LossTerm
 
     run = assemble(plugins, ["rcl"])
     step = step_with_embeddings(run)
     labels = step.targets("con0")
-    bias = run.contrastive_bias(contrast_set(step, "supcon", "rcl", labels, labels))
+    no_prototypes = torch.zeros(len(labels), dtype=torch.bool)
+    supcon = contrastive_term(run)
+    bias = run.contrastive_bias(ContrastSet(step, supcon, labels, labels, no_prototypes))
     torch.testing.assert_close(bias, torch.log(run.class_counts.float())[labels][None, :])
-    assert run.contrastive_bias(contrast_set(step, "other-loss", "other", labels, labels)) is None
+    other = LossTerm("other-loss", lambda step: None, "other", kind="contrastive")
+    assert run.contrastive_bias(ContrastSet(step, other, labels, labels, no_prototypes)) is None
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -277,12 +284,13 @@ def test_compression_scales_embeddings_once_switched(plugins):
     before = {r: e.clone() for r, e in step.embeddings.items()}
     for epoch in (0, 1):
         run.hooks.epoch_start(run=run, stage=run.main_stage, epoch=epoch)
-    assert run.state[STATE]["compression"] is None
+    rcl = run.plugin_object("rcl")
+    assert rcl.record is None
     run.hooks.adjust_embeddings(step=step)
     assert all(torch.equal(step.embeddings[r], before[r]) for r in before)
 
     run.hooks.epoch_start(run=run, stage=run.main_stage, epoch=2)
-    record = run.state[STATE]["compression"]
+    record = rcl.record
     assert record["epoch"] == 2 and len(record["val_accuracy"]) == 10
     for c, accuracy in enumerate(record["val_accuracy"]):
         expected = 0.5 if not accuracy >= 0.2 else 0.25
@@ -297,10 +305,10 @@ def test_compression_scales_embeddings_once_switched(plugins):
     # the loss sees the compressed rows: eq. 4 on z~
     z, labels = step.stacked_embeddings()
     expected = rebalanced_supcon_loss(z, labels, run.class_counts, 0.1)
-    assert_close(contrastive_term(run).fn(step), expected)
+    assert_close(contrastive_term(run)(step), expected)
     # measured once: a later epoch keeps the record
     run.hooks.epoch_start(run=run, stage=run.main_stage, epoch=3)
-    assert run.state[STATE]["compression"] is record
+    assert rcl.record is record
 
 
 def test_measurement_uses_the_validation_split(plugins, monkeypatch):
@@ -317,3 +325,11 @@ def test_measurement_uses_the_validation_split(plugins, monkeypatch):
     assert record["val_accuracy"][3] == 1.0
     assert run.modules[MODULE].factors.tolist() == pytest.approx(
         [0.005 if c == 3 else 1.0 for c in range(10)])
+
+
+def test_preset_keys_of_unselected_plugins_are_skipped(plugins):
+    alone = resolve(plugins, ["rcl"], ["cifar10-lt"])
+    assert "bcl" not in alone.plugins and alone.run.optim.lr == 0.2
+    combined = resolve(plugins, ["bcl", "rcl"], ["cifar10-lt"])
+    assert combined.plugins["bcl"].la_tau == 1.3 and combined.plugins["bcl"].contrastive_weight == 1.0
+    assert combined.run.optim.lr == 0.2

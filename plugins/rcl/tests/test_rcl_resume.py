@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltcore import hookimpl
-from ltcore.config import resolve
-from ltcore.engine import resume, train
-from ltcore.plugins import Plugins
+from ltcore import Plugins, hookimpl, resolve, resume, train
 from ltcore.testing import FAST_SETTINGS
 
 
@@ -42,7 +39,7 @@ def test_resumed_run_keeps_the_factors_and_trains_as_before(isolated, monkeypatc
     (run_dir,) = (isolated / "runs").iterdir()
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert saved["position"] == (0, 1)
-    record = saved["state"]["rcl"]["compression"]
+    record = saved["plugin_objects"]["rcl"]["record"]
     assert record["epoch"] == 0
     assert saved["modules"]["rcl.factors"].tolist() == pytest.approx(record["factors"])
     assert set(record["factors"]) <= {0.5, 0.25}
@@ -62,7 +59,7 @@ def test_resumed_run_keeps_the_factors_and_trains_as_before(isolated, monkeypatc
     for key, value in killer.seen.items():
         if key.startswith(("train/loss", "val/", "test/")):
             assert epoch1[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    assert final["state"]["rcl"]["compression"] == record
+    assert final["plugin_objects"]["rcl"]["record"] == record
     assert final["modules"]["rcl.factors"].tolist() == pytest.approx(record["factors"])
     assert epoch1["rcl/compression"] == 1.0
     assert resumed.metrics["val/acc"] == epoch1["val/acc"]

@@ -49,7 +49,7 @@ def test_rcl_alone_trains_switches_compression_and_logs_it(ltrun, isolated):
 
     # the factors and the record are in the checkpoint
     checkpoint = torch.load(next(isolated.glob("runs/*/checkpoint.pt")), weights_only=False)
-    record = checkpoint["state"]["rcl"]["compression"]
+    record = checkpoint["plugin_objects"]["rcl"]["record"]
     assert record["below_threshold"] == below and record["epoch"] == 1
     assert checkpoint["modules"]["rcl.factors"].tolist() == pytest.approx(record["factors"])
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ltcore.testing import check_recorded, mlflow_client, recorded_runs, run_numbers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 RECORDED = Path(__file__).parent / "recorded" / "readme.json"
 
 

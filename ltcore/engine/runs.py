@@ -1,0 +1,200 @@
+"""Entry points: assemble a run from the selected plugins, train it, resume it, evaluate it.
+
+:func:`prepare` resolves the dataset and the model, lets the selected plugins set the run up and
+compose it, and checks the result; :func:`train` records a new run in MLflow and trains it;
+:func:`resume` continues a run from its checkpoint in the same MLflow runs; :func:`load_saved_run`
+and the ``evaluate_*`` functions rebuild a run from a saved model for ``ltrun evaluate``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import attrs
+import torch
+
+from .. import __version__
+from ..config import Settings, flatten, parse_assignment, resolve
+from ..errors import ConfigError, DataError
+from ..plugins import Plugins
+from ..run import Run
+from ..tracking import Tracker, resolve_uri
+from . import checkpoints
+from .trainer import Trainer
+
+DEFAULT_PLUGINS = ["ce"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available; use "
+                          "--device cpu or auto")
+    return device
+
+
+def prepare(plugins: Plugins, selected: list[str], settings: Settings) -> Run:
+    """Build the dataset and model, let the selected plugins set the run up and compose it, and
+    check what they built."""
+    cfg = settings.run
+    device = resolve_device(cfg.device)
+    dataset = plugins.component("dataset", cfg.dataset).obj(cfg)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    run = Run(settings, plugins, selected, dataset, device)
+    run.hooks.setup_run(run=run)
+    run.hooks.compose_run(run=run)
+    finish_setup(run)
+    return run
+
+
+def finish_setup(run: Run) -> None:
+    """Give stages without a classifier loss the default CE and check what plugins built."""
+    for stage in run.stages:
+        if stage.classifier_loss is None:
+            run.classifier_view(stage)
+            stage.set_classifier_loss(run.build("loss", "ce"), default=True)
+        if not any(v.classify for v in stage.views.values()):
+            run.classifier_view(stage)
+        for view in stage.views.values():
+            if view.pipeline is not None:
+                run.component("view", view.pipeline)
+        if not any(id(stage.model) == id(m) for m in run.modules.values()):
+            run.add_module(f"{stage.name}_model", stage.model)
+        run.component("sampler", stage.sampler)
+        run.component("optimizer", stage.optim.name)
+
+
+def run_tags(run: Run) -> dict[str, str]:
+    cfg = run.config
+    return {"ltcore.plugins": ",".join(run.selected), "dataset": cfg.dataset,
+            "imbalance_factor": f"{cfg.imbalance_factor:g}", "seed": str(cfg.seed),
+            "plugins": ",".join(run.selected)}
+
+
+def run_params(run: Run) -> dict[str, Any]:
+    params = dict(run.settings.flat())
+    params["plugins"] = ",".join(run.selected)
+    for name in run.selected:
+        info = run.plugins.info[name]
+        params[f"plugin.{name}.version"] = f"{info.distribution} {info.version}"
+    params["ltcore.version"] = __version__
+    return params
+
+
+@attrs.define
+class Result:
+    """What a finished run reports: its MLflow id, final metrics and folders."""
+
+    run_id: str
+    metrics: dict[str, float]
+    run_dir: Path
+    warnings: list[str]
+
+
+def train(plugins: Plugins, selected: list[str], settings: Settings, progress: bool = True) -> Result:
+    """Train a new run and record it; returns the final metrics and where things are."""
+    selected = plugins.select(selected or DEFAULT_PLUGINS)
+    # check the tracking store before building the data: an unreachable server fails in seconds
+    tracker = Tracker(resolve_uri(settings.run.tracking.uri), settings.run.tracking.experiment)
+    run = prepare(plugins, selected, settings)
+    run.run_id = tracker.start("+".join(selected), run_tags(run))
+    run_dir = Path(run.config.output) / run.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker.log_params(run.run_id, run_params(run))
+    config_path = run_dir / "config.toml"
+    config_path.write_text(f"# plugins: {' '.join(selected)}\n" + settings.to_toml())
+    tracker.log_artifact(run.run_id, str(config_path))
+    return _finish(Trainer(run, tracker, run_dir, progress))
+
+
+def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool = True) -> Result:
+    """Continue a run from its last checkpoint, in the same MLflow run."""
+    path = Path(output) / run_id / checkpoints.CHECKPOINT
+    if not path.exists():
+        raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; give the run's "
+                        "--output directory if it was not 'runs'")
+    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+    selected = plugins.select(checkpoint["plugins"])
+    settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
+    run = prepare(plugins, selected, settings)
+    run.run_id = run_id
+    tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
+    tracker.reopen(run_id)
+    trainer = Trainer(run, tracker, path.parent, progress)
+    trainer.restore(checkpoint)
+    return _finish(trainer)
+
+
+def _finish(trainer: Trainer) -> Result:
+    run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
+    try:
+        metrics = trainer.train()
+    except BaseException as exc:
+        try:
+            run.hooks.run_failed(run=run, error=exc)
+        finally:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            for run_id in trainer.stage_runs.values():
+                tracker.end(run_id, status)
+            tracker.flush()
+            tracker.end(parent, status)
+        raise
+    final_model = trainer.run_dir / checkpoints.MODEL
+    checkpoints.write(final_model, checkpoints.run_state(run))
+    tracker.log_artifact(parent, str(final_model), "checkpoints")
+    tracker.log_metrics(parent, dict(metrics), step=0)
+    tracker.end(parent)  # sends what is still queued first
+    warnings = []
+    if tracker.summary():
+        trainer.save(len(run.stages), 0, None)  # the unsent records, for ltrun --resume
+        warnings.append(f"{tracker.summary()}; the checkpoint and files are in {trainer.run_dir}; "
+                        f"once the tracking store answers again, ltrun --resume {parent} sends "
+                        "what was not logged")
+    return Result(parent, metrics, trainer.run_dir, warnings)
+
+
+# -- saved models -------------------------------------------------------------------------
+
+
+def load_saved_run(plugins: Plugins, path: str, overrides: dict | None = None,
+                   assignments: Sequence[str] = ()) -> Run:
+    """The run saved in ``path`` (``model.pt`` or ``checkpoint.pt``) rebuilt from its settings
+    and plugins, with its modules and plugin-object state loaded (so LWS's scales or tau-norm's
+    choice apply again). ``assignments`` (``KEY=VALUE``), then ``overrides``, change the saved
+    settings, e.g. another dataset or ``eval.posthoc_la_tau``."""
+    saved = checkpoints.read(path)
+    values = flatten(saved["settings"])
+    values.update(dict(parse_assignment(a) for a in assignments))
+    values.update(overrides or {})
+    selected = plugins.select(saved["plugins"])
+    run = prepare(plugins, selected, resolve(plugins, selected, overrides=values))
+    saved_classes = saved["modules"]["model.classifier.weight"].shape[0]
+    if saved_classes != run.dataset.num_classes:
+        raise DataError(f"the model has {saved_classes} classes but dataset "
+                        f"{run.dataset.name!r} has {run.dataset.num_classes}")
+    checkpoints.restore_run_state(run, saved)
+    return run
+
+
+def evaluate_checkpoint(plugins: Plugins, path: str, overrides: dict | None = None,
+                        assignments: Sequence[str] = ()) -> dict[str, float]:
+    """Every figure of the saved model (its last stage's) on the evaluation splits."""
+    run = load_saved_run(plugins, path, overrides, assignments)
+    return run.evaluate(run.stages[-1].model, final=True).figures()
+
+
+def evaluate_checkpoint_shifted(plugins: Plugins, path: str, overrides: dict | None = None,
+                                assignments: Sequence[str] = (), ratios=None, seed: int = 0,
+                                draws: int = 1) -> dict:
+    """Figures of the saved model on long-tailed resamplings of the balanced test split."""
+    from ..shift import DEFAULT_RATIOS, evaluate_shifted
+
+    run = load_saved_run(plugins, path, overrides, assignments)
+    result = evaluate_shifted(run, run.stages[-1].model, ratios or DEFAULT_RATIOS, seed, draws)
+    result["checkpoint"] = str(path)
+    return result

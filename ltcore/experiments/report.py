@@ -1,0 +1,387 @@
+"""Reports: one HTML or markdown page with the comparison table and the plots.
+
+:func:`build_report` writes the table of :func:`~ltcore.experiments.compare.compare` and the
+plots of :mod:`ltcore.plots` (per-class accuracy vs class size, accuracy vs epoch, confusion
+matrices, t-SNE of backbone features), recomputing what needs the model from each run's saved
+``model.pt`` through the run's evaluation path.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from ..config import doc
+from .compare import (Comparison, comparison_note, html_table, last_stage_run, markdown_table, render,
+                      run_value, table_rows)
+from .tags import KIND_TAG, SWEEP_TAG
+
+
+@attrs.define
+class RunDetail:
+    """What a report shows about one run (None where it could not be computed)."""
+
+    run_id: str
+    label: str
+    dataset: str
+    imbalance_factor: str
+    classes: list[str] | None = None
+    counts: list[int] | None = None
+    per_class: list[float] | None = None
+    confusion: Any = None
+    features: Any = None
+    labels: Any = None
+    class_groups: list[str] | None = None
+    curves: dict[str, tuple[list[int], list[float]]] = attrs.Factory(dict)
+    boundaries: list[int] = attrs.Factory(list)
+    notes: list[str] = attrs.Factory(list)
+
+
+def run_label(run, group_by: Sequence[str]) -> str:
+    """``bcl,rcl IF=100 seed=0``: the group values of the run plus its seed."""
+    parts = []
+    for key in group_by:
+        value = run_value(run, key)
+        if key == "imbalance_factor":
+            parts.append(f"IF={value}")
+        elif key == "plugins":
+            parts.append(value)
+        elif value:
+            parts.append(f"{key.split('.')[-1]}={value}")
+    parts.append(f"seed={run_value(run, 'seed')}")
+    return " ".join(p for p in parts if p)
+
+
+def stage_curves(client, run, keys: Sequence[str] = ("val/acc", "train/loss")):
+    """Per-epoch histories of the run's stages, end to end: key -> (epochs, values) and the
+    epochs where a new stage starts."""
+    stages = client.search_runs([run.info.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+                                order_by=["attributes.start_time ASC"], max_results=50)
+    curves: dict[str, tuple[list[int], list[float]]] = {k: ([], []) for k in keys}
+    boundaries, offset = [], 0
+    for i, stage in enumerate(stages):
+        last = -1
+        for key in keys:
+            history = sorted({m.step: m.value for m in
+                              client.get_metric_history(stage.info.run_id, key)}.items())
+            for step, value in history:
+                curves[key][0].append(offset + step)
+                curves[key][1].append(value)
+                last = max(last, step)
+        if i > 0:
+            boundaries.append(offset)
+        offset += last + 1
+    return {k: v for k, v in curves.items() if v[0]}, boundaries
+
+
+def model_file(client, run, runs_dir: str | None, scratch: Path) -> Path | None:
+    """The run's ``model.pt``: under ``runs_dir`` (or the run's ``output`` param), else the
+    ``checkpoints/model.pt`` artifact downloaded to ``scratch``."""
+    candidates = []
+    if runs_dir:
+        candidates.append(Path(runs_dir) / run.info.run_id / "model.pt")
+    candidates.append(Path(run.data.params.get("output", "runs")) / run.info.run_id / "model.pt")
+    for path in candidates:
+        if path.is_file():
+            return path
+    try:
+        target = scratch / run.info.run_id
+        target.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run.info.run_id, "checkpoints/model.pt", str(target)))
+    except Exception:
+        return None
+
+
+def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
+                  data_dir: str | None = None) -> dict[str, Any]:
+    """Rebuild the saved run and compute, on ``split``: backbone features, labels, per-class
+    accuracy, the confusion matrix, class counts and shot groups."""
+    from ..engine.runs import load_saved_run
+    from ..metrics import confusion_matrix, shot_groups
+    from ..plugins import Plugins
+
+    overrides: dict[str, Any] = {"device": device, "views.workers": 0}
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    run = load_saved_run(plugins or Plugins(), str(path), overrides)
+    out = run.evaluate(run.stages[-1].model, [split], features=True).outputs[split]
+    num = run.dataset.num_classes
+    groups = shot_groups(out.class_counts, run.config.eval.many_threshold,
+                         run.config.eval.few_threshold)
+    group_of = ["" for _ in range(num)]
+    for name, idx in groups.items():
+        for i in idx.tolist():
+            group_of[i] = name
+    labels = out.labels.cpu()
+    return {"classes": list(run.dataset.classes), "counts": out.class_counts.tolist(),
+            "per_class": out.per_class_accuracy().tolist(),
+            "confusion": confusion_matrix(out.predictions, labels, num).numpy(),
+            "features": out.features.numpy(), "labels": labels.numpy(), "class_groups": group_of}
+
+
+def per_class_from_artifact(client, run, split: str, scratch: Path) -> tuple | None:
+    """(counts, per-class accuracy in [0, 1], classes) from the last stage's CSV artifact."""
+    stage = last_stage_run(client, run)
+    if stage is None:
+        return None
+    try:
+        target = scratch / f"{run.info.run_id}-csv"
+        target.mkdir(parents=True, exist_ok=True)
+        path = client.download_artifacts(stage.info.run_id,
+                                         f"evaluation/{split}_per_class_accuracy.csv", str(target))
+    except Exception:
+        return None
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return ([int(r["train_count"]) for r in rows], [float(r["accuracy"]) / 100 for r in rows],
+            [r["class"] for r in rows])
+
+
+def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000):
+    """2-d t-SNE (scikit-learn, single-threaded) of features; returns (points, index of the
+    rows kept)."""
+    import numpy as np
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(features, dtype=np.float64)
+    keep = np.arange(len(x))
+    if len(x) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), max_points, replace=False))
+        x = x[keep]
+    if normalise == "l2":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    elif normalise == "standard":
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
+    # one thread: OpenMP workers busy-wait, and on a shared machine a few thousand points take
+    # ten times longer with them than without
+    with threadpool_limits(limits=1):
+        points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                      learning_rate="auto").fit_transform(x)
+    return points, keep
+
+
+SCALING = {"l2": "L2-normalised first", "standard": "each dimension standardised first",
+           "none": "as they are"}
+
+
+@attrs.define(kw_only=True)
+class ReportOptions:
+    """Choices of ``ltrun report`` (the command's options of the same names)."""
+
+    split: str = doc("evaluation split of the model-based plots", default="val")
+    format: str = doc("html | markdown page", default="html",
+                      validator=attrs.validators.in_(("html", "markdown")))
+    tsne: bool = doc("draw a t-SNE of each run's backbone features", default=True)
+    tsne_normalise: str = doc("feature scaling before t-SNE: l2 (unit norm), standard (z-score "
+                              "per dimension) or none", default="l2",
+                              validator=attrs.validators.in_(("l2", "standard", "none")))
+    tsne_points: int = doc("at most this many points per t-SNE (random subset, seed 0)",
+                           default=2000, validator=attrs.validators.gt(10))
+    max_runs: int = doc("runs shown in per-run panels (confusion matrices, t-SNE)", default=12,
+                        validator=attrs.validators.gt(0))
+    log: bool = doc("log the plots as MLflow artifacts", default=True)
+    device: str = doc("device the model outputs are recomputed on", default="cpu")
+    runs_dir: str | None = doc("folder holding runs/<id>/model.pt (default: each run's output "
+                               "setting)", default=None)
+    data_dir: str | None = doc("dataset folder, when it moved since training", default=None)
+
+
+def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
+                 options: ReportOptions, title: str, sweep: str | None = None,
+                 echo: Callable[[str], None] = print) -> Path:
+    """Write the page, its table and plots under ``output``; log the plots to MLflow.
+
+    Per run: t-SNE of the backbone features (logged to that run under ``report/``). Across
+    runs, one figure per dataset and imbalance factor: per-class accuracy vs class size,
+    accuracy (and training loss) vs epoch, confusion matrices (logged to the sweep's record).
+    """
+    import tempfile
+
+    import numpy as np
+
+    from .. import plots
+    from ..plugins import Plugins
+
+    output = Path(output)
+    plot_dir = output / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plugins = Plugins()
+    details: list[RunDetail] = []
+    split = options.split
+    with tempfile.TemporaryDirectory(prefix="ltcore-report-") as tmp:
+        scratch = Path(tmp)
+        for run in runs:
+            detail = RunDetail(run.info.run_id, run_label(run, comparison.group_by),
+                               run_value(run, "dataset"), run_value(run, "imbalance_factor"))
+            try:
+                detail.curves, detail.boundaries = stage_curves(client, run)
+            except Exception as exc:
+                detail.notes.append(f"no curves: {exc}")
+            path = model_file(client, run, options.runs_dir, scratch)
+            if path is not None:
+                try:
+                    d = model_details(path, split, plugins, options.device, options.data_dir)
+                    for key, value in d.items():
+                        setattr(detail, key, value)
+                except Exception as exc:
+                    detail.notes.append(f"model not evaluated: {type(exc).__name__}: {exc}")
+            else:
+                detail.notes.append("no model.pt (locally or as an artifact)")
+            if detail.per_class is None:
+                found = per_class_from_artifact(client, run, split, scratch)
+                if found:
+                    detail.counts, detail.per_class, detail.classes = found
+            if any(d.label == detail.label for d in details):  # one legend entry per run
+                detail.label += f" ({run.info.run_id[:8]})"
+            details.append(detail)
+            echo(f"report: {detail.label} ({run.info.run_id})"
+                 + (f" - {'; '.join(detail.notes)}" if detail.notes else ""))
+
+    figures: list[tuple[str, Path, str]] = []  # (section, path, caption)
+    per_run_logged: list[tuple[str, Path]] = []
+    by_setting: dict[tuple[str, str], list[RunDetail]] = {}
+    for d in details:
+        by_setting.setdefault((d.dataset, d.imbalance_factor), []).append(d)
+    for (dataset, factor), group in by_setting.items():
+        tag = slug(f"{dataset}-if{factor}")
+        where = f"{dataset}, imbalance factor {factor}"
+        with_acc = [d for d in group if d.per_class is not None and d.counts is not None]
+        if with_acc:
+            path = plots.per_class_accuracy_png(
+                {d.label: d.per_class for d in with_acc}, with_acc[0].counts,
+                plot_dir / f"per_class_accuracy_{tag}.png",
+                title=f"{split}: per-class accuracy vs class size ({where})")
+            figures.append(("Per-class accuracy vs class size", path,
+                            f"{where}: accuracy of each class on the {split} split against its "
+                            "number of training images (log scale), one colour per run. Head "
+                            "classes are on the right; a method that helps the tail lifts the "
+                            "left end."))
+        with_curves = [d for d in group if d.curves.get("val/acc")]
+        if with_curves:
+            path = plots.accuracy_curves_png(
+                {d.label: d.curves["val/acc"] for d in with_curves},
+                plot_dir / f"accuracy_vs_epoch_{tag}.png",
+                loss={d.label: d.curves["train/loss"] for d in with_curves
+                      if "train/loss" in d.curves},
+                boundaries=sorted({b for d in with_curves for b in d.boundaries}),
+                title=f"accuracy and training loss per epoch ({where})")
+            figures.append(("Accuracy vs epoch", path,
+                            f"{where}: validation accuracy (left) and training loss (right) after "
+                            "each epoch, all stages end to end (dotted lines: a new stage), one "
+                            "colour per run."))
+        with_cm = [d for d in group if d.confusion is not None][:options.max_runs]
+        if with_cm:
+            path = plots.confusion_matrices_png(
+                {d.label: d.confusion for d in with_cm}, with_cm[0].classes,
+                plot_dir / f"confusion_matrices_{tag}.png",
+                title=f"{split}: confusion matrices, row-normalised ({where})")
+            figures.append(("Confusion matrices", path,
+                            f"{where}: one panel per run; rows are true classes ordered by "
+                            "training-set size (head first), columns predictions, each row "
+                            "normalised. Mass left of the diagonal in the lower rows means tail "
+                            "images predicted as head classes."))
+        if options.tsne:
+            for d in [d for d in group if d.features is not None][:options.max_runs]:
+                try:
+                    points, keep = tsne(d.features, normalise=options.tsne_normalise,
+                                        max_points=options.tsne_points)
+                except ValueError as exc:  # e.g. non-finite features of a diverged model
+                    d.notes.append(f"no t-SNE: {exc}")
+                    continue
+                path = plots.tsne_png(points, np.asarray(d.labels)[keep], d.class_groups,
+                                      d.classes, plot_dir / f"tsne_{d.run_id}.png",
+                                      title=f"{split}: t-SNE of backbone features - {d.label}")
+                figures.append((f"t-SNE of {split} features", path,
+                                f"{d.label}: 2-d t-SNE of the backbone features of the {split} "
+                                f"images ({SCALING[options.tsne_normalise]}), colour = true class, "
+                                "marker = "
+                                "shot group of the class (many / medium / few). Tight, separated "
+                                "clusters for the few-shot markers mean the tail is well "
+                                "represented."))
+                per_run_logged.append((d.run_id, path))
+
+    table_header, table_body = table_rows(comparison)
+    csv_path = output / "comparison.csv"
+    csv_path.write_text(render(comparison, "csv"))
+    page = output / ("report.html" if options.format == "html" else "report.md")
+    notes = [f"{d.label} ({d.run_id}): {'; '.join(d.notes)}" for d in details if d.notes]
+    page.write_text(_page(options.format, title, comparison, table_header, table_body, figures,
+                          notes, output))
+
+    if options.log:
+        for run_id, path in per_run_logged:
+            try:
+                client.log_artifact(run_id, str(path), "report")
+            except Exception as exc:
+                echo(f"warning: could not log {path.name} to run {run_id}: {exc}")
+        record = _sweep_record_id(client, runs, sweep) if sweep else None
+        if record:
+            try:
+                for _, path, _ in figures:
+                    if path.name.startswith("tsne_"):
+                        continue
+                    client.log_artifact(record, str(path), "report")
+                client.log_artifact(record, str(page), "report")
+                client.log_artifact(record, str(csv_path), "report")
+            except Exception as exc:
+                echo(f"warning: could not log the report to the sweep run {record}: {exc}")
+    return page
+
+
+def _sweep_record_id(client, runs: Sequence, sweep: str) -> str | None:
+    if not runs:
+        return None
+    found = client.search_runs([runs[0].info.experiment_id],
+                               f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{KIND_TAG}` = 'sweep'",
+                               max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, notes,
+          output: Path) -> str:
+    note = comparison_note(comparison)
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    sections: dict[str, list[tuple[Path, str]]] = {}
+    for section, path, caption in figures:
+        sections.setdefault(section, []).append((path, caption))
+    if fmt == "markdown":
+        out = [f"# {title}", "", f"{len({r for row in comparison.rows for r in row.run_ids})} "
+               f"runs, made {when}.", "", markdown_table(header, body), "", f"*{note}*", ""]
+        for section, items in sections.items():
+            out += [f"## {section}", ""]
+            for path, caption in items:
+                out += [f"![{caption}]({path.relative_to(output).as_posix()})", "", caption, ""]
+        if notes:
+            out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+        return "\n".join(out)
+    esc = html.escape
+    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(title)}</title>",
+           "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+           "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
+           "padding:3px 8px;text-align:right}th{background:#eee}figure{display:inline-block;"
+           "margin:1em;max-width:560px;vertical-align:top}img{max-width:100%}"
+           "figcaption{font-size:85%;color:#333}</style></head><body>",
+           f"<h1>{esc(title)}</h1>",
+           f"<p>{len({r for row in comparison.rows for r in row.run_ids})} runs, made {when}.</p>",
+           html_table(header, body), f"<p><em>{esc(note)}</em></p>"]
+    for section, items in sections.items():
+        out.append(f"<h2>{esc(section)}</h2>")
+        for path, caption in items:
+            out.append(f"<figure><img src='{esc(path.relative_to(output).as_posix())}' "
+                       f"alt='{esc(caption)}'><figcaption>{esc(caption)}</figcaption></figure>")
+    if notes:
+        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out)

@@ -1,0 +1,558 @@
+"""Sweeps: every combination of plugin sets, seeds, imbalance factors and ``--grid`` values.
+
+:func:`plan_sweep` expands the axes into :class:`Cell` s and :func:`run_sweep` trains each as
+one ``ltrun`` call (a subprocess, or in this process), tagged ``ltcore.sweep`` so that
+:func:`~ltcore.experiments.compare.collect_runs` finds them again. A cell that fails is recorded
+as a FAILED MLflow run (with its error and log) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import io
+import itertools
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import attrs
+
+from ..errors import ConfigError, LtcoreError
+from ..tracking import RUN_TAGS_ENV, connect, experiment_id, extra_tags, resolve_uri
+from .compare import search_all, text_table
+from .tags import ATTEMPT_TAG, AXES_TAG, CELL_TAG, ERROR_TAG, INDEX_TAG, KIND_TAG, SWEEP_TAG
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``a,b,[1,2],"x,y"`` at the commas outside brackets and quotes."""
+    out, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append("".join(current).strip())
+            current = []
+            continue
+        current.append(ch)
+    out.append("".join(current).strip())
+    if any(not v for v in out):
+        raise ConfigError(f"empty value in list {text!r}")
+    return out
+
+
+def parse_seeds(texts: Iterable[str]) -> list[int]:
+    """Seeds from ``0,1,2`` or ranges ``0-4`` (inclusive); repeated options add up."""
+    seeds: list[int] = []
+    for text in texts:
+        for part in split_values(text):
+            lo, sep, hi = part.partition("-")
+            try:
+                seeds.extend(range(int(lo), int(hi) + 1) if sep and lo else [int(part)])
+            except ValueError as exc:
+                raise ConfigError(f"--seeds expects integers or ranges like 0-4, got {part!r}") from exc
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"a seed is given twice in --seeds: {seeds}")
+    return seeds
+
+
+def parse_floats(texts: Iterable[str], option: str) -> list[float]:
+    values = []
+    for text in texts:
+        for part in split_values(text):
+            try:
+                value = float(part)
+            except ValueError as exc:
+                raise ConfigError(f"{option} expects numbers, got {part!r}") from exc
+            if value <= 0:
+                raise ConfigError(f"{option} values must be > 0, got {part!r}")
+            values.append(value)
+    return values
+
+
+def parse_grid(items: Iterable[str]) -> dict[str, list[str]]:
+    """``["optim.lr=0.1,0.2", "bcl.temperature=0.07,0.1"]`` -> key -> value texts."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"--grid expects KEY=V1,V2,..., got {item!r}")
+        if key in grid:
+            raise ConfigError(f"--grid key {key!r} is given twice")
+        if key in ("seed", "imbalance_factor"):
+            raise ConfigError(f"sweep {key} with --{key.replace('_', '-')}s, not --grid")
+        grid[key] = split_values(raw)
+    return grid
+
+
+def parse_plugin_sets(items: Iterable[str]) -> list[tuple[str, ...]]:
+    """``["bcl", "bcl+rcl"]`` -> ``[("bcl",), ("bcl", "rcl")]``."""
+    sets = []
+    for item in items:
+        names = tuple(n.strip() for n in item.replace(",", "+").split("+") if n.strip())
+        if not names:
+            raise ConfigError(f"empty plugin set in --plugins {item!r}")
+        sets.append(names)
+    return sets
+
+
+def fmt_number(value: float) -> str:
+    return f"{value:g}"
+
+
+@attrs.define
+class Cell:
+    """One point of a sweep: a plugin set, a seed, an imbalance factor and grid values."""
+
+    index: int
+    plugins: tuple[str, ...]
+    seed: int | None = None
+    imbalance_factor: float | None = None
+    grid: dict[str, str] = attrs.Factory(dict)
+    device: str | None = None
+
+    def axes(self) -> dict[str, str]:
+        """The cell's coordinates, as the strings its tags carry."""
+        out = {"plugins": "+".join(self.plugins)}
+        if self.imbalance_factor is not None:
+            out["imbalance_factor"] = fmt_number(self.imbalance_factor)
+        out.update(self.grid)
+        if self.seed is not None:
+            out["seed"] = str(self.seed)
+        return out
+
+    @property
+    def key(self) -> str:
+        """``plugins=bcl+rcl seed=0 imbalance_factor=100 optim.lr=0.1``."""
+        return " ".join(f"{k}={v}" for k, v in self.axes().items())
+
+    def args(self, common: Sequence[str]) -> list[str]:
+        """The ``ltrun`` arguments of this cell: its axes after the common options."""
+        args = [a for name in self.plugins for a in ("--plugin", name)]
+        args += list(common)
+        for key, value in self.grid.items():
+            args += ["--set", f"{key}={value}"]
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
+        if self.imbalance_factor is not None:
+            args += ["--imbalance-factor", fmt_number(self.imbalance_factor)]
+        if self.device:
+            args += ["--device", self.device]
+        if "--no-progress" not in args:
+            args.append("--no-progress")
+        return args
+
+
+def plan_sweep(plugin_sets: Sequence[tuple[str, ...]], seeds: Sequence[int] = (),
+               imbalance_factors: Sequence[float] = (), grid: dict[str, list[str]] | None = None,
+               devices: Sequence[str] = ()) -> list[Cell]:
+    """Every combination, plugin sets outermost and seeds innermost (seeds of one setting run
+    next to each other); devices are handed out round-robin."""
+    grid = grid or {}
+    keys = list(grid)
+    cells = []
+    combos = itertools.product(plugin_sets or [("ce",)], imbalance_factors or [None],
+                               itertools.product(*(grid[k] for k in keys)), seeds or [None])
+    for i, (plugins, factor, values, seed) in enumerate(combos):
+        cells.append(Cell(i, tuple(plugins), seed, factor, dict(zip(keys, values)),
+                          devices[i % len(devices)] if devices else None))
+    return cells
+
+
+@attrs.define
+class CellResult:
+    """What became of one cell."""
+
+    cell: Cell
+    status: str  # FINISHED | FAILED | SKIPPED | NOT_RUN
+    run_id: str | None = None
+    exit_code: int | None = None
+    seconds: float = 0.0
+    metrics: dict[str, float] = attrs.Factory(dict)
+    error: str = ""
+    log: str = ""
+
+
+@attrs.define
+class Sweep:
+    """A planned sweep: its id, where it records, the common ``ltrun`` options and the cells."""
+
+    id: str
+    cells: list[Cell]
+    common: list[str]
+    experiment: str = "ltcore"
+    tracking_uri: str = ""
+    output: str = "runs"
+
+    @property
+    def uri(self) -> str:
+        return resolve_uri(self.tracking_uri or None)
+
+    def folder(self) -> Path:
+        return Path(self.output) / "sweeps" / self.id
+
+    def tracking_args(self) -> list[str]:
+        args = ["--experiment", self.experiment, "--output", self.output]
+        if self.tracking_uri:
+            args += ["--tracking-uri", self.tracking_uri]
+        return args
+
+    def cell_args(self, cell: Cell) -> list[str]:
+        return cell.args([*self.common, *self.tracking_args()])
+
+
+def new_sweep_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def validate_cells(sweep: Sweep, plugins=None) -> None:
+    """Resolve every cell's configuration as ``ltrun`` would, before anything trains.
+
+    Raises :class:`ConfigError` naming the first cell whose options are invalid.
+    """
+    from ..cli import RUN_OPTIONS, cli
+    from ..config import resolve
+    from ..plugins import Plugins
+
+    plugins = plugins or Plugins()
+    for cell in sweep.cells:
+        args = sweep.cell_args(cell)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                ctx = cli.make_context("ltrun", list(args), resilient_parsing=False)
+        except Exception as exc:  # click usage errors
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            raise ConfigError(f"sweep cell {cell.index} ({cell.key}): {message}") from exc
+        leftover = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if leftover:
+            raise ConfigError(f"sweep cell {cell.index}: unexpected argument(s) "
+                              f"{' '.join(leftover)!r} for ltrun")
+        p = ctx.params
+        for flag, name in (("resume", "--resume"), ("print_config", "--print-config")):
+            if p.get(flag):
+                raise ConfigError(f"{name} cannot be given to ltrun sweep")
+        try:
+            selected = plugins.select(list(p["plugin_names"]))
+            overrides = {RUN_OPTIONS[k]: v for k, v in p.items() if k in RUN_OPTIONS and v is not None}
+            resolve(plugins, selected, p["presets"], p["config_file"], p["assignments"], overrides)
+        except LtcoreError as exc:
+            raise ConfigError(f"sweep cell {cell.index} ({cell.key}): {exc}") from exc
+
+
+def _ltrun_command() -> list[str]:
+    return [sys.executable, "-c", "from ltcore.cli import main; main()"]
+
+
+def _error_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("Error:"):
+            return line[len("Error:"):].strip()
+    return lines[-1] if lines else "no output"
+
+
+def _cell_tags(sweep: Sweep, cell: Cell, attempt: str) -> dict[str, str]:
+    return {SWEEP_TAG: sweep.id, CELL_TAG: cell.key, INDEX_TAG: str(cell.index),
+            ATTEMPT_TAG: attempt, AXES_TAG: json.dumps(cell.axes())}
+
+
+def _find_attempt(client, exp_id: str, attempt: str):
+    found = client.search_runs([exp_id], f"tags.`{ATTEMPT_TAG}` = '{attempt}'", max_results=10)
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    return parents[0] if parents else None
+
+
+class _CellRecorder:
+    """Records a finished cell process in MLflow: finds its run, or makes one for a failure."""
+
+    def __init__(self, sweep: Sweep, client, exp_id: str):
+        self.sweep, self.client, self.exp_id = sweep, client, exp_id
+
+    def record(self, cell: Cell, attempt: str, code: int, seconds: float, log_path: Path) -> CellResult:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        try:
+            run = _find_attempt(self.client, self.exp_id, attempt)
+        except Exception:  # the store went away: keep the local outcome
+            return CellResult(cell, "FINISHED" if code == 0 else "FAILED", None, code, seconds,
+                              error="" if code == 0 else _error_line(text), log=str(log_path))
+        if code == 0 and run is not None:
+            self._log_axes(run.info.run_id, cell)
+            return CellResult(cell, "FINISHED", run.info.run_id, code, seconds,
+                              dict(run.data.metrics), log=str(log_path))
+        error = _error_line(text) if code != 0 else "the run finished but was not recorded"
+        try:
+            if run is None:
+                run_id = self._failed_run(cell, attempt, error, code)
+            else:
+                run_id = run.info.run_id
+                self.client.set_tag(run_id, ERROR_TAG, error[:5000])
+                self.client.set_tag(run_id, "ltcore.exit_code", str(code))
+                if run.info.status == "RUNNING":  # the process died without closing its run
+                    self.client.set_terminated(run_id, "FAILED")
+            self.client.log_artifact(run_id, str(log_path), "sweep")
+        except Exception:
+            run_id = run.info.run_id if run is not None else None
+        return CellResult(cell, "FAILED", run_id, code, seconds, error=error, log=str(log_path))
+
+    def _log_axes(self, run_id: str, cell: Cell) -> None:
+        """Numeric axes as metrics ``axis/<key>``, so that filters can compare numbers."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = []
+        for key, value in cell.axes().items():
+            try:
+                metrics.append(Metric(f"axis/{key}", float(value), now, 0))
+            except ValueError:
+                continue
+        try:
+            self.client.log_batch(run_id, metrics=metrics)
+        except Exception:
+            pass
+
+    def _failed_run(self, cell: Cell, attempt: str, error: str, code: int) -> str:
+        tags = {**_cell_tags(self.sweep, cell, attempt), "plugins": ",".join(cell.plugins),
+                "ltcore.plugins": ",".join(cell.plugins), ERROR_TAG: error[:5000],
+                "ltcore.exit_code": str(code)}
+        for key, value in (("seed", cell.seed), ("imbalance_factor", cell.imbalance_factor)):
+            if value is not None:
+                tags[key] = fmt_number(value) if isinstance(value, float) else str(value)
+        run = self.client.create_run(self.exp_id, run_name="+".join(cell.plugins), tags=tags)
+        from mlflow.entities import Param
+
+        args = self.sweep.cell_args(cell)
+        self.client.log_batch(run.info.run_id, params=[
+            Param("ltrun.args", shlex.join(args)[:6000]),
+            *(Param(k, v) for k, v in cell.grid.items())])
+        self.client.set_terminated(run.info.run_id, "FAILED")
+        return run.info.run_id
+
+
+def _in_process(args: list[str], log_path: Path) -> int:
+    """Run ``ltrun args`` in this process, its output to ``log_path``; the exit code."""
+    from ..cli import main
+
+    with open(log_path, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        try:
+            main(list(args))
+            return 0
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except KeyboardInterrupt:
+            return 130
+        except Exception:
+            traceback.print_exc(file=fh)
+            return 1
+
+
+def _sweep_record(client, exp_id: str, sweep: Sweep) -> str:
+    """The sweep's own MLflow run (tag ltcore.kind = sweep), found again when reused."""
+    from mlflow.entities import Param
+
+    found = client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep.id}' and "
+                               f"tags.`{KIND_TAG}` = 'sweep'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(exp_id, run_name=f"sweep {sweep.id}",
+                            tags={SWEEP_TAG: sweep.id, KIND_TAG: "sweep",
+                                  AXES_TAG: json.dumps(sorted({k for c in sweep.cells
+                                                               for k in c.axes()}))})
+    params = [Param("sweep.cells", str(len(sweep.cells))),
+              Param("sweep.common_args", shlex.join(sweep.common)[:6000] or "-")]
+    axes: dict[str, list[str]] = {}
+    for cell in sweep.cells:
+        for k, v in cell.axes().items():
+            if v not in axes.setdefault(k, []):
+                axes[k].append(v)
+    params += [Param(f"sweep.axis.{k}", ",".join(v)[:6000]) for k, v in axes.items()]
+    client.log_batch(run.info.run_id, params=params)
+    return run.info.run_id
+
+
+def _done_cells(client, exp_id: str, sweep_id: str) -> dict[str, str]:
+    """Cell key -> run id of the cells of ``sweep_id`` that already finished."""
+    done = {}
+    for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                           "attributes.status = 'FINISHED'"):
+        key = run.data.tags.get(CELL_TAG)
+        if key and "mlflow.parentRunId" not in run.data.tags:
+            done[key] = run.info.run_id
+    return done
+
+
+def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
+              echo: Callable[[str], None] = print, poll_s: float = 0.5) -> list[CellResult]:
+    """Train every cell (``max_parallel`` subprocesses at a time, or sequentially in this
+    process) and record each in MLflow; a failed cell does not stop the others.
+
+    Cells already FINISHED in a sweep of the same id are skipped, so re-running a sweep command
+    with ``--sweep-id`` completes what failed or was interrupted.
+    """
+    client = connect(sweep.tracking_uri or None)
+    exp_id = experiment_id(client, sweep.experiment)
+    folder = sweep.folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    record_id = _sweep_record(client, exp_id, sweep)
+    recorder = _CellRecorder(sweep, client, exp_id)
+    done = _done_cells(client, exp_id, sweep.id)
+    results: dict[int, CellResult] = {}
+    todo = []
+    for cell in sweep.cells:
+        if cell.key in done:
+            results[cell.index] = CellResult(cell, "SKIPPED", done[cell.key],
+                                             error="finished in an earlier call")
+        else:
+            todo.append(cell)
+    total = len(sweep.cells)
+    echo(f"sweep {sweep.id}: {len(sweep.cells)} cells ({len(todo)} to run, "
+         f"{total - len(todo)} already finished), "
+         f"{'in this process' if in_process else f'up to {max_parallel} at a time'}; "
+         f"logs in {folder}")
+    interrupted = False
+
+    def started(cell: Cell, log_path: Path) -> None:
+        echo(f"[{cell.index + 1}/{total}] start  {cell.key}  (log: {log_path})")
+
+    def finished(result: CellResult) -> None:
+        cell = result.cell
+        if result.status == "FINISHED":
+            shown = "  ".join(f"{k} {result.metrics[k]:.2f}" for k in ("val/acc", "test/acc")
+                              if k in result.metrics)
+            echo(f"[{cell.index + 1}/{total}] done   {cell.key}: run {result.run_id} in "
+                 f"{result.seconds:.0f} s  {shown}")
+        else:
+            echo(f"[{cell.index + 1}/{total}] FAILED {cell.key} (exit {result.exit_code}) "
+                 f"after {result.seconds:.0f} s: {result.error}")
+        results[cell.index] = result
+
+    if in_process:
+        for cell in todo:
+            if interrupted:
+                break
+            attempt = uuid.uuid4().hex
+            log_path = folder / f"cell-{cell.index:03d}.log"
+            started(cell, log_path)
+            t0 = time.time()
+            with extra_tags(_cell_tags(sweep, cell, attempt)):
+                code = _in_process(sweep.cell_args(cell), log_path)
+            finished(recorder.record(cell, attempt, code, time.time() - t0, log_path))
+            interrupted = code == 130
+    else:
+        interrupted = _run_processes(sweep, todo, max(1, max_parallel), recorder, started,
+                                     finished, poll_s)
+    for cell in sweep.cells:
+        results.setdefault(cell.index, CellResult(cell, "NOT_RUN", error="the sweep was interrupted"))
+    ordered = [results[c.index] for c in sweep.cells]
+    _close_record(client, record_id, ordered, folder)
+    if interrupted:
+        raise KeyboardInterrupt
+    return ordered
+
+
+def _run_processes(sweep, todo, max_parallel, recorder, started, finished, poll_s) -> bool:
+    queue = list(todo)
+    running: list[tuple[Cell, str, subprocess.Popen, float, Path, Any]] = []
+    threads = max(1, (os.cpu_count() or 1) // max_parallel)
+    try:
+        while queue or running:
+            while queue and len(running) < max_parallel:
+                cell = queue.pop(0)
+                attempt = uuid.uuid4().hex
+                log_path = sweep.folder() / f"cell-{cell.index:03d}.log"
+                env = dict(os.environ)
+                env[RUN_TAGS_ENV] = json.dumps(_cell_tags(sweep, cell, attempt))
+                env.setdefault("PYTHONUNBUFFERED", "1")
+                if max_parallel > 1:
+                    env.setdefault("OMP_NUM_THREADS", str(threads))
+                fh = open(log_path, "w")
+                fh.write("$ ltrun " + shlex.join(sweep.cell_args(cell)) + "\n")
+                fh.flush()
+                proc = subprocess.Popen([*_ltrun_command(), *sweep.cell_args(cell)], stdout=fh,
+                                        stderr=subprocess.STDOUT, env=env)
+                started(cell, log_path)
+                running.append((cell, attempt, proc, time.time(), log_path, fh))
+            time.sleep(poll_s)
+            for item in list(running):
+                cell, attempt, proc, t0, log_path, fh = item
+                code = proc.poll()
+                if code is None:
+                    continue
+                fh.close()
+                running.remove(item)
+                code = code if code >= 0 else 128 - code  # killed by a signal
+                finished(recorder.record(cell, attempt, code, time.time() - t0, log_path))
+    except KeyboardInterrupt:
+        for cell, attempt, proc, t0, log_path, fh in running:
+            try:
+                proc.wait(timeout=30)  # the cells got the same SIGINT and close their runs
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            fh.close()
+            finished(recorder.record(cell, attempt, 130, time.time() - t0, log_path))
+        return True
+    return False
+
+
+def _close_record(client, record_id: str | None, results: list[CellResult], folder: Path) -> None:
+    from mlflow.entities import Metric
+
+    path = folder / "summary.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "cell", "status", "run_id", "exit_code", "seconds", "val/acc",
+                         "test/acc", "error"])
+        for r in results:
+            writer.writerow([r.cell.index, r.cell.key, r.status, r.run_id or "",
+                             "" if r.exit_code is None else r.exit_code, f"{r.seconds:.1f}",
+                             r.metrics.get("val/acc", ""), r.metrics.get("test/acc", ""), r.error])
+    if record_id is None:
+        return
+    counts = {s: sum(r.status == s for r in results) for s in ("FINISHED", "FAILED", "SKIPPED",
+                                                                "NOT_RUN")}
+    now = int(time.time() * 1000)
+    try:
+        client.log_batch(record_id, metrics=[Metric(f"cells/{k.lower()}", v, now, 0)
+                                             for k, v in counts.items()])
+        client.log_artifact(record_id, str(path))
+        ok = counts["FAILED"] == 0 and counts["NOT_RUN"] == 0
+        client.set_terminated(record_id, "FINISHED" if ok else "FAILED")
+    except Exception:
+        pass
+
+
+def format_sweep_summary(sweep: Sweep, results: list[CellResult]) -> str:
+    """The table printed at the end of a sweep."""
+    header = ["#", "cell", "status", "run", "val/acc", "test/acc", "time (s)", "error"]
+    rows = [[str(r.cell.index), r.cell.key, r.status, r.run_id or "-",
+             f"{r.metrics['val/acc']:.2f}" if "val/acc" in r.metrics else "-",
+             f"{r.metrics['test/acc']:.2f}" if "test/acc" in r.metrics else "-",
+             f"{r.seconds:.0f}" if r.seconds else "-", r.error[:80]] for r in results]
+    counts = {s: sum(r.status == s for r in results) for s in ("FINISHED", "SKIPPED", "FAILED",
+                                                                "NOT_RUN")}
+    lines = [text_table(header, rows), "",
+             f"sweep {sweep.id}: " + ", ".join(f"{n} {s.lower().replace('_', ' ')}"
+                                               for s, n in counts.items() if n)]
+    where = f" --experiment {shlex.quote(sweep.experiment)}"
+    if sweep.tracking_uri:
+        where += f" --tracking-uri {shlex.quote(sweep.tracking_uri)}"
+    lines.append(f"compare: ltrun compare --sweep {sweep.id}{where}")
+    lines.append(f"report:  ltrun report --sweep {sweep.id}{where}")
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""CoGloAT's embedding metrics against hand-computed cases and direct computations."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from ltcore_cogloat.embedding_metrics import (
+    class_variances,
+    improved_uniformity,
+    inter_class_uniformity,
+    intra_class_alignment,
+)
+
+
+def close(actual, expected, rtol=1e-5):
+    return math.isclose(float(actual), float(expected), rel_tol=rtol, abs_tol=1e-12)
+
+
+def clustered_embeddings(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([0] * 7 + [1] * 5 + [2] * 9 + [3] * 4)
+    centres = 2.0 * torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    embeddings = centres[labels] + torch.randn(labels.numel(), 5, generator=generator, dtype=torch.float64)
+    return embeddings, labels
+
+
+def unit_circle_case():
+    # class 0: (1, 0), (0, 1); class 1: (-1, 0), (0, -1); centres (1/2, 1/2) and (-1/2, -1/2)
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+    return embeddings, torch.tensor([0, 0, 1, 1])
+
+
+def test_cogloat_metrics_hand_case_squared():
+    embeddings, labels = unit_circle_case()
+    # each point is at squared distance 1/4 + 1/4 = 1/2 from its centre
+    assert torch.allclose(class_variances(embeddings, labels), torch.tensor([0.5, 0.5], dtype=torch.float64))
+    # ordered pairs per class: two at squared distance 2, two at 0 -> 4 / 2^2 = 1
+    assert close(intra_class_alignment(embeddings, labels), 1.0)
+    # ||c_0 - c_1||^2 = 2, two ordered pairs / (2 * 1) -> 2
+    assert close(inter_class_uniformity(embeddings, labels), 2.0)
+    # 2 / (2 * 1) * (2 / (1/2 + 1/2) + 2 / (1/2 + 1/2)) = 4
+    assert close(improved_uniformity(embeddings, labels), 4.0)
+
+
+def test_cogloat_metrics_hand_case_euclidean():
+    embeddings, labels = unit_circle_case()
+    half_root = math.sqrt(0.5)
+    expected_variances = torch.tensor([half_root] * 2, dtype=torch.float64)
+    assert torch.allclose(class_variances(embeddings, labels, squared=False), expected_variances)
+    # two ordered pairs at distance sqrt 2 out of 4 -> sqrt(2) / 2
+    assert close(intra_class_alignment(embeddings, labels, squared=False), math.sqrt(2) / 2)
+    assert close(inter_class_uniformity(embeddings, labels, squared=False), math.sqrt(2))
+    # each ordered pair: sqrt 2 / (2 sqrt(1/2)) = 1 -> 2 / 2 * 2 = 2
+    assert close(improved_uniformity(embeddings, labels, squared=False), 2.0)
+
+
+def slow_cogloat(embeddings, labels, squared):
+    """Direct loops over classes, samples and pairs; returns (variances, intra, inter, improved)."""
+    power = 2 if squared else 1
+    vectors = []
+    for row in embeddings.tolist():
+        norm = math.sqrt(sum(value * value for value in row))
+        vectors.append([value / norm for value in row])
+    members = {}
+    for vector, label in zip(vectors, labels.tolist()):
+        members.setdefault(label, []).append(vector)
+    classes = sorted(members)
+
+    def distance(a, b):
+        return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))) ** power
+
+    centres = {k: [sum(column) / len(members[k]) for column in zip(*members[k])] for k in classes}
+    variances = {k: sum(distance(v, centres[k]) for v in members[k]) / len(members[k]) for k in classes}
+    intra = sum(
+        sum(distance(a, b) for a, b in itertools.product(members[k], repeat=2)) / len(members[k]) ** 2
+        for k in classes
+    ) / len(classes)
+    pairs = [(i, j) for i in classes for j in classes if i != j]
+    count = len(classes)
+    inter = sum(distance(centres[i], centres[j]) for i, j in pairs) / (count * (count - 1))
+    improved = 2 / (count * (count - 1)) * sum(
+        distance(centres[i], centres[j]) / abs(variances[i] + variances[j]) for i, j in pairs
+    )
+    return [variances[k] for k in classes], intra, inter, improved
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_cogloat_metrics_match_slow_reference(squared):
+    embeddings, labels = clustered_embeddings(2)
+    labels = labels * 3  # non-contiguous label values: only present classes count
+    variances, intra, inter, improved = slow_cogloat(embeddings, labels, squared)
+    expected_variances = torch.tensor(variances, dtype=torch.float64)
+    assert torch.allclose(class_variances(embeddings, labels, squared=squared), expected_variances)
+    assert close(intra_class_alignment(embeddings, labels, squared=squared), intra)
+    assert close(inter_class_uniformity(embeddings, labels, squared=squared), inter)
+    assert close(improved_uniformity(embeddings, labels, squared=squared), improved)
+
+
+def test_cogloat_metrics_are_scale_invariant_and_need_two_classes():
+    embeddings, labels = clustered_embeddings(3)
+    assert close(intra_class_alignment(5.0 * embeddings, labels), intra_class_alignment(embeddings, labels))
+    with pytest.raises(ValueError):
+        inter_class_uniformity(embeddings, torch.zeros_like(labels))
