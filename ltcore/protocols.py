@@ -62,16 +62,13 @@ class Rebalancer(Protocol):
     """A run plugin object that changes classifier logits or weights (post-hoc or trained).
 
     Registered with ``run.register(rebalancer, name)``, it implements ``adjust_eval_logits``
-    (every evaluation) and, when it acts during training too, ``adjust_classifier_logits``; its
-    ``state_dict``/``load_state_dict`` (plain values and tensors) are saved with the run and with
-    the final model, so ``ltrun evaluate`` applies it again.
+    (every evaluation) and, when it acts during training too, ``adjust_classifier_logits``. State
+    it learns or chooses that is not in a module goes through ``state_dict()`` /
+    ``load_state_dict(state)`` (plain values and tensors): saved with the run and with the final
+    model, so ``ltrun evaluate`` applies it again.
     """
 
     def adjust_eval_logits(self, evaluation: Evaluation) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @runtime_checkable

@@ -228,3 +228,15 @@ def train_and_evaluate(ltrun, args) -> dict:
         figures.pop("checkpoint", None)
         numbers[f"evaluate/{name}"] = figures
     return numbers
+
+
+def recorded_scenarios(path: Path, scenarios: dict[str, list[str]], slow=()):
+    """A test (assign it to a ``test_...`` name) that trains each scenario's ``ltrun`` arguments,
+    evaluates the saved model (:func:`train_and_evaluate`) and compares every number with those
+    recorded in ``path`` (:func:`check_recorded`). Scenarios in ``slow`` run with ``-m slow``."""
+    names = [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in scenarios]
+
+    @pytest.mark.parametrize("name", names)
+    def test(ltrun, name):
+        check_recorded(path, name, train_and_evaluate(ltrun, scenarios[name]))
+    return test

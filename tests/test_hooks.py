@@ -123,31 +123,25 @@ def test_every_hook_is_implemented_by_a_builtin_a_method_or_the_example():
     assert not unknown, f"implementations of hooks that do not exist: {unknown}"
 
 
-def test_a_run_plugin_object_with_a_misspelt_hook_is_refused(tmp_path):
-    from ltcore.engine.runs import prepare
+class Misspelt:
+    @hookimpl
+    def epoch_ende(self, run, stage, epoch, metrics):
+        pass
 
-    class Misspelt:
-        @hookimpl
-        def epoch_ende(self, run, stage, epoch, metrics):
-            pass
+
+class WrongArguments:
+    @hookimpl
+    def epoch_end(self, run, stage, epoch, metric):
+        pass
+
+
+@pytest.mark.parametrize("name, obj", [("misspelt", Misspelt()),
+                                       ("wrong-arguments", WrongArguments())])
+def test_a_run_plugin_object_with_an_invalid_hook_is_refused(tmp_path, name, obj):
+    from ltcore.engine.runs import prepare
 
     plugins = Plugins()
     run = prepare(plugins, ["ce"], settings(plugins, ["ce"], tmp_path))
-    with pytest.raises(LtcoreError, match="misspelt"):
-        run.register(Misspelt(), "misspelt")
-    assert "misspelt" not in run.run_plugins.objects
-
-
-def test_a_run_plugin_object_with_wrong_hook_arguments_is_refused(tmp_path):
-    from ltcore.engine.runs import prepare
-
-    class WrongArguments:
-        @hookimpl
-        def epoch_end(self, run, stage, epoch, metric):
-            pass
-
-    plugins = Plugins()
-    run = prepare(plugins, ["ce"], settings(plugins, ["ce"], tmp_path))
-    with pytest.raises(LtcoreError, match="wrong-arguments"):
-        run.register(WrongArguments(), "wrong-arguments")
-    assert "wrong-arguments" not in run.run_plugins.objects
+    with pytest.raises(LtcoreError, match=name):
+        run.register(obj, name)
+    assert name not in run.run_plugins.objects

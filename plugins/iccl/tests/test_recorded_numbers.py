@@ -8,9 +8,7 @@ records new ones with ``LTCORE_RECORD_NUMBERS=1`` and says why.
 
 from pathlib import Path
 
-import pytest
-
-from ltcore.testing import check_recorded, train_and_evaluate
+from ltcore.testing import recorded_scenarios
 
 RECORDED = Path(__file__).parent / "recorded" / "iccl.json"
 
@@ -20,6 +18,4 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
-def test_numbers_match_the_recorded_ones(ltrun, name):
-    check_recorded(RECORDED, name, train_and_evaluate(ltrun, SCENARIOS[name]))
+test_numbers_match_the_recorded_ones = recorded_scenarios(RECORDED, SCENARIOS)

@@ -8,9 +8,7 @@ records new ones with ``LTCORE_RECORD_NUMBERS=1`` and says why.
 
 from pathlib import Path
 
-import pytest
-
-from ltcore.testing import check_recorded, train_and_evaluate
+from ltcore.testing import recorded_scenarios
 
 RECORDED = Path(__file__).parent / "recorded" / "rcl.json"
 
@@ -22,11 +20,5 @@ SCENARIOS = {
 }
 
 
-SLOW = {"supcon-rcl"}
-"""Scenarios run with ``pytest -m slow`` only, to keep the default suite short."""
-
-
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
-                                  else name for name in SCENARIOS])
-def test_numbers_match_the_recorded_ones(ltrun, name):
-    check_recorded(RECORDED, name, train_and_evaluate(ltrun, SCENARIOS[name]))
+test_numbers_match_the_recorded_ones = recorded_scenarios(
+    RECORDED, SCENARIOS, slow={"supcon-rcl"})  # slow ones: pytest -m slow
