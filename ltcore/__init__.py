@@ -23,8 +23,8 @@ _EXPORTS = {
     "ContrastSet": "run", "RunRecorder": "run", "CLASSIFIER_ROLE": "run", "epoch_seed": "run",
     "classifier_term": "terms", "logit_adjusted_term": "terms", "supcon_term": "terms",
     # options and configuration
-    "doc": "config", "OptimConfig": "config", "ScheduleConfig": "config", "RunConfig": "config",
-    "Settings": "config", "resolve": "config",
+    "doc": "config", "interval": "config", "OptimConfig": "config", "ScheduleConfig": "config",
+    "RunConfig": "config", "Settings": "config", "resolve": "config",
     # evaluation
     "Evaluation": "evaluation", "EvalOutputs": "evaluation", "Metric": "evaluation",
     "accuracy_figures": "evaluation", "posthoc_logit_adjustment": "evaluation",

@@ -29,6 +29,19 @@ def doc(text: str, **kwargs):
     return field(metadata={"doc": text}, **kwargs)
 
 
+def interval(low: float, high: float, *, include_low: bool = True, include_high: bool = True):
+    """An attrs validator: the value lies between ``low`` and ``high`` (``[0, 1)``:
+    ``interval(0, 1, include_high=False)``); the message names the option and the interval."""
+    text = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+
+    def check(instance, attribute, value):
+        above = value >= low if include_low else value > low
+        below = value <= high if include_high else value < high
+        if not (above and below):
+            raise ValueError(f"'{attribute.name}' must be in {text}, got {value!r}")
+    return check
+
+
 def _positive(instance, attribute, value):
     if value <= 0:
         raise ValueError(f"'{attribute.name}' must be > 0, got {value!r}")

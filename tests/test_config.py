@@ -76,3 +76,23 @@ def test_options_of_unselected_plugin_are_refused(plugins):
 def test_unknown_preset_lists_presets(plugins):
     with pytest.raises(ConfigError, match="cifar10-lt"):
         resolve(plugins, ["ldam-drw"], ["nope"])
+
+
+def test_interval_validator_names_the_option_and_the_interval():
+    import attrs
+
+    from ltcore import doc, interval
+
+    @attrs.define(kw_only=True)
+    class Options:
+        closed: float = doc("", default=0.5, validator=interval(0, 1))
+        half_open: float = doc("", default=0.5, validator=interval(0, 1, include_high=False))
+
+    Options(closed=0.0, half_open=0.0)
+    Options(closed=1.0, half_open=0.999)
+    with pytest.raises(ValueError, match=r"'closed' must be in \[0, 1\], got 1.5"):
+        Options(closed=1.5)
+    with pytest.raises(ValueError, match=r"'half_open' must be in \[0, 1\), got 1"):
+        Options(half_open=1)
+    with pytest.raises(ConfigError, match=r"x\.half_open.*\[0, 1\)"):
+        structure(Options, {"half_open": 1.0}, "x")

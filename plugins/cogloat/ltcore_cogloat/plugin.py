@@ -22,21 +22,13 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import doc, hookimpl
+from ltcore import doc, hookimpl, interval
 
 VARIANTS = ("unsupervised+kglobal", "supervised+kglobal", "kcl+kglobal")
 EMBEDDING_METRICS = ("alignment", "variance", "uniformity", "improved-uniformity")
 PLUGIN = "cogloat"
 
 
-def _unit_interval(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be in [0, 1], got {value!r}")
-
-
-def _gamma(instance, attribute, value):
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be in (0, 1], got {value!r}")
 
 
 ge0 = attrs.validators.ge(0)
@@ -59,11 +51,11 @@ class Options:
                                      "(eq. 8) for each anchor; false: the constant temperature",
                                      default=True)
     gamma: float = doc("minimum temperature gamma of eq. 8 (the largest class gets tau 1)",
-                       default=0.1, validator=_gamma)
+                       default=0.1, validator=interval(0, 1, include_low=False))
     temperature: float = doc("constant temperature, used when adaptive_temperature is false",
                              default=0.1, validator=gt0)
     momentum: float = doc("momentum m of the key encoder's EMA (MoCo v2)", default=0.999,
-                          validator=_unit_interval)
+                          validator=interval(0, 1))
     queue_size: int = doc("length of the labelled key queue (capped at the training-set size)",
                           default=4096, validator=gt0)
     include_batch_keys: bool = doc("the other queries' keys of the batch are negatives too "
@@ -85,7 +77,7 @@ class Options:
                            default="inverse-frequency", validator=attrs.validators.in_(
                                ("inverse-frequency", "effective-number", "none")))
     reweighting_beta: float = doc("beta of effective-number re-weighting", default=0.9999,
-                                  validator=_unit_interval)
+                                  validator=interval(0, 1))
     reweighting_start_epoch: int = doc("first classifier-stage epoch with class weights (0: all; "
                                        "later: deferred re-weighting)", default=0, validator=ge0)
     ldam_max_margin: float = doc("LDAM margin of the rarest class", default=0.5, validator=ge0)

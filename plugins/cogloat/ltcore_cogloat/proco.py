@@ -18,19 +18,11 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import doc, hookimpl
+from ltcore import doc, hookimpl, interval
 
 PLUGIN = "proco"
 
 
-def _fraction(instance, attribute, value):
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be in (0, 1], got {value!r}")
-
-
-def _unit_interval(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be in [0, 1], got {value!r}")
 
 
 @attrs.define(kw_only=True)
@@ -38,18 +30,19 @@ class Options:
     """Options of the ``proco`` plugin (``proco.<name>``)."""
 
     alpha: float = doc("alpha of alpha L_contrastive + (1 - alpha) L_ProCo", default=0.5,
-                       validator=_unit_interval)
+                       validator=interval(0, 1))
     temperature: float = doc("temperature of the prototype loss (when adaptive_temperature is "
                              "false)", default=0.1, validator=attrs.validators.gt(0))
     adaptive_temperature: bool = doc("use CoGloAT's per-class temperature (eq. 8) for each "
                                      "anchor of the prototype loss", default=False)
     gamma: float = doc("minimum temperature of the adaptive temperature", default=0.1,
-                       validator=_fraction)
+                       validator=interval(0, 1, include_low=False))
     selection: str = doc("coreset selection per class: k-center-greedy (farthest-point "
                          "coverage of the class's embeddings) or random", default="k-center-greedy",
                          validator=attrs.validators.in_(("k-center-greedy", "random")))
     coreset_fraction: float = doc("coreset size per class: ceil(fraction * n_c), at least one "
-                                  "image", default=0.1, validator=_fraction)
+                                  "image", default=0.1,
+                                  validator=interval(0, 1, include_low=False))
     coreset_per_class: int = doc("coreset size per class: min(b, n_c) images (0: use "
                                  "coreset_fraction)", default=0, validator=attrs.validators.ge(0))
     reselect_every: int = doc("re-select the coreset every N epochs with the current model "

@@ -17,20 +17,12 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
-from ltcore import doc, hookimpl
+from ltcore import doc, hookimpl, interval
 
 CENTROID_INITS = ("first_batch", "random")
 """Kept equal to ``ltcore_iccl.centroids.CENTROID_INITS`` (that module imports torch)."""
 
 
-def _in_unit_interval(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be in [0, 1], got {value!r}")
-
-
-def _momentum(instance, attribute, value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"'{attribute.name}' must be in [0, 1), got {value!r}")
 
 
 @attrs.define(kw_only=True)
@@ -60,7 +52,7 @@ class Options:
                          "the same sample", default="shared",
                          validator=v.in_(("shared", "separate")))
     centroid_momentum: float = doc("m of the centroid EMA (eq. 1)", default=0.99,
-                                   validator=_momentum)
+                                   validator=interval(0, 1, include_high=False))
     normalize_centroids: bool = doc("re-project the centroids onto the unit sphere after each "
                                     "update (eq. 1 does not)", default=False)
     centroid_init: str = doc("first_batch: a class's centroid starts as its first batch mean; "
@@ -80,7 +72,7 @@ class Options:
     classifier_gamma: float = doc("gamma' of the rebalancing stage's class-aware sampler (1 = "
                                   "reverse)", default=1.0, validator=v.ge(0))
     distill_weight: float = doc("w_d of eq. 9 (0: plain CE, no teacher)", default=0.5,
-                                validator=_in_unit_interval)
+                                validator=interval(0, 1))
     distill_temperature: float = doc("tau_d of eq. 9", default=10.0, validator=v.gt(0))
     teacher: str = doc("teacher logits o^T: 'network' = the frozen stage-1 encoder and classifier "
                        "on the same images; 'classifier' = the frozen stage-1 classifier on the "

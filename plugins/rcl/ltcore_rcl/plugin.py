@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import attrs
 
-from ltcore import doc, hookimpl
+from ltcore import doc, hookimpl, interval
 
 PLUGIN = "rcl"
 METRICS = ("calinski-harabasz", "davies-bouldin")
 """Registered metrics that RCL reports (final evaluation of each stage)."""
 
-
-def _fraction(instance, attribute, value):
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"'{attribute.name}' must be a fraction in [0, 1], got {value!r}")
 
 
 @attrs.define(kw_only=True)
@@ -59,7 +55,7 @@ class Options:
         validator=attrs.validators.optional(attrs.validators.ge(0)))
     compression_threshold: float = doc("classes with validation accuracy strictly below this "
                                        "fraction get compression_factor_below", default=0.2,
-                                       validator=_fraction)
+                                       validator=interval(0, 1))
     compression_factor_below: float = doc("factor of the classes below the threshold (sec. 4.3: "
                                           "1)", default=1.0, validator=attrs.validators.gt(0))
     compression_factor_others: float = doc("factor of the other classes (sec. 4.3: 0.005)",
