@@ -36,9 +36,11 @@ _EXPORTS = {
     # plugins, training and saved runs
     "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",
     "resume": "engine.runs", "Result": "engine.runs", "load_saved_run": "engine.runs",
+    "load_safely": "engine.checkpoints",
     # errors users see
     "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",
-    "DataError": "errors",
+    "DataError": "errors", "NonFiniteLossError": "errors", "RunStopped": "errors",
+    "DeviceMemoryError": "errors", "TrackingError": "errors", "StorageError": "errors",
 }
 
 __all__ = ["__version__", "hookimpl", *_EXPORTS]

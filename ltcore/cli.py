@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .errors import LtcoreError
+from .errors import LtcoreError, RunStopped
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -116,7 +116,7 @@ def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_conf
     plugins = plugins_of(ctx)
     if resume:
         output = options.get("output") or "runs"
-        result = runs.resume(plugins, resume, output, progress=not no_progress)
+        result = runs.resume(plugins, resume, output, progress=not no_progress, echo=click.echo)
     else:
         selected = plugins.select(list(plugin_names) or runs.DEFAULT_PLUGINS)
         overrides = {RUN_OPTIONS[k]: v for k, v in options.items() if v is not None}
@@ -125,7 +125,8 @@ def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_conf
             click.echo(f"# plugins: {' '.join(selected)}")
             click.echo(settings.to_toml(), nl=False)
             return
-        result = runs.train(plugins, selected, settings, progress=not no_progress)
+        result = runs.train(plugins, selected, settings, progress=not no_progress,
+                            echo=click.echo)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"run {result.run_id} finished; checkpoints in {result.run_dir}")
@@ -288,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=args, prog_name="ltrun", standalone_mode=False)
+    except RunStopped as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except LtcoreError as exc:
         if "--debug" in args:
             raise

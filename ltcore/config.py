@@ -12,6 +12,7 @@ the options a plugin declares (``bcl.temperature``). An unknown key or an invali
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -23,6 +24,12 @@ from attrs import field, validators as v
 
 from .errors import ConfigError
 
+INT_LIMIT = 2 ** 63
+"""Integer settings must be smaller than this in size (they reach 64-bit C code)."""
+
+FLOAT_LIMIT = 1e300
+"""Float settings beyond this size are refused like infinity (they overflow at the first use)."""
+
 
 def doc(text: str, **kwargs):
     """An attrs field with documentation shown by ``ltrun plugins --options``."""
@@ -32,7 +39,9 @@ def doc(text: str, **kwargs):
 def interval(low: float, high: float, *, include_low: bool = True, include_high: bool = True):
     """An attrs validator: the value lies between ``low`` and ``high`` (``[0, 1)``:
     ``interval(0, 1, include_high=False)``); the message names the option and the interval."""
-    text = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+    def shown(x):
+        return f"{x:g}" if isinstance(x, float) else str(x)
+    text = f"{'[' if include_low else '('}{shown(low)}, {shown(high)}{']' if include_high else ')'}"
 
     def check(instance, attribute, value):
         above = value >= low if include_low else value > low
@@ -147,11 +156,16 @@ class RunConfig:
     batch_size: int = doc("training batch size (images, before views)", default=128,
                           validator=_positive)
     sampler: str = doc("registered training sampler", default="instance-balanced")
-    seed: int = doc("seed of initialisation, sampling and augmentation", default=0)
+    seed: int = doc("seed of initialisation, sampling and augmentation (0 <= seed < 2^63)",
+                    default=0, validator=interval(0, 2 ** 63, include_high=False))
     device: str = doc("auto | cpu | cuda | cuda:N", default="auto")
     precision: str = doc("auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
                          default="auto", validator=v.in_(("auto", "fp32", "bf16")))
     output: str = doc("directory for checkpoints and reports", default="runs")
+    check_finite_every: int = doc("steps between reads of the on-device flags that catch a NaN "
+                                  "or infinite loss term or gradient (no host synchronisation "
+                                  "in between; also at the end of every epoch)", default=50,
+                                  validator=_positive)
     optim: OptimConfig = field(factory=OptimConfig)
     schedule: ScheduleConfig = field(factory=ScheduleConfig)
     model: ModelConfig = field(factory=ModelConfig)
@@ -223,12 +237,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() == "true"
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or abs(value) > FLOAT_LIMIT:
+                raise ConfigError(f"invalid value {value!r} for {key}: expected a finite number")
             return float(value)
     elif tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= INT_LIMIT:
+                raise ConfigError(f"invalid value {value} for {key}: integers must be below "
+                                  f"2^63 in size")
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -343,9 +362,14 @@ def dump_toml(tree: dict[str, Any]) -> str:
 def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            return tomllib.loads(fh.read().decode("utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"configuration file {str(path)!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is a directory") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (byte "
+                          f"{exc.start}); save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from exc
 

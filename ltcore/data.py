@@ -92,6 +92,11 @@ def long_tail_indices(labels: Sequence[int], num_classes: int, imbalance_factor:
     labels_np = np.asarray(labels)
     n_max = n_max if n_max is not None else len(labels_np) // num_classes
     counts = long_tail_counts(n_max, num_classes, imbalance_factor)
+    empty = [cls for cls, n in enumerate(counts) if n < 1]
+    if empty:
+        raise DataError(f"with {n_max} images in the largest class, imbalance factor "
+                        f"{imbalance_factor:g} leaves class(es) {empty[:10]} without a training "
+                        f"image; use an imbalance factor of at most {max(n_max, 1)} or more images")
     rng = np.random.RandomState(seed)
     keep = []
     for cls, n in enumerate(counts):

@@ -30,5 +30,26 @@ class NonFiniteLossError(LtcoreError):
     exit_code = 3
 
 
+class RunStopped(LtcoreError):
+    """SIGTERM or SIGINT stopped the run at a step boundary; its checkpoint is saved."""
+
+    def __init__(self, message: str, signal_name: str, where: str):
+        super().__init__(message)
+        import signal
+
+        self.signal_name = signal_name
+        self.where = where
+        self.exit_code = 128 + int(getattr(signal, signal_name))
+
+
+class DeviceMemoryError(LtcoreError):
+    """The training device ran out of memory; the message says which batch size to lower."""
+
+
 class TrackingError(LtcoreError):
     """The MLflow tracking store cannot be reached or refused a write."""
+
+
+class StorageError(LtcoreError):
+    """A file could not be written (no space left, a quota, a read-only disk); the previous
+    version of the file is kept."""

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .files import save_figure  # noqa: E402
+
 GROUP_MARKERS = {"many": "o", "medium": "s", "few": "^", "": "x"}
 """Marker of each shot group in t-SNE plots."""
 
@@ -55,7 +57,7 @@ def confusion_matrix_png(outputs, classes: Sequence[str], path: Path) -> Path:
     ax.set_title(f"{outputs.split}: confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -83,7 +85,7 @@ def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Seque
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small", ncol=_legend_columns(len(runs)), title="run")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -119,7 +121,7 @@ def accuracy_curves_png(accuracy: dict[str, tuple[Sequence[int], Sequence[float]
                       title="run")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -152,7 +154,7 @@ def confusion_matrices_png(matrices: dict[str, np.ndarray], classes: Sequence[st
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02,
                      label="fraction of the true class")
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -193,6 +195,6 @@ def tsne_png(points: np.ndarray, labels: Sequence[int], class_groups: Sequence[s
         legends.append(ax.legend(handles=group_handles, title="shot group", fontsize="x-small",
                                  loc="lower left", bbox_to_anchor=(1.01, 0.0)))
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
+    save_figure(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
     return path

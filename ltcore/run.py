@@ -266,16 +266,13 @@ class RunRecorder:
     def table(self, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path | None:
         """Write a CSV table ``name`` (``"rcl/compression.csv"``) into the run's folder under
         ``artifacts/`` and log it; returns its path."""
-        import csv
+        from .files import write_csv
 
         if not self.active:
             return None
         path = self.folder / "artifacts" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows(rows)
+        write_csv(path, header, rows)
         self.artifact(path, str(Path(name).parent) if Path(name).parent != Path(".") else None)
         return path
 

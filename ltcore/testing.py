@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ltcore import hookimpl
+
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 """The real CIFAR-10 JPEG tree shipped beside the repository, when present."""
 
@@ -240,3 +242,45 @@ def recorded_scenarios(path: Path, scenarios: dict[str, list[str]], slow=()):
     def test(ltrun, name):
         check_recorded(path, name, train_and_evaluate(ltrun, scenarios[name]))
     return test
+
+
+def label_batches(max_classes: int = 6, max_size: int = 12):
+    """A hypothesis strategy of ``(labels, number of classes)`` for property tests of losses:
+    random batch sizes, single-class batches and classes absent from the batch."""
+    from hypothesis import strategies as st
+
+    return st.integers(1, max_classes).flatmap(lambda classes: st.tuples(
+        st.lists(st.integers(0, classes - 1), min_size=1, max_size=max_size), st.just(classes)))
+
+
+def assert_finite_with_gradients(loss, *inputs) -> None:
+    """Asserts that ``loss`` is finite, back-propagates it and asserts that every input got
+    a finite gradient."""
+    import torch
+
+    assert torch.isfinite(loss).all(), loss
+    loss.backward()
+    for tensor in inputs:
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all(), tensor.grad
+
+
+class SignalAtStep:
+    """A test plugin that sends ``signal`` (SIGTERM by default) to its own process once, after
+    step ``iteration`` of stage ``stage`` (counted from 0 over the stage's epochs): the run stops
+    there with a mid-epoch checkpoint, as one stopped by a scheduler does. Register it with
+    ``Plugins(extra={"signal": SignalAtStep(...)})`` and select it by that name."""
+
+    def __init__(self, stage: str, iteration: int, signal: int | None = None):
+        import signal as signals
+
+        self.at = (stage, iteration)
+        self.signal = signals.SIGTERM if signal is None else signal
+        self.sent = False
+
+    @hookimpl
+    def step_end(self, step) -> None:
+        import os
+
+        if not self.sent and (step.stage.name, step.iteration) == self.at:
+            self.sent = True
+            os.kill(os.getpid(), self.signal)

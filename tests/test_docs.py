@@ -31,3 +31,20 @@ def test_api_doc_lists_every_public_name():
     text = (DOCS / "api.md").read_text()
     missing = [name for name in ltcore.__all__ if f"`{name}" not in text]
     assert not missing, f"docs/api.md does not describe {missing}"
+
+
+def test_reliability_doc_names_tests_that_exist():
+    """Every test the fault table names exists (those of plugins where plugins/ is present)."""
+    import re
+
+    root = DOCS.parent
+    text = (DOCS / "reliability.md").read_text()
+    named = re.findall(r"`((?:tests|plugins)/[\w/*]+\.py)(?:::(\w+))?", text)
+    assert len(named) > 25
+    for path, test in named:
+        files = sorted(root.glob(path))
+        if path.startswith("plugins/") and not (root / "plugins").is_dir():
+            continue
+        assert files, path
+        if test:
+            assert any(f"def {test}(" in f.read_text() for f in files), f"{path}::{test}"

@@ -151,7 +151,6 @@ def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, gro
       ltrun compare --filter "tags.dataset = 'cifar10-lt'" --group-by plugins,imbalance_factor \\
           --reference papers --format markdown
     """
-    from pathlib import Path
 
     from ltcore import experiments as ex
 
@@ -161,7 +160,9 @@ def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, gro
     if fmt in ("table", "markdown"):
         text += "\n\n" + ex.comparison_note(comparison)
     if output_file:
-        Path(output_file).write_text(text if text.endswith("\n") else text + "\n")
+        from ltcore.files import write_text
+
+        write_text(output_file, text if text.endswith("\n") else text + "\n")
         click.echo(f"wrote {output_file}")
     else:
         click.echo(text.rstrip("\n"))

@@ -47,17 +47,26 @@ class BatchedViews:
             ds.image_size, ds.mean, ds.std) for role, v in stage.views.items() if v.pipeline}
         self.sources = {role: v.source for role, v in stage.views.items() if v.pipeline}
         self.device = run.device
+        self.generator: torch.Generator | None = None
+        """The generator of the epoch being made (its state goes into a mid-epoch checkpoint)."""
 
-    def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int,
-              seed: int) -> Iterator[Batch]:
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+    def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
+              start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
+        """The epoch's batches from batch ``start`` on; ``state`` is the generator's state at
+        that batch (from :meth:`generator_state` when the epoch stopped)."""
+        self.generator = generator = torch.Generator(device=self.device).manual_seed(seed)
+        if state is not None:
+            generator.set_state(state)
         order = order.to(self.device)
-        for rows in batch_rows(order, batch_size):
+        for rows in batch_rows(order, batch_size)[start:]:
             indices = {s: rows[:, i] for i, s in enumerate(sources)}
             labels = {s: self.labels[idx] for s, idx in indices.items()}
             images = {role: fn(self.images[indices[self.sources[role]]], generator)
                       for role, fn in self.views.items()}
             yield Batch(indices, labels, images)
+
+    def generator_state(self) -> torch.Tensor | None:
+        return None if self.generator is None else self.generator.get_state()
 
 
 class _ReferenceDataset(torch.utils.data.Dataset):
@@ -120,8 +129,10 @@ class ReferenceViews:
             pin_memory=run.device.type == "cuda")
         self.device = run.device
 
-    def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int,
-              seed: int) -> Iterator[Batch]:
+    def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
+              start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
+        """The epoch's batches from batch ``start`` on (every image's randomness depends on its
+        position in the epoch only, so there is no generator state)."""
         all_rows = batch_rows(order.cpu(), batch_size)
         self.batches.keys = []
         position = 0
@@ -131,11 +142,15 @@ class ReferenceViews:
                 keys.append((seed, position, row))
                 position += 1
             self.batches.keys.append(keys)
+        all_rows, self.batches.keys = all_rows[start:], self.batches.keys[start:]
         for rows, images in zip(all_rows, self.loader):
             indices = {s: rows[:, i].to(self.device) for i, s in enumerate(sources)}
             labels = {s: self.labels[rows[:, i]].to(self.device) for i, s in enumerate(sources)}
             yield Batch(indices, labels, {r: x.to(self.device, non_blocking=True)
                                           for r, x in images.items()})
+
+    def generator_state(self) -> None:
+        return None
 
 
 def views_backend(run: Run, stage: Stage) -> str:

@@ -7,7 +7,7 @@ state of its plugin objects, which is what ``ltrun evaluate`` and a reused GML t
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from ..errors import DataError
+from ..files import write_bytes
 from ..run import Run
 
 CHECKPOINT = "checkpoint.pt"
@@ -35,19 +36,40 @@ def restore_run_state(run: Run, saved: dict[str, Any]) -> None:
 
 
 def write(path: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` to ``path`` atomically (a temporary file, then a rename)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Save ``state`` to ``path`` atomically and durably (serialised in memory, written to a
+    temporary file and synced, then renamed): a kill leaves the previous file, and a full disk
+    is reported as such (torch's own file writer hides the cause)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_safely(path: str | Path) -> Any:
+    """``torch.load`` of tensors and plain values only (``weights_only``): a file whose pickle
+    needs code to load is refused with a :class:`DataError` naming it, and nothing in it runs."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        detail = " ".join(str(exc).split("\n\n")[0].split())[:300]
+        raise DataError(f"{str(path)!r} is refused: loading it would run code it carries (an "
+                        f"object beyond tensors and plain values: {detail}); nothing in it was "
+                        "run. ltcore's checkpoints and models hold tensors and plain values "
+                        "only") from None
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """A saved ``checkpoint.pt`` or ``model.pt``; raise a :class:`DataError` naming the file."""
+    """A saved ``checkpoint.pt`` or ``model.pt``, loaded safely; a :class:`DataError` names a
+    file that is missing, unsafe or not ltcore's."""
     if not Path(path).is_file():
         raise DataError(f"checkpoint {str(path)!r} does not exist")
     try:
-        saved = torch.load(path, weights_only=False, map_location="cpu")
+        saved = load_safely(path)
         saved["settings"], saved["plugins"], saved["modules"]
+    except DataError:
+        raise
     except Exception as exc:
-        raise DataError(f"{str(path)!r} is not an ltcore checkpoint: {exc}") from exc
+        raise DataError(f"{str(path)!r} is not an ltcore checkpoint: "
+                        f"{' '.join(str(exc).split())[:300]}") from exc
     return saved

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 import torch
 
 from .. import __version__
 from ..config import Settings, flatten, parse_assignment, resolve
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, LtcoreError, RunStopped
+from ..files import remove_stale, write_text
 from ..plugins import Plugins
 from ..run import Run
-from ..tracking import Tracker, resolve_uri
+from ..tracking import Tracker, connect, resolve_uri
 from . import checkpoints
 from .trainer import Trainer
 
 DEFAULT_PLUGINS = ["ce"]
+CONFIG = "config.toml"
+PLUGINS_LINE = "# plugins: "
+"""The first line of a run's ``config.toml``: the selected plugins, in order."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,8 +100,17 @@ class Result:
     warnings: list[str]
 
 
-def train(plugins: Plugins, selected: list[str], settings: Settings, progress: bool = True) -> Result:
-    """Train a new run and record it; returns the final metrics and where things are."""
+Echo = Callable[[str], None]
+
+
+def train(plugins: Plugins, selected: list[str], settings: Settings, progress: bool = True,
+          echo: Echo | None = None) -> Result:
+    """Train a new run and record it; returns the final metrics and where things are.
+
+    The run folder gets ``config.toml`` first and a checkpoint before the first epoch, so the
+    run can be resumed whenever it stops; ``echo`` is told the run's id and how to resume it
+    before training starts.
+    """
     selected = plugins.select(selected or DEFAULT_PLUGINS)
     # check the tracking store before building the data: an unreachable server fails in seconds
     tracker = Tracker(resolve_uri(settings.run.tracking.uri), settings.run.tracking.experiment)
@@ -105,40 +118,93 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     run.run_id = tracker.start("+".join(selected), run_tags(run))
     run_dir = Path(run.config.output) / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / CONFIG, f"{PLUGINS_LINE}{' '.join(selected)}\n" + settings.to_toml())
+    return _start(run, tracker, run_dir, progress, echo, "started")
+
+
+def _start(run: Run, tracker: Tracker, run_dir: Path, progress: bool, echo: Echo | None,
+           how: str, resumed: bool = False) -> Result:
+    """The first checkpoint, the run's params and configuration, then training."""
+    trainer = Trainer(run, tracker, run_dir, progress)
+    trainer.resumed = resumed
+    trainer.save(0, 0, None)
     tracker.log_params(run.run_id, run_params(run))
-    config_path = run_dir / "config.toml"
-    config_path.write_text(f"# plugins: {' '.join(selected)}\n" + settings.to_toml())
-    tracker.log_artifact(run.run_id, str(config_path))
-    return _finish(Trainer(run, tracker, run_dir, progress))
+    tracker.log_artifact(run.run_id, str(run_dir / CONFIG))
+    return _finish(trainer, echo, how)
 
 
-def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool = True) -> Result:
-    """Continue a run from its last checkpoint, in the same MLflow run."""
-    path = Path(output) / run_id / checkpoints.CHECKPOINT
+def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool = True,
+           echo: Echo | None = None) -> Result:
+    """Continue a run from its last checkpoint, in the same MLflow runs. A run stopped before
+    its first checkpoint starts over from its ``config.toml``."""
+    folder = Path(output) / run_id
+    path = folder / checkpoints.CHECKPOINT
     if not path.exists():
-        raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; give the run's "
-                        "--output directory if it was not 'runs'")
-    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+        if (folder / CONFIG).is_file():
+            return _start_over(plugins, run_id, folder, progress, echo)
+        raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; "
+                        + (close_unstarted(run_id, folder) if folder.is_dir() else
+                           "give the run's --output directory if it was not 'runs'"))
+    remove_stale(folder)
+    checkpoint = checkpoints.read(path)
     selected = plugins.select(checkpoint["plugins"])
     settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
     run = prepare(plugins, selected, settings)
     run.run_id = run_id
     tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
     tracker.reopen(run_id)
-    trainer = Trainer(run, tracker, path.parent, progress)
+    trainer = Trainer(run, tracker, folder, progress)
     trainer.restore(checkpoint)
-    return _finish(trainer)
+    return _finish(trainer, echo, f"resumed from the checkpoint {trainer.saved}")
 
 
-def _finish(trainer: Trainer) -> Result:
-    run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
+def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
+                echo: Echo | None) -> Result:
+    """Train a run that stopped before its first checkpoint from the start, in its MLflow run."""
+    remove_stale(folder)
+    config = folder / CONFIG
+    first = config.read_text().splitlines()[0]
+    selected = plugins.select(first[len(PLUGINS_LINE):].split())
+    run = prepare(plugins, selected, resolve(plugins, selected, config_file=str(config)))
+    run.run_id = run_id
+    tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
+    tracker.reopen(run_id)
+    return _start(run, tracker, folder, progress, echo,
+                  "started over (it had stopped before its first checkpoint)", resumed=True)
+
+
+def close_unstarted(run_id: str, folder: Path) -> str:
+    """For a run stopped before its configuration was written: mark its MLflow run FAILED
+    (it trained nothing) and say so."""
     try:
-        metrics = trainer.train()
+        client = connect()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "ltcore.error", "stopped before its first checkpoint")
+            client.set_terminated(run_id, "FAILED")
+        closed = "its MLflow run is marked FAILED"
+    except Exception:
+        closed = "its MLflow run could not be reached to mark it FAILED"
+    return (f"the run stopped before its first checkpoint was written, so it trained nothing; "
+            f"{closed}. Start it again with the same options")
+
+
+def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
+    run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
+    if echo is not None:
+        echo(f"run {parent} {how}; checkpoints in {trainer.run_dir}; continue an interrupted "
+             f"run with: {trainer.resume_command()}")
+    try:
+        with trainer.stop:
+            metrics = trainer.train()
     except BaseException as exc:
         try:
             run.hooks.run_failed(run=run, error=exc)
         finally:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunStopped)) else "FAILED"
+            if isinstance(exc, RunStopped):
+                tracker.set_tags(parent, {"ltcore.stopped": f"{exc.signal_name} in {exc.where}"})
+            elif isinstance(exc, LtcoreError):
+                tracker.set_tags(parent, {"ltcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
             for run_id in trainer.stage_runs.values():
                 tracker.end(run_id, status)
             tracker.flush()

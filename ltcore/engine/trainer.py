@@ -8,7 +8,6 @@ tables and plots of the stage's final evaluation.
 
 from __future__ import annotations
 
-import csv
 import random
 import time
 from contextlib import nullcontext
@@ -16,12 +15,14 @@ from pathlib import Path
 
 import torch
 
-from ..errors import NonFiniteLossError, PluginError
+from ..errors import DeviceMemoryError, NonFiniteLossError, PluginError, RunStopped, StorageError
 from ..evaluation import Evaluation
+from ..files import write_csv
 from ..run import LossTerm, Run, Stage, Step
 from ..tracking import Tracker
 from . import checkpoints
 from .backends import batch_rows, stage_views
+from .interrupts import EpochProgress, StopSignals
 from .schedule import (build_optimizer, learning_rate, parameter_groups, set_learning_rate,
                        trained_parameters)
 
@@ -52,6 +53,44 @@ def forward(run: Run, step: Step) -> list[torch.Tensor]:
     return [term(step).float() for term in stage.losses]
 
 
+class NonFinite:
+    """On-device record of the first step at which each loss term, and the gradients, became
+    NaN or infinite; read every ``check_finite_every`` steps (no host synchronisation between)."""
+
+    def __init__(self, stage: Stage, device: torch.device):
+        self.stage = stage
+        self.first = torch.full((len(stage.losses) + 1,), -1, dtype=torch.long, device=device)
+
+    def update(self, losses: list[torch.Tensor], optimizer, step: int) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norm = (torch.nn.utils.get_total_norm(grads) if grads
+                else torch.zeros((), device=self.first.device))
+        values = torch.stack([*(l.detach().float() for l in losses), norm.float()])
+        new = ~torch.isfinite(values) & (self.first < 0)
+        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
+
+    def check(self, epoch: int, step: int, trainer: "Trainer") -> None:
+        """Raise :class:`NonFiniteLossError` naming what went bad first (a loss term, or the
+        gradients while the terms were finite)."""
+        first = self.first.tolist()
+        bad = [(at, slot) for slot, at in enumerate(first) if at >= 0]
+        if not bad:
+            return
+        at, slot = min(bad)
+        stage = self.stage
+        if slot < len(stage.losses):
+            term: LossTerm = stage.losses[slot]
+            what = f"loss term {term.name!r} (plugin {term.plugin!r})"
+        else:
+            what = "the gradients (every loss term finite)"
+        raise NonFiniteLossError(
+            f"{what} became non-finite in stage {stage.name!r}, epoch {epoch + 1} at step "
+            f"{at + 1} (caught after step {step + 1}); the last good checkpoint "
+            f"{trainer.saved} is kept. Lower the learning rate or check the plugin's options, "
+            f"then continue with {trainer.resume_command()}")
+
+
 class Trainer:
     """Trains a run's stages and records them."""
 
@@ -65,49 +104,103 @@ class Trainer:
         self.position = (0, 0)
         self.optimizer_state = None
         self.history: list[dict] = []
+        self.final: dict[str, float] = {}
+        """The last finished stage's figures (the run's final metrics)."""
+        self.stop = StopSignals()
+        self.saved = "none"
+        """What the checkpoint on disk holds, in words (for messages)."""
+        self._resumed_epoch: tuple[EpochProgress, dict] | None = None
+        self.resumed = False
+        """Whether the run continues what another process started (its MLflow runs may hold
+        records made after the checkpoint)."""
 
     # -- checkpoints --
 
     def checkpoint_path(self) -> Path:
         return self.run_dir / checkpoints.CHECKPOINT
 
-    def save(self, stage_index: int, next_epoch: int, optimizer) -> None:
-        checkpoints.write(self.checkpoint_path(), {
-            **checkpoints.run_state(self.run),
-            "position": (stage_index, next_epoch),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "stage_runs": self.stage_runs,
-            "pending_metrics": self.tracker.pending,
-            "tracking_journal": self.tracker.journal(),
-            "history": self.history,
-        })
+    def save(self, stage_index: int, next_epoch: int, optimizer,
+             progress: EpochProgress | None = None) -> None:
+        """Write the checkpoint: at ``next_epoch`` of stage ``stage_index``, or inside that
+        epoch at ``progress``. A full disk keeps the previous checkpoint and says which it is."""
+        saved = self.describe(stage_index, next_epoch, progress)
+        try:
+            checkpoints.write(self.checkpoint_path(), {
+                **checkpoints.run_state(self.run),
+                "position": (stage_index, next_epoch),
+                "epoch_progress": None if progress is None else progress.state_dict(),
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "stage_runs": self.stage_runs,
+                "pending_metrics": self.tracker.pending,
+                "tracking_journal": self.tracker.journal(),
+                "history": self.history,
+                "final": self.final,
+                "saved": saved,
+            })
+        except StorageError as exc:
+            kept = (f"the checkpoint {self.saved} is kept" if self.saved != "none"
+                    else "there is no checkpoint yet")
+            raise StorageError(f"{exc}; {kept}. Free space, then continue with "
+                               f"{self.resume_command()}") from exc
+        self.saved = saved
+
+    def describe(self, stage_index: int, epoch: int, progress: EpochProgress | None) -> str:
+        """Where a checkpoint at this position stands, in words."""
+        stages = self.run.stages
+        if stage_index >= len(stages):
+            return f"after the last stage ({self.checkpoint_path()})"
+        stage = stages[stage_index]
+        if progress is not None:
+            return (f"at step {progress.step} of epoch {epoch + 1} in stage {stage.name!r} "
+                    f"({self.checkpoint_path()})")
+        if epoch == 0:
+            where = ("from before training" if stage_index == 0
+                     else f"from before stage {stage.name!r}")
+            return f"{where} ({self.checkpoint_path()})"
+        return f"after epoch {epoch} of stage {stage.name!r} ({self.checkpoint_path()})"
 
     def restore(self, checkpoint: dict) -> None:
+        self.resumed = True
         checkpoints.restore_run_state(self.run, checkpoint)
         self.stage_runs = dict(checkpoint["stage_runs"])
         self.position = tuple(checkpoint["position"])
         self.optimizer_state = checkpoint["optimizer"]
         self.history = list(checkpoint["history"])
+        self.final = dict(checkpoint["final"])
+        self.saved = checkpoint["saved"]
+        progress = EpochProgress.from_state(checkpoint["epoch_progress"])
+        if progress is not None:
+            self._resumed_epoch = (progress, checkpoint["plugin_objects"])
         self.tracker.pending = [tuple(m) for m in checkpoint["pending_metrics"]]
         self.tracker.load_journal(checkpoint.get("tracking_journal"))
         for run_id in {m[0] for m in self.tracker.pending}:
             self.tracker.drop_logged(run_id, "train/loss")
 
+    def resume_command(self) -> str:
+        output = self.run.config.output
+        return (f"ltrun --resume {self.run.run_id}"
+                + ("" if output == "runs" else f" --output {output}"))
+
     # -- the loop --
 
     def train(self) -> dict[str, float]:
+        """Train what is left of the run. Inside ``with trainer.stop:``, SIGTERM and SIGINT stop
+        it at the next step boundary with a checkpoint (:class:`~ltcore.errors.RunStopped`)."""
         run = self.run
         run.hooks.run_start(run=run)
-        final: dict[str, float] = {}
         start_stage, start_epoch = self.position
         for index, stage in enumerate(run.stages):
             if index < start_stage:
                 continue
-            final = self.train_stage(index, stage, start_epoch if index == start_stage else 0)
+            self.train_stage(index, stage, start_epoch if index == start_stage else 0)
         run.hooks.run_end(run=run)
-        return final
+        return self.final
 
     def stage_run(self, stage: Stage) -> str:
+        if stage.name not in self.stage_runs and self.resumed:
+            found = self.tracker.stage_run(self.run.run_id, stage.name)
+            if found is not None:  # made after the checkpoint by the process that stopped
+                self.stage_runs[stage.name] = found
         if stage.name not in self.stage_runs:
             self.stage_runs[stage.name] = self.tracker.start(
                 stage.name, {"ltcore.stage": stage.name, "ltcore.stage_plugin": stage.plugin},
@@ -121,7 +214,7 @@ class Trainer:
             self.tracker.reopen(self.stage_runs[stage.name])
         return self.stage_runs[stage.name]
 
-    def train_stage(self, index: int, stage: Stage, start_epoch: int) -> dict[str, float]:
+    def train_stage(self, index: int, stage: Stage, start_epoch: int) -> None:
         run = self.run
         run_id = self.stage_run(stage)
         run.hooks.stage_start(run=run, stage=stage)
@@ -133,7 +226,7 @@ class Trainer:
         evaluation: Evaluation | None = None
         with trained_parameters(stage, groups):
             optimizer = build_optimizer(run, stage, groups)
-            if self.optimizer_state is not None and start_epoch > 0:
+            if self.optimizer_state is not None:
                 optimizer.load_state_dict(self.optimizer_state)
             self.optimizer_state = None
             for epoch in range(start_epoch, stage.epochs):
@@ -148,11 +241,16 @@ class Trainer:
                 order = sampler.epoch_indices(epoch, generator)
                 if order.dim() == 1:
                     order = order.unsqueeze(1)
-                sums, seen = self.train_epoch(stage, views, order, sources, optimizer, epoch, seed)
-                elapsed = time.perf_counter() - t0
+                progress = None
+                if self._resumed_epoch is not None:  # continue the epoch where it stopped
+                    progress, objects = self._resumed_epoch
+                    self._resumed_epoch = None
+                    run.run_plugins.load_state_dict(objects)
+                    progress.restore_random_states()
+                sums, seen, elapsed = self.train_epoch(index, stage, views, order, sources,
+                                                       optimizer, epoch, seed, t0, progress)
                 metrics = {"train/lr": lr, "train/epoch_time": elapsed,
                            "train/samples_per_s": seen / max(elapsed, 1e-9)}
-                self.check_finite(stage, epoch, sums)
                 total = 0.0
                 for term, value in zip(stage.losses, sums.tolist()):
                     metrics[f"train/loss/{term.name}"] = value
@@ -160,62 +258,95 @@ class Trainer:
                 metrics["train/loss"] = total
                 last = epoch == stage.epochs - 1
                 if stage.evaluate and (last or (epoch + 1) % run.config.eval.every == 0):
-                    evaluation = run.evaluate(stage.model, stage=stage, final=last)
+                    evaluation = self.evaluate(stage, last)
                     metrics.update(evaluation.figures())
                 run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
                 self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
                 self.save(index, epoch + 1, optimizer)
                 self.tracker.flush()  # what is not sent stays in the checkpoint
+                if self.stop.received and not last:
+                    self.stopped(stage, epoch + 1, None)
         if stage.evaluate:
             if evaluation is None or not evaluation.final:  # resumed after the last epoch
-                evaluation = run.evaluate(stage.model, stage=stage, final=True)
+                evaluation = self.evaluate(stage, True)
             self.report_stage(stage, run_id, evaluation)
+        if metrics:
+            self.final = {k: v for k, v in metrics.items() if not k.startswith("train/")}
         self.save(index + 1, 0, None)
         self.tracker.end(run_id)
         run.hooks.stage_end(run=run, stage=stage)
-        return {k: v for k, v in metrics.items() if not k.startswith("train/")}
 
-    def train_epoch(self, stage: Stage, views, order, sources, optimizer, epoch, seed):
+    def train_epoch(self, index: int, stage: Stage, views, order, sources, optimizer, epoch: int,
+                    seed: int, t0: float, progress: EpochProgress | None):
+        """The epoch's steps (from ``progress.step`` when it continues a stopped epoch): the
+        mean of each loss term, the samples seen and the seconds trained."""
         run = self.run
         stage.model.train()
         if stage.trainable == "classifier":
             stage.model.backbone.eval()
-        sums = torch.zeros(len(stage.losses), device=run.device)
-        seen = 0
+        start = progress.step if progress else 0
+        sums = (progress.sums.to(run.device) if progress
+                else torch.zeros(len(stage.losses), device=run.device))
+        seen = progress.seen if progress else 0
+        before = progress.elapsed if progress else 0.0
+        finite = NonFinite(stage, run.device)
         steps_per_epoch = len(batch_rows(order, run.config.batch_size))
-        batches = views.epoch(order, sources, run.config.batch_size, seed)
+        batches = views.epoch(order, sources, run.config.batch_size, seed, start,
+                              progress.views_state if progress else None)
         if self.progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, total=steps_per_epoch, leave=False, dynamic_ncols=True,
-                           desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
-        for i, batch in enumerate(batches):
+            batches = tqdm(batches, total=steps_per_epoch, initial=start, leave=False,
+                           dynamic_ncols=True, desc=f"{stage.name} {epoch + 1}/{stage.epochs}")
+        every = run.config.check_finite_every
+        for i, batch in enumerate(batches, start=start):
             step = Step(run, stage, epoch, epoch * steps_per_epoch + i, batch.indices,
                         batch.labels, batch.images)
-            losses = forward(run, step)
-            total = sum(t.weight * l for t, l in zip(stage.losses, losses))
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            try:
+                losses = forward(run, step)
+                total = sum(t.weight * l for t, l in zip(stage.losses, losses))
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                finite.update(losses, optimizer, i)
+                optimizer.step()
+            except torch.OutOfMemoryError as exc:
+                raise DeviceMemoryError(
+                    f"{run.device} ran out of memory in stage {stage.name!r} at batch size "
+                    f"{run.config.batch_size} ({len(stage.views)} views per image): use a "
+                    f"smaller --batch-size (e.g. {max(1, run.config.batch_size // 2)}, with "
+                    f"optim.lr scaled alike) or a smaller model") from exc
             sums += torch.stack([l.detach().float() for l in losses])
             seen += len(next(iter(batch.labels.values())))
             run.hooks.step_end(step=step)
-        return sums / max(1, steps_per_epoch), seen
+            if (i + 1) % every == 0 or i + 1 == steps_per_epoch:
+                finite.check(epoch, i, self)
+            if self.stop.received and i + 1 < steps_per_epoch:
+                finite.check(epoch, i, self)
+                elapsed = before + time.perf_counter() - t0
+                self.save(index, epoch, optimizer, EpochProgress.capture(
+                    i + 1, sums, seen, elapsed, views.generator_state()))
+                self.stopped(stage, epoch, (i + 1, steps_per_epoch))
+        return sums / max(1, steps_per_epoch), seen, before + time.perf_counter() - t0
 
-    def check_finite(self, stage: Stage, epoch: int, sums: torch.Tensor) -> None:
-        finite = torch.isfinite(sums)
-        if bool(finite.all()):
-            return
-        term: LossTerm = stage.losses[int((~finite).nonzero()[0])]
-        kept = (f"the last good checkpoint (after epoch {epoch}) is kept at "
-                f"{self.checkpoint_path()}" if self.checkpoint_path().exists()
-                else "no epoch had finished, so there is no checkpoint")
-        self.tracker.set_tags(self.stage_runs[stage.name], {"ltcore.error": "non-finite loss"})
-        raise NonFiniteLossError(
-            f"loss term {term.name!r} (plugin {term.plugin!r}) became non-finite in stage "
-            f"{stage.name!r}, epoch {epoch + 1}; {kept}. Lower the learning rate or check the "
-            f"plugin's options, then continue with ltrun --resume {self.run.run_id}")
+    def evaluate(self, stage: Stage, final: bool) -> Evaluation:
+        try:
+            return self.run.evaluate(stage.model, stage=stage, final=final)
+        except torch.OutOfMemoryError as exc:
+            size = self.run.config.eval.batch_size
+            raise DeviceMemoryError(
+                f"{self.run.device} ran out of memory evaluating stage {stage.name!r} at "
+                f"eval.batch_size {size}: use --set eval.batch_size={max(1, size // 2)}") from exc
+
+    def stopped(self, stage: Stage, epoch: int, steps: tuple[int, int] | None) -> None:
+        """Raise :class:`RunStopped` for the signal received, with where the run stopped:
+        inside epoch ``epoch`` after ``steps = (done, per epoch)``, or after epoch ``epoch``."""
+        where = (f"stage {stage.name!r}, epoch {epoch + 1}/{stage.epochs} after step "
+                 f"{steps[0]}/{steps[1]}" if steps is not None
+                 else f"stage {stage.name!r} after epoch {epoch}/{stage.epochs}")
+        raise RunStopped(f"stopped by {self.stop.received} in {where}; checkpoint saved "
+                         f"{self.saved}. Continue with: {self.resume_command()}",
+                         signal_name=self.stop.received, where=where)
 
     # -- reports --
 
@@ -229,16 +360,15 @@ class Trainer:
         classes = self.run.dataset.classes
         for split, out in evaluation.outputs.items():
             per_class = out.per_class_accuracy().tolist()
-            csv_path = folder / f"{split}_per_class_accuracy.csv"
-            with open(csv_path, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["class_index", "class", "train_count", "accuracy"])
-                for i, (name, n, acc) in enumerate(zip(classes, counts, per_class)):
-                    writer.writerow([i, name, n, f"{100 * acc:.4f}"])
+            csv_path = write_csv(folder / f"{split}_per_class_accuracy.csv",
+                                 ["class_index", "class", "train_count", "accuracy"],
+                                 [[i, name, n, f"{100 * acc:.4f}"] for i, (name, n, acc)
+                                  in enumerate(zip(classes, counts, per_class))])
             files = [csv_path,
-                     plots.confusion_matrix_png(out, classes, folder / f"{split}_confusion_matrix.png"),
-                     plots.per_class_accuracy_png({stage.name: per_class}, counts,
-                                                  folder / f"{split}_per_class_accuracy.png",
-                                                  title=f"{split}: per-class accuracy vs class size")]
+                     plots.confusion_matrix_png(out, classes,
+                                                folder / f"{split}_confusion_matrix.png"),
+                     plots.per_class_accuracy_png(
+                         {stage.name: per_class}, counts, folder / f"{split}_per_class_accuracy.png",
+                         title=f"{split}: per-class accuracy vs class size")]
             for path in files:
                 self.tracker.log_artifact(run_id, str(path), "evaluation")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from ..config import doc
+from ..files import write_text
 from .compare import (Comparison, comparison_note, html_table, last_stage_run, markdown_table, render,
                       run_value, table_rows)
 from .tags import KIND_TAG, SWEEP_TAG
@@ -310,11 +311,11 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
 
     table_header, table_body = table_rows(comparison)
     csv_path = output / "comparison.csv"
-    csv_path.write_text(render(comparison, "csv"))
+    write_text(csv_path, render(comparison, "csv"))
     page = output / ("report.html" if options.format == "html" else "report.md")
     notes = [f"{d.label} ({d.run_id}): {'; '.join(d.notes)}" for d in details if d.notes]
-    page.write_text(_page(options.format, title, comparison, table_header, table_body, figures,
-                          notes, output))
+    write_text(page, _page(options.format, title, comparison, table_header, table_body, figures,
+                           notes, output))
 
     if options.log:
         for run_id, path in per_run_logged:

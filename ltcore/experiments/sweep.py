@@ -9,7 +9,6 @@ as a FAILED MLflow run (with its error and log) and the sweep goes on.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import io
 import itertools
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import attrs
 
 from ..errors import ConfigError, LtcoreError
+from ..files import write_csv
 from ..tracking import RUN_TAGS_ENV, connect, experiment_id, extra_tags, resolve_uri
 from .compare import search_all, text_table
 from .tags import ATTEMPT_TAG, AXES_TAG, CELL_TAG, ERROR_TAG, INDEX_TAG, KIND_TAG, SWEEP_TAG
@@ -514,15 +514,13 @@ def _run_processes(sweep, todo, max_parallel, recorder, started, finished, poll_
 def _close_record(client, record_id: str | None, results: list[CellResult], folder: Path) -> None:
     from mlflow.entities import Metric
 
-    path = folder / "summary.csv"
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["index", "cell", "status", "run_id", "exit_code", "seconds", "val/acc",
-                         "test/acc", "error"])
-        for r in results:
-            writer.writerow([r.cell.index, r.cell.key, r.status, r.run_id or "",
-                             "" if r.exit_code is None else r.exit_code, f"{r.seconds:.1f}",
-                             r.metrics.get("val/acc", ""), r.metrics.get("test/acc", ""), r.error])
+    path = write_csv(folder / "summary.csv",
+                     ["index", "cell", "status", "run_id", "exit_code", "seconds", "val/acc",
+                      "test/acc", "error"],
+                     [[r.cell.index, r.cell.key, r.status, r.run_id or "",
+                       "" if r.exit_code is None else r.exit_code, f"{r.seconds:.1f}",
+                       r.metrics.get("val/acc", ""), r.metrics.get("test/acc", ""), r.error]
+                      for r in results])
     if record_id is None:
         return
     counts = {s: sum(r.status == s for r in results) for s in ("FINISHED", "FAILED", "SKIPPED",

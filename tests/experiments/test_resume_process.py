@@ -1,4 +1,5 @@
-"""A training process killed with SIGKILL resumes, in another process, into the same MLflow run."""
+"""A training process killed with SIGKILL resumes, in another process, into the same MLflow run
+(``-m slow``: ``tests/reliability/test_kills.py`` kills and resumes real processes by default)."""
 
 import os
 import signal
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from ltcore.testing import FAST, mlflow_client, recorded_runs
@@ -13,6 +15,7 @@ from ltcore.testing import FAST, mlflow_client, recorded_runs
 EPOCHS = 2
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
     log = open(isolated / "first.log", "w")
     proc = subprocess.Popen(
@@ -20,8 +23,14 @@ def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
          "--imbalance-factor", "100", *FAST],
         cwd=isolated, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
+
+    def after_an_epoch():
+        """A checkpoint written after the first epoch (there is one from before training)."""
+        found = list(isolated.glob("runs/*/checkpoint.pt"))
+        return found and torch.load(found[0], weights_only=True)["position"][1] >= 1
+
     try:
-        while not list(isolated.glob("runs/*/checkpoint.pt")):
+        while not after_an_epoch():
             assert proc.poll() is None, (isolated / "first.log").read_text()
             assert time.monotonic() < deadline, "no checkpoint within 180 s"
             time.sleep(0.1)
@@ -32,7 +41,7 @@ def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
     assert proc.returncode == -signal.SIGKILL
     (checkpoint,) = isolated.glob("runs/*/checkpoint.pt")
     run_id = checkpoint.parent.name
-    stage_index, next_epoch = torch.load(checkpoint, weights_only=False)["position"]
+    stage_index, next_epoch = torch.load(checkpoint, weights_only=True)["position"]
     assert stage_index == 0 and 1 <= next_epoch < EPOCHS  # killed mid-training
     client = mlflow_client(f"sqlite:///{isolated / 'mlflow.db'}")
     assert client.get_run(run_id).info.status == "RUNNING"  # nobody closed it

@@ -197,7 +197,9 @@ def _per_anchor_column(temperature: float | Tensor, batch: int) -> float | Tenso
 
 def _masked_logsumexp(logits: Tensor, mask: Tensor) -> Tensor:
     """``log sum_{j: mask_ij} exp(logits_ij)`` per row ``[B]``; ``-inf`` with zero gradient for
-    rows with an empty mask."""
+    rows with an empty mask (every row, for an empty bank)."""
+    if logits.shape[1] == 0:
+        return logits.sum(dim=1) + float("-inf")
     masked = logits.masked_fill(~mask, float("-inf"))
     row_max = masked.amax(dim=1, keepdim=True).detach()
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))

@@ -125,10 +125,16 @@ class CoresetPrototypes:
             self.refresh(epoch)
 
     def state_dict(self) -> dict:
-        return {"coreset": self.coreset}
+        """The coreset, and the prototype sets of the epoch in progress (an epoch stopped at a
+        step continues with the prototypes it started with)."""
+        return {"coreset": self.coreset, "sets": self.sets, "class_mask": self.class_mask}
 
     def load_state_dict(self, state: dict) -> None:
+        device = self.run.device
         self.coreset = state["coreset"]
+        if state.get("sets") is not None:
+            self.sets = tuple(s.to(device) for s in state["sets"])
+            self.class_mask = state["class_mask"].to(device)
 
     # -- the coreset --
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ltcore import ConfigError, DataError, ModelBundle
+from ltcore import ConfigError, DataError, ModelBundle, load_safely
 
 TEACHER_STAGE = "teacher"
 TEACHER_MODULE = "teacher"
@@ -125,8 +125,10 @@ def load_teacher(run, source: str, which: str = "auto", backbone: str = "") -> T
     """
     path, folder = locate(source, run.config.output, run.tracking_uri)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_safely(path)
         modules, settings = saved["modules"], saved.get("settings", {})
+    except DataError as exc:
+        raise DataError(f"gml.teacher: {exc}") from None
     except Exception as exc:
         raise DataError(f"gml.teacher: {str(path)!r} is not an ltcore model.pt or checkpoint.pt "
                         f"({type(exc).__name__}: {exc})") from exc

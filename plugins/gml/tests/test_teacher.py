@@ -130,3 +130,25 @@ def test_unusable_teacher_sources_are_reported(ltrun, teacher_run):
     other = ltrun("--plugin", "gml", *TINY, "--set", f"gml.teacher={teacher_run['model']}",
                   "--set", "gml.teacher_backbone=resnet20")
     assert other.exit_code == 2 and "'resnet8'" in other.stderr
+
+
+class RunsCode:
+    """Pickles as a call to ``exec``: loading the file would write the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_a_teacher_file_that_runs_code_is_refused(ltrun, tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "teacher.pt"
+    torch.save({"settings": {}, "plugins": ["gml"], "modules": {"x": RunsCode(marker)}}, evil)
+    result = ltrun("--plugin", "gml", *TINY, "--set", f"gml.teacher={evil}")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "gml.teacher" in errors[0] and "teacher.pt" in errors[0]
+    assert "nothing in it was run" in errors[0] and "Traceback" not in result.stderr
+    assert not marker.exists()

@@ -88,7 +88,7 @@ class FineTuneGroups:
 class ICCLRun:
     """ICCL's plugin object in a run: the state its hooks and loss terms share. The centroids
     and the teacher are run modules, the phase follows from the epoch; the object's own state
-    is whether the teacher's snapshot was taken."""
+    is whether the teacher's snapshot was taken and the interpolation generator."""
 
     def __init__(self, run: "Run", options: "Options"):
         self.options = options
@@ -168,10 +168,15 @@ class ICCLRun:
                             in enumerate(zip(run.dataset.classes, counts, norms))])
 
     def state_dict(self) -> dict:
-        return {"teacher_snapshot": self.teacher_snapshot}
+        """Whether the teacher's snapshot was taken, and the interpolation weights' generator
+        (so that an epoch stopped at a step continues with the same weights)."""
+        return {"teacher_snapshot": self.teacher_snapshot,
+                "generator": None if self.generator is None else self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.teacher_snapshot = state["teacher_snapshot"]
+        if state.get("generator") is not None and self.generator is not None:
+            self.generator.set_state(state["generator"])
 
     # -- stage 1 ------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """Stage 2 with the encoder fine-tuned: what it trains, and resuming inside it (the teacher is a
 checkpointed module, so a resumed run ends with the same numbers as an uninterrupted one)."""
 
+import pytest
 import torch
 from ltcore_iccl.method import FineTuneGroups
 
-from ltcore import ModelBundle, Plugins, hookimpl, resolve, resume, train
-from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs
+from ltcore import ModelBundle, Plugins, RunStopped, hookimpl, resolve, resume, train
+from ltcore.testing import FAST_SETTINGS, SignalAtStep, mlflow_client, recorded_runs
 
 SETTINGS = [*FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=0", "iccl.classifier_epochs=2",
             "iccl.classifier_trainable=all", "iccl.encoder_lr_scale=0.5"]
@@ -100,3 +101,20 @@ def test_fine_tuned_stage_and_resume_inside_it(isolated):
     lrs = sorted(client.get_metric_history(stage_id, "train/lr"), key=lambda m: m.step)
     assert [m.step for m in lrs] == [0, 1]
     assert lrs[0].value == settings.run.optim.lr * 0.1  # cosine from optim.lr x classifier_lr_scale
+
+
+def test_run_stopped_by_sigterm_inside_an_interpolating_epoch_resumes_identically(isolated):
+    """SIGTERM after step 3 of 5 of the first epoch after warm-up (images interpolated, weights
+    drawn from the plugin's generator, pairs from the class-aware sampler): the run continues
+    at the next step and ends, after its classifier stage, with the uninterrupted run's
+    numbers."""
+    stopper = SignalAtStep("train", 7)
+    plugins = Plugins(extra={"signal": stopper})
+    settings = resolve(plugins, ["iccl"], overrides={"epochs": 2}, assignments=[
+        *FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=1", "iccl.classifier_epochs=1"])
+    full = train(plugins, ["iccl"], settings, progress=False)
+    with pytest.raises(RunStopped, match="epoch 2/2 after step 3/5") as stopped:
+        train(plugins, ["iccl", "signal"], settings, progress=False)
+    assert stopped.value.signal_name == "SIGTERM" and stopper.sent
+    run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
+    assert resume(plugins, run_id, progress=False).metrics == full.metrics

@@ -1,222 +1,27 @@
-"""Recording runs in MLflow, tolerant of a tracking server that goes away.
-
-One parent run per ``ltrun`` call and one nested run per stage. Metrics are buffered and sent with
-``log_batch`` once per epoch (:meth:`Tracker.flush`).
-
-Start and after. Creating the :class:`Tracker` checks the store at once, without MLflow's long
-retry schedule (no retries, a timeout of ``LTCORE_TRACKING_START_TIMEOUT`` seconds, 5 by default),
-and raises :class:`~ltcore.errors.TrackingError` naming the URI: an unreachable server fails the
-run in seconds, before any training. Every call after the start is tolerant: no exception reaches
-the training loop. When the store stops answering the tracker goes *offline*: metric values stay
-in :attr:`Tracker.pending` (saved with the checkpoint, sent on resume), every other record (params,
-tags, run status, artifacts, the creation of a stage run) is queued in order, and each
-:meth:`~Tracker.flush` probes the store once (no retries) and, when it answers again, replays the
-queue and sends the buffered metrics. A record the store *refuses* (it answered, with an error
-such as an invalid value) is dropped and reported; failures are counted, and
-:meth:`~Tracker.summary` says what was not logged.
-
-Runs created while offline get a placeholder id (``offline-...``) that describes the run; it is
-materialised (created, or found again through its ``ltcore.offline_id`` tag) when the store
-answers, also from another process after ``ltrun --resume``.
-
-Extra tags for every run of a process come from ``LTCORE_RUN_TAGS`` (a JSON object) or the
-:func:`extra_tags` context manager: sweeps tag their cells that way.
-"""
+"""The :class:`Tracker`: one ``ltrun`` call's MLflow records, tolerant of a store that goes away."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-import os
-import re
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from ..errors import TrackingError
+from .store import (PROBE_TIMEOUT, RUN_BACKOFF, RUN_RETRIES, RUN_TIMEOUT, _warn, describe,
+                    experiment_id, extra_run_tags, http_policy, open_store, refused, resolve_uri,
+                    retry_locked, start_timeout, unreachable)
 
-from .errors import TrackingError  # noqa: E402
-
-DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_BATCH = 1000
 PARAM_LIMIT = 6000
 TAG_LIMIT = 5000
-
-RUN_TAGS_ENV = "LTCORE_RUN_TAGS"
-"""Environment variable holding a JSON object of extra tags for every run this process creates."""
-
-START_TIMEOUT_ENV = "LTCORE_TRACKING_START_TIMEOUT"
-"""Seconds the start check waits for the tracking server (default :data:`START_TIMEOUT`)."""
-
-START_TIMEOUT = 5
-"""Default timeout (s) of the start check; it makes no retries."""
-
-RUN_RETRIES, RUN_BACKOFF, RUN_TIMEOUT = 2, 1, 30
-"""HTTP policy of calls after the start, unless ``MLFLOW_HTTP_REQUEST_*`` are set: two retries,
-back-off factor 1 s, a 30 s timeout (MLflow's own default retries for minutes)."""
-
-PROBE_TIMEOUT = 5
-"""Timeout (s) of the single, retry-free request that checks whether an offline store is back."""
 
 MAX_ATTEMPTS = 5
 """A queued record that fails this often while the store answers is given up as refused."""
 
 OFFLINE_PREFIX = "offline-"
-
-REFUSED_CODES = frozenset({
-    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
-    "INVALID_STATE", "BAD_REQUEST", "MALFORMED_REQUEST", "PERMISSION_DENIED", "NOT_FOUND",
-    "ENDPOINT_NOT_FOUND", "CUSTOMER_UNAUTHORIZED", "UNAUTHENTICATED", "INVALID_STATE_TRANSITION",
-})
-"""MLflow error codes meaning that the store answered and refused the record (not transient)."""
-
-
-
-def _warn(message: str) -> None:
-    """Tell the user at once, on stderr (also inside a sweep cell's log)."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def default_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the local sqlite store ``sqlite:///mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-
-
-def resolve_uri(uri: str | None = None) -> str:
-    """``uri`` (else :func:`default_uri`) with a relative sqlite path made absolute: MLflow
-    caches stores by URI, so a relative one would follow the process's first directory."""
-    uri = uri or default_uri()
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not os.path.isabs(uri[len(prefix):]):
-        uri = prefix + os.path.abspath(uri[len(prefix):])
-    return uri
-
-
-def start_timeout() -> float:
-    """The start check's timeout in seconds (``LTCORE_TRACKING_START_TIMEOUT``, default 5)."""
-    raw = os.environ.get(START_TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else START_TIMEOUT
-    except ValueError as exc:
-        raise TrackingError(f"{START_TIMEOUT_ENV}={raw!r} is not a number of seconds") from exc
-    return max(1.0, value)
-
-
-@contextmanager
-def http_policy(retries: int, timeout: float, backoff: int = 0,
-                override: bool = True) -> Iterator[None]:
-    """Set MLflow's HTTP retry count, back-off factor and timeout for the calls inside.
-
-    MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR`` and ``..._TIMEOUT``
-    at every request. With ``override=False`` a value the user set in the environment wins.
-    """
-    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(retries)),
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(backoff)),
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(round(timeout))))}
-    saved = {}
-    for name, value in values.items():
-        if override or name not in os.environ:
-            saved[name] = os.environ.get(name)
-            os.environ[name] = value
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def extra_run_tags() -> dict[str, str]:
-    """The tags ``LTCORE_RUN_TAGS`` adds to every run (a JSON object of strings)."""
-    raw = os.environ.get(RUN_TAGS_ENV, "")
-    if not raw:
-        return {}
-    try:
-        tags = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise TrackingError(f"{RUN_TAGS_ENV} is not valid JSON: {exc}") from exc
-    if not isinstance(tags, dict):
-        raise TrackingError(f"{RUN_TAGS_ENV} must be a JSON object of tag -> value")
-    return {str(k): str(v) for k, v in tags.items()}
-
-
-@contextmanager
-def extra_tags(tags: dict[str, str]) -> Iterator[None]:
-    """Add ``tags`` to every run created inside (merged over ``LTCORE_RUN_TAGS``)."""
-    saved = os.environ.get(RUN_TAGS_ENV)
-    os.environ[RUN_TAGS_ENV] = json.dumps({**extra_run_tags(), **tags})
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(RUN_TAGS_ENV, None)
-        else:
-            os.environ[RUN_TAGS_ENV] = saved
-
-
-TRANSPORT_FAILURES = ("Connection refused", "Read timed out", "timed out", "Connection reset",
-                      "Name or service not known", "Temporary failure in name resolution",
-                      "No route to host", "Connection aborted", "Remote end closed connection")
-
-
-def describe(exc: BaseException, limit: int = 300) -> str:
-    """A one-line description of a tracking failure (the transport cause first, when known)."""
-    text = " ".join(str(exc).split())
-    for needle in TRANSPORT_FAILURES:
-        if needle in text:
-            request = re.search(r"API request to (\S+)", text)
-            where = f" ({request.group(1)})" if request else ""
-            return f"{type(exc).__name__}: {needle.lower()}{where}"
-    if len(text) > limit:
-        text = text[:limit - 3] + "..."
-    return f"{type(exc).__name__}: {text}"
-
-
-def refused(exc: BaseException) -> bool:
-    """True when ``exc`` is the store's answer refusing a record (not a transport failure)."""
-    return getattr(exc, "error_code", None) in REFUSED_CODES
-
-
-def connect(uri: str | None = None):
-    """An ``MlflowClient`` on ``uri`` after a quick reachability check; raises TrackingError."""
-    from mlflow.tracking import MlflowClient
-
-    uri = resolve_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    with http_policy(retries=0, timeout=start_timeout()):
-        try:
-            client.search_experiments(max_results=1)
-        except Exception as exc:
-            raise unreachable(uri, exc) from exc
-    return client
-
-
-def unreachable(uri: str, exc: BaseException) -> TrackingError:
-    return TrackingError(f"cannot reach the MLflow tracking store at {uri!r}: {describe(exc)}. "
-                         "Start the server (docs/tracking.md), or point --tracking-uri / "
-                         "MLFLOW_TRACKING_URI elsewhere")
-
-
-def experiment_id(client, name: str, create: bool = True) -> str | None:
-    """The id of experiment ``name`` (created when missing and ``create``; two processes may
-    race to create it, the loser finds the winner's)."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    if not create:
-        return None
-    try:
-        return client.create_experiment(name)
-    except Exception:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
 
 
 def _encode_placeholder(name: str, tags: dict[str, str]) -> str:
@@ -242,8 +47,6 @@ class Tracker:
     """
 
     def __init__(self, uri: str, experiment: str):
-        from mlflow.tracking import MlflowClient
-
         self.uri = resolve_uri(uri)
         self.experiment = experiment
         self.pending: list[tuple[str, str, float, int, int]] = []
@@ -261,9 +64,9 @@ class Tracker:
         self._dedupe: dict[str, str] = {}  # run id -> metric key, checked before sending
         self._parents: set[str] = set()
         self._tags = extra_run_tags()
-        self.client = MlflowClient(tracking_uri=self.uri)
         with http_policy(retries=0, timeout=start_timeout()):
             try:
+                self.client = open_store(self.uri)
                 self.experiment_id = experiment_id(self.client, experiment)
             except Exception as exc:
                 raise unreachable(self.uri, exc) from exc
@@ -277,8 +80,8 @@ class Tracker:
         if parent_id is None:
             try:
                 with self._policy():
-                    run_id = self.client.create_run(self.experiment_id, run_name=name,
-                                                    tags=tags).info.run_id
+                    run_id = retry_locked(self.client.create_run, self.experiment_id,
+                                          run_name=name, tags=tags).info.run_id
             except Exception as exc:
                 raise TrackingError(f"the MLflow tracking store at {self.uri!r} did not create "
                                     f"the run: {describe(exc)}") from exc
@@ -290,13 +93,26 @@ class Tracker:
         else:
             try:
                 with self._policy():
-                    return self.client.create_run(self.experiment_id, run_name=name,
-                                                  tags=tags).info.run_id
+                    return retry_locked(self.client.create_run, self.experiment_id,
+                                        run_name=name, tags=tags).info.run_id
             except Exception as exc:
                 self._failed(exc, None)
         placeholder = _encode_placeholder(name, tags)
         self._queue.append(["create", placeholder, None, 0])
         return placeholder
+
+    def stage_run(self, parent_id: str, stage: str) -> str | None:
+        """The stage run ``stage`` of ``parent_id`` a stopped process created after its last
+        checkpoint (so that a resumed run reuses it), or None (also when the store is away)."""
+        try:
+            with self._policy():
+                found = retry_locked(self.client.search_runs, [self.experiment_id],
+                                     f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                     f"tags.`ltcore.stage` = '{stage}'", max_results=1)
+        except Exception as exc:
+            self._failed(exc, None)
+            return None
+        return found[0].info.run_id if found else None
 
     def reopen(self, run_id: str) -> None:
         """Mark a resumed run RUNNING again (the first run a tracker reopens, before creating
@@ -392,7 +208,8 @@ class Tracker:
                 "unsent_artifacts": list(self.unsent_artifacts)}
 
     def load_journal(self, journal: dict | None) -> None:
-        """Queue the records of :meth:`journal` again (after a resume); the next flush sends them."""
+        """Queue the records of :meth:`journal` again (after a resume); the next flush sends
+        them."""
         if not journal:
             return
         self._queue.extend([list(item) for item in journal.get("queue", [])])
@@ -433,6 +250,9 @@ class Tracker:
         return max((m.step for m in history), default=-1)
 
     def _do(self, op: str, run_id: str, payload) -> None:
+        retry_locked(self._do_once, op, run_id, payload)
+
+    def _do_once(self, op: str, run_id: str, payload) -> None:
         from mlflow.entities import Param, RunTag
 
         with self._policy():
@@ -546,8 +366,8 @@ class Tracker:
                 real = self._resolve(run_id)
                 batch = [m for m in self.pending if m[0] == run_id][:MAX_BATCH]
                 with self._policy():
-                    self.client.log_batch(real, metrics=[Metric(k, v, ts, step)
-                                                         for _, k, v, ts, step in batch])
+                    retry_locked(self.client.log_batch, real,
+                                 metrics=[Metric(k, v, ts, step) for _, k, v, ts, step in batch])
             except Exception as exc:
                 if refused(exc):
                     self.failures += 1

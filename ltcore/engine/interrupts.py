@@ -1,0 +1,87 @@
+"""Stopping a run cleanly and continuing it where it stopped.
+
+:class:`StopSignals` turns SIGTERM (what schedulers, ``kill`` and container runtimes send) and
+SIGINT (Ctrl-C) into a request the trainer honours at the next step boundary: it saves a
+checkpoint of the epoch in progress (:class:`EpochProgress`) and stops. A second signal stops at
+once. :class:`EpochProgress` holds what continuing an epoch at a given step needs besides the
+modules, the optimiser and the plugin objects: the running loss sums and the random states.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from typing import Any
+
+import attrs
+import torch
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopSignals:
+    """While entered (in the main thread), SIGTERM and SIGINT set :attr:`received` instead of
+    interrupting; a second signal raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+
+@attrs.define
+class EpochProgress:
+    """How far an epoch got: the next step, the per-term loss sums and samples seen so far, the
+    seconds it has trained, and the random states (torch CPU and CUDA, Python's, and the
+    batched views' generator) at that step."""
+
+    step: int
+    sums: torch.Tensor
+    seen: int
+    elapsed: float
+    torch_state: torch.Tensor
+    cuda_states: list
+    python_state: tuple
+    views_state: torch.Tensor | None
+
+    @classmethod
+    def capture(cls, step: int, sums: torch.Tensor, seen: int, elapsed: float,
+                views_state: torch.Tensor | None) -> "EpochProgress":
+        return cls(step, sums.detach().cpu(), seen, elapsed, torch.get_rng_state(),
+                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                   random.getstate(), views_state)
+
+    def restore_random_states(self) -> None:
+        torch.set_rng_state(self.torch_state)
+        if self.cuda_states:
+            torch.cuda.set_rng_state_all(self.cuda_states)
+        random.setstate(_as_tuples(self.python_state))
+
+    def state_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=False)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> "EpochProgress | None":
+        return None if state is None else cls(**state)
+
+
+def _as_tuples(value):
+    """Python's random state with its nested tuples (a checkpoint may give lists)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,244 @@
+"""Reaching an MLflow tracking store: URIs, the start check, HTTP policy, error reading, locks.
+
+The local sqlite store is created and migrated under a file lock (:func:`store_lock`), so any
+number of first runs at once succeed, and writes that meet "database is locked" are retried a
+bounded number of times (:func:`retry_locked`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from ..errors import TrackingError  # noqa: E402
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+RUN_TAGS_ENV = "LTCORE_RUN_TAGS"
+"""Environment variable holding a JSON object of extra tags for every run this process creates."""
+
+START_TIMEOUT_ENV = "LTCORE_TRACKING_START_TIMEOUT"
+"""Seconds the start check waits for the tracking server (default :data:`START_TIMEOUT`)."""
+
+START_TIMEOUT = 5
+"""Default timeout (s) of the start check; it makes no retries."""
+
+RUN_RETRIES, RUN_BACKOFF, RUN_TIMEOUT = 2, 1, 30
+"""HTTP policy of calls after the start, unless ``MLFLOW_HTTP_REQUEST_*`` are set: two retries,
+back-off factor 1 s, a 30 s timeout (MLflow's own default retries for minutes)."""
+
+PROBE_TIMEOUT = 5
+"""Timeout (s) of the single, retry-free request that checks whether an offline store is back."""
+
+
+REFUSED_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE", "BAD_REQUEST", "MALFORMED_REQUEST", "PERMISSION_DENIED", "NOT_FOUND",
+    "ENDPOINT_NOT_FOUND", "CUSTOMER_UNAUTHORIZED", "UNAUTHENTICATED", "INVALID_STATE_TRANSITION",
+})
+"""MLflow error codes meaning that the store answered and refused the record (not transient)."""
+
+
+
+def _warn(message: str) -> None:
+    """Tell the user at once, on stderr (also inside a sweep cell's log)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def default_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the local sqlite store ``sqlite:///mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """``uri`` (else :func:`default_uri`) with a relative sqlite path made absolute: MLflow
+    caches stores by URI, so a relative one would follow the process's first directory."""
+    uri = uri or default_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not os.path.isabs(uri[len(prefix):]):
+        uri = prefix + os.path.abspath(uri[len(prefix):])
+    return uri
+
+
+def start_timeout() -> float:
+    """The start check's timeout in seconds (``LTCORE_TRACKING_START_TIMEOUT``, default 5)."""
+    raw = os.environ.get(START_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else START_TIMEOUT
+    except ValueError as exc:
+        raise TrackingError(f"{START_TIMEOUT_ENV}={raw!r} is not a number of seconds") from exc
+    return max(1.0, value)
+
+
+@contextmanager
+def http_policy(retries: int, timeout: float, backoff: int = 0,
+                override: bool = True) -> Iterator[None]:
+    """Set MLflow's HTTP retry count, back-off factor and timeout for the calls inside.
+
+    MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``..._BACKOFF_FACTOR`` and ``..._TIMEOUT``
+    at every request. With ``override=False`` a value the user set in the environment wins.
+    """
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(int(retries)),
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(backoff)),
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(round(timeout))))}
+    saved = {}
+    for name, value in values.items():
+        if override or name not in os.environ:
+            saved[name] = os.environ.get(name)
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def extra_run_tags() -> dict[str, str]:
+    """The tags ``LTCORE_RUN_TAGS`` adds to every run (a JSON object of strings)."""
+    raw = os.environ.get(RUN_TAGS_ENV, "")
+    if not raw:
+        return {}
+    try:
+        tags = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TrackingError(f"{RUN_TAGS_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(tags, dict):
+        raise TrackingError(f"{RUN_TAGS_ENV} must be a JSON object of tag -> value")
+    return {str(k): str(v) for k, v in tags.items()}
+
+
+@contextmanager
+def extra_tags(tags: dict[str, str]) -> Iterator[None]:
+    """Add ``tags`` to every run created inside (merged over ``LTCORE_RUN_TAGS``)."""
+    saved = os.environ.get(RUN_TAGS_ENV)
+    os.environ[RUN_TAGS_ENV] = json.dumps({**extra_run_tags(), **tags})
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(RUN_TAGS_ENV, None)
+        else:
+            os.environ[RUN_TAGS_ENV] = saved
+
+
+TRANSPORT_FAILURES = ("Connection refused", "Read timed out", "timed out", "Connection reset",
+                      "Name or service not known", "Temporary failure in name resolution",
+                      "No route to host", "Connection aborted", "Remote end closed connection")
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """A one-line description of a tracking failure (the transport cause first, when known)."""
+    text = " ".join(str(exc).split())
+    for needle in TRANSPORT_FAILURES:
+        if needle in text:
+            request = re.search(r"API request to (\S+)", text)
+            where = f" ({request.group(1)})" if request else ""
+            return f"{type(exc).__name__}: {needle.lower()}{where}"
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def refused(exc: BaseException) -> bool:
+    """True when ``exc`` is the store's answer refusing a record (not a transport failure)."""
+    return getattr(exc, "error_code", None) in REFUSED_CODES
+
+
+LOCK_RETRIES = 12
+"""Attempts of a call that meets a locked sqlite database (with back-off, about 30 s in all)."""
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Inside, no other process creates or migrates the same local sqlite store: MLflow's
+    schema creation and migrations are not safe to run twice at once. A no-op for servers."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len(prefix):])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def retry_locked(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again with back-off while a sqlite store answers
+    "database is locked" (another process is writing), at most :data:`LOCK_RETRIES` times."""
+    for attempt in range(LOCK_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == LOCK_RETRIES - 1:
+                raise
+            time.sleep(min(0.05 * 2 ** attempt, 5.0))
+
+
+QUIET_LOGGERS = ("mlflow.store.db.utils",)
+"""MLflow loggers that print a full traceback for each database error (and chatter about
+creating tables): the tracker reports what failed in one line instead."""
+
+
+def open_store(uri: str):
+    """An ``MlflowClient`` on ``uri`` whose store exists: a new sqlite store is created and
+    migrated under :func:`store_lock`; the first call raises what the store raised."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        retry_locked(client.search_experiments, max_results=1)
+    return client
+
+
+def connect(uri: str | None = None):
+    """An ``MlflowClient`` on ``uri`` after a quick reachability check; raises TrackingError."""
+    uri = resolve_uri(uri)
+    with http_policy(retries=0, timeout=start_timeout()):
+        try:
+            return open_store(uri)
+        except Exception as exc:
+            raise unreachable(uri, exc) from exc
+
+
+def unreachable(uri: str, exc: BaseException) -> TrackingError:
+    return TrackingError(f"cannot reach the MLflow tracking store at {uri!r}: {describe(exc)}. "
+                         "Start the server (docs/tracking.md), or point --tracking-uri / "
+                         "MLFLOW_TRACKING_URI elsewhere")
+
+
+def experiment_id(client, name: str, create: bool = True) -> str | None:
+    """The id of experiment ``name`` (created when missing and ``create``; two processes may
+    race to create it, the loser finds the winner's)."""
+    found = retry_locked(client.get_experiment_by_name, name)
+    if found is not None:
+        return found.experiment_id
+    if not create:
+        return None
+    try:
+        return retry_locked(client.create_experiment, name)
+    except Exception:
+        found = retry_locked(client.get_experiment_by_name, name)
+        if found is None:
+            raise
+        return found.experiment_id

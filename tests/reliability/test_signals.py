@@ -1,0 +1,65 @@
+"""SIGTERM and SIGINT: the run stops at the next step boundary with a checkpoint, its MLflow runs
+are marked KILLED with where it stopped, and it says its id and the exact resume command. Every
+run says its id before it trains."""
+
+import signal
+import time
+
+import pytest
+import torch
+
+from ltcore.testing import FAST
+
+LONG = ["--plugin", "kcl", "--epochs", "30", *FAST]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143),
+                                       pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
+def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_command(ltrun_process, sig,
+                                                                           code):
+    process = ltrun_process.start(*LONG)
+    run_id = process.run_id()
+    assert process.out.splitlines()[0].startswith(f"run {run_id} started")  # before training
+    assert f"ltrun --resume {run_id}" in process.out.splitlines()[0]
+    time.sleep(3)
+    process.signal(sig)
+    assert process.wait() == code, process.err
+    last = process.err.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by {sig.name} in stage 'train'"), process.err
+    assert last.endswith(f"Continue with: ltrun --resume {run_id}")
+    assert "Traceback" not in process.err
+
+    client = ltrun_process.client()
+    parent = client.get_run(run_id)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["ltcore.stopped"].startswith(f"{sig.name} in stage 'train'")
+    (stage,) = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert stage.info.status == "KILLED"
+    checkpoint = torch.load(ltrun_process.folder / "runs" / run_id / "checkpoint.pt",
+                            weights_only=True)
+    epoch = checkpoint["position"][1]
+    progress = checkpoint["epoch_progress"]
+    if progress is not None:  # stopped inside an epoch: it continues at the next step
+        assert f"epoch {epoch + 1}/30 after step {progress['step']}/" in last
+    else:
+        assert f"after epoch {epoch}/30" in last
+    logged = client.get_metric_history(stage.info.run_id, "train/loss")
+    assert sorted(m.step for m in logged) == list(range(epoch))
+
+
+def test_resuming_a_run_stopped_before_its_first_checkpoint_closes_it(ltrun_process):
+    """The moment between creating the MLflow run and writing its configuration: the run cannot
+    continue, and ``--resume`` says so and closes it instead of leaving it RUNNING."""
+    from ltcore.tracking import Tracker
+
+    tracker = Tracker(ltrun_process.uri, "ltcore")
+    run_id = tracker.start("ce", {"ltcore.plugins": "ce"})
+    (ltrun_process.folder / "runs" / run_id).mkdir(parents=True)
+    resumed = ltrun_process("--resume", run_id)
+    assert resumed.code == 2
+    (error,) = [line for line in resumed.err.splitlines() if line.startswith("Error:")]
+    assert "before its first checkpoint" in error and "marked FAILED" in error
+    run = ltrun_process.client().get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["ltcore.error"] == "stopped before its first checkpoint"
