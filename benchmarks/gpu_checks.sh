@@ -4,6 +4,8 @@
 # 1. the view-pipeline tests on the accelerator's torch (batched ops vs torchvision)
 # 2. view throughput: batched on the device vs the per-image reference with all cores
 # 3. training-step throughput of the BCL recipe, batched views, bf16 autocast
+# 4. image files: training images/s of the file pipeline per backend (JPEGs decoded on the device)
+# 5. loss scaling: BCL with class count, GML with queue size (time and peak memory)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MLFLOW_DISABLE_TELEMETRY=true
@@ -22,3 +24,11 @@ fi
 echo "== 3. training-step throughput"
 python3 benchmarks/step.py --plugin bcl --device "$device" --views batched --epochs 2
 python3 benchmarks/step.py --plugin bcl --device "$device" --views reference --workers "$workers" --epochs 1
+echo "== 4. image-file throughput"
+if [ "$device" = cuda ]; then
+  python3 benchmarks/files.py --device cuda --images 4096 --batch-size 256 --workers "$workers"
+else
+  python3 benchmarks/files.py --images 256 --epochs 1 --workers "$workers"
+fi
+echo "== 5. loss scaling"
+python3 benchmarks/losses.py --device "$device" --quick

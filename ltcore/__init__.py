@@ -29,7 +29,7 @@ _EXPORTS = {
     "Evaluation": "evaluation", "EvalOutputs": "evaluation", "Metric": "evaluation",
     "accuracy_figures": "evaluation", "posthoc_logit_adjustment": "evaluation",
     # components
-    "ViewPipeline": "views", "ModelBundle": "models", "MLPHead": "models",
+    "ViewPipeline": "views", "seed_image_randomness": "views", "ModelBundle": "models", "MLPHead": "models",
     "LinearClassifier": "models", "CosineClassifier": "models",
     "ClassPowerSampler": "samplers", "InstanceBalancedSampler": "samplers",
     "Dataset": "data", "Split": "data", "load_image": "data",

@@ -111,13 +111,33 @@ class ModelConfig:
 class ViewsConfig:
     """Augmentation pipelines per branch and how they run."""
 
-    classifier: str = doc("view pipeline of the classifier branch", default="standard")
-    contrastive: str = doc("view pipeline of the contrastive branches", default="simaugment")
-    backend: str = doc("auto | reference (per-image torchvision) | batched (per-sample "
-                       "randomness on whole batches, on the training device)", default="auto",
+    classifier: str = doc("view pipeline of the classifier branch (auto = the dataset's: "
+                          "standard for small images, imagenet-standard for image files)",
+                          default="auto")
+    contrastive: str = doc("view pipeline of the contrastive branches (auto = the dataset's: "
+                           "simaugment for small images, imagenet-simaugment for image files)",
+                           default="auto")
+    image_size: int = doc("side of the training and evaluation views (0 = the dataset's: its "
+                          "images' side in memory, 224 for image files); only datasets of image "
+                          "files can change it", default=0,
+                          validator=[_non_negative, v.le(4096)])
+    backend: str = doc("auto | reference (per-image torchvision in DataLoader workers) | "
+                       "batched (per-sample randomness on whole batches on the training "
+                       "device; image files are decoded there) ", default="auto",
                        validator=v.in_(("auto", "reference", "batched")))
-    workers: int = doc("DataLoader workers of the reference backend", default=2,
-                       validator=_non_negative)
+    workers: int = doc("DataLoader workers that decode and augment (-1 = one per usable CPU "
+                       "core)", default=-1, validator=v.ge(-1))
+
+    @property
+    def loader_workers(self) -> int:
+        """``workers`` with -1 resolved to the CPU cores this process may use."""
+        if self.workers >= 0:
+            return self.workers
+        import os
+
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
 
 @attrs.define(kw_only=True)

@@ -53,6 +53,13 @@ class Dataset:
     image_size: int
     channels: int = 3
     source: str = ""
+    eval_view: str = "eval"
+    """The evaluation transform: ``eval`` (normalise only) for images stored at ``image_size``,
+    ``imagenet-eval`` (resize the shorter side, centre crop) for images of any size."""
+    classifier_view: str = "standard"
+    """The classifier branch's view when ``views.classifier`` is ``auto``."""
+    contrastive_view: str = "simaugment"
+    """The contrastive branches' view when ``views.contrastive`` is ``auto``."""
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +76,12 @@ class Dataset:
     def eval_splits(self) -> dict[str, Split]:
         return {name: split for name, split in (("val", self.val), ("test", self.test))
                 if split is not None}
+
+
+FILE_IMAGE_VIEWS = {"eval_view": "imagenet-eval", "classifier_view": "imagenet-standard",
+                    "contrastive_view": "imagenet-simaugment"}
+"""The views of datasets of image files of any size (ImageNet-LT, iNaturalist, Places-LT, large
+ImageFolder trees): evaluation resizes and centre-crops, training crops at random scales."""
 
 
 # -- the long-tailed profile ---------------------------------------------------------------
@@ -315,8 +328,9 @@ def imagefolder_lt(data_dir: str, imbalance_factor: float) -> Dataset:
         splits = {k: Split(lab, paths=p) for k, (p, lab) in evals.items()}
         mean, std = IMAGENET_STATS
         size = 224
+    views = {} if small else FILE_IMAGE_VIEWS
     return Dataset("imagefolder-lt", classes, train, splits.get("val"), splits.get("test"),
-                   mean, std, size, source=str(root))
+                   mean, std, size, source=str(root), **views)
 
 
 # -- split-list benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT) -----------------------
@@ -366,4 +380,4 @@ def split_list_dataset(name: str, data_dir: str) -> Dataset:
                         f"--data-dir {root}")
     return Dataset(name, [str(c) for c in range(num_classes)], Split(train_labels, paths=train_paths),
                    splits.get("val"), splits.get("test"), *IMAGENET_STATS, image_size=224,
-                   source=str(root))
+                   source=str(root), **FILE_IMAGE_VIEWS)

@@ -137,7 +137,7 @@ def evaluate(run: Run, model: ModelBundle, splits: Sequence[str] | None = None, 
     """Evaluate ``model`` on ``splits`` of the run's dataset (``train``, ``val``, ``test``;
     default: the evaluation splits it has).
 
-    Images are un-augmented (the ``eval`` view). Backbone features are kept when ``features``,
+    Images are un-augmented (the dataset's evaluation view). Backbone features are kept when ``features``,
     in a final evaluation, or when a selected metric needs them. The logits then go through
     ``adjust_eval_logits`` and post-hoc logit adjustment. The model is left in the mode it was
     in.
@@ -186,18 +186,35 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
 
 
 def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:
-    """Batches of ``eval.batch_size`` un-augmented images of ``split`` on the run's device."""
+    """Batches of ``eval.batch_size`` un-augmented images of ``split`` on the run's device,
+    through the dataset's evaluation view (``Dataset.eval_view``): in-memory images on the
+    device; image files decoded on the device when the views are batched there (a GPU, or
+    ``views.backend = 'batched'``), else per image in DataLoader workers."""
     ds = run.dataset
-    eval_view = run.component("view", "eval")
+    eval_view = run.component("view", ds.eval_view)
     size = run.config.eval.batch_size
+    workers = run.config.views.loader_workers
     if split.images is not None:
         normalise = eval_view.make_batched(ds.image_size, ds.mean, ds.std)
         unused = torch.Generator(device=run.device)
         return (normalise(split.images[i:i + size].to(run.device), unused)
                 for i in range(0, len(split), size))
+    backend = run.config.views.backend
+    if eval_view.batched and (backend == "batched" or (backend == "auto"
+                                                       and run.device.type == "cuda")):
+        from .views.files import EncodedImages, as_list, decode
+
+        pipeline = eval_view.make_batched(ds.image_size, ds.mean, ds.std)
+        unused = torch.Generator(device=run.device)
+        loader = torch.utils.data.DataLoader(
+            EncodedImages(split.paths, decode_jpegs=run.device.type != "cuda"), batch_size=size,
+            num_workers=workers, collate_fn=as_list, pin_memory=run.device.type == "cuda")
+        starts = range(0, len(split), size)
+        return (pipeline.from_images(decode(items, split.paths[i:i + size], run.device), unused)
+                for i, items in zip(starts, loader))
     transform = eval_view.make_reference(ds.image_size, ds.mean, ds.std)
     loader = torch.utils.data.DataLoader(_FileImages(split.paths, transform), batch_size=size,
-                                         num_workers=run.config.views.workers)
+                                         num_workers=workers)
     return (x.to(run.device) for x in loader)
 
 

@@ -284,3 +284,88 @@ class SignalAtStep:
         if not self.sent and (step.stage.name, step.iteration) == self.at:
             self.sent = True
             os.kill(os.getpid(), self.signal)
+
+
+BENCHMARK_TREES = {
+    "imagenet-lt": ("train", "val", "test"),
+    "places-lt": ("train", "val", "test"),
+    "inaturalist2018": ("train", "test"),
+}
+"""The splits of each split-list benchmark that :func:`make_benchmark_tree` writes."""
+
+
+def make_benchmark_tree(root: Path, benchmark: str = "imagenet-lt", train_counts=(12, 7, 4, 2),
+                        per_class_eval: int = 2, seed: int = 0) -> Path:
+    """A small tree in the layout of ``benchmark`` (``imagenet-lt``, ``places-lt``,
+    ``inaturalist2018``): its standard split list files (``relative/path label`` per line) and
+    ordinary JPEGs of varied, non-square sizes (64 to 420 px a side, some under 224 px), one
+    colour pattern per class so that a model can learn them. ``train_counts`` are the long-tailed
+    training images per class, each evaluation split has ``per_class_eval`` per class. Returns
+    ``root``, to pass as ``--data-dir``."""
+    import random
+
+    from PIL import Image
+
+    from .data import SPLIT_LISTS
+
+    rng = random.Random(seed)
+    files = dict(zip(("train", "val", "test"), SPLIT_LISTS[benchmark]))
+    root.mkdir(parents=True, exist_ok=True)
+    for split in BENCHMARK_TREES[benchmark]:
+        counts = train_counts if split == "train" else [per_class_eval] * len(train_counts)
+        lines = []
+        for label, count in enumerate(counts):
+            folder = root / split / f"c{label:04d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                width, height = rng.randint(64, 420), rng.randint(64, 420)
+                if width == height:
+                    width += 1
+                hue = (label * 67) % 256
+                base = Image.new("HSV", (width, height), (hue, 200, 60 + 40 * (i % 4)))
+                noise = Image.effect_noise((width, height), 40).convert("RGB")
+                image = Image.blend(base.convert("RGB"), noise, 0.3)
+                name = f"{split}_{label}_{i}.jpg"
+                image.save(folder / name, quality=85)
+                lines.append(f"{split}/c{label:04d}/{name} {label}")
+        (root / files[split]).write_text("\n".join(lines) + "\n")
+    return root
+
+
+LARGE_SCALE_FAST = ["--epochs", "1", "--batch-size", "8", "--no-progress",
+                    "--set", "model.backbone=resnet8", "--set", "views.image_size=48",
+                    "--set", "views.workers=0", "--set", "eval.batch_size=16",
+                    "--set", "model.projection_hidden=32", "--set", "model.projection_dim=16"]
+"""Overrides that shrink a large-scale preset to seconds on two CPU cores: a ResNet-8, 48 px
+views, batch 8, small projection heads, one epoch of the main stage."""
+
+
+def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
+    """Train ``ltrun args`` on a :func:`make_benchmark_tree` folder with
+    :data:`LARGE_SCALE_FAST`, then ``ltrun evaluate`` its saved model; check that every stage
+    finished and that both report the evaluation splits' figures. Returns the figures of the
+    evaluation."""
+    import json
+    import math
+    import re
+
+    result = ltrun(*args, "--data-dir", str(tree), *LARGE_SCALE_FAST)
+    assert result.exit_code == 0, result.stderr
+    run_id = re.search(r"run (\S+) finished", result.output).group(1)
+    client = mlflow_client()
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    splits = ["val", "test"] if (tree / "ImageNet_LT_val.txt").exists() or \
+        (tree / "Places_LT_val.txt").exists() else ["test"]
+    for split in splits:
+        assert math.isfinite(parent.data.metrics[f"{split}/acc"]), split
+        assert f"{split}: acc" in result.output
+    for stage in client.search_runs([parent.info.experiment_id],
+                                    f"tags.`mlflow.parentRunId` = '{run_id}'"):
+        assert stage.info.status == "FINISHED", stage.data.tags.get("ltcore.stage")
+    evaluated = ltrun("evaluate", "--checkpoint", str(Path("runs") / run_id / "model.pt"), "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    figures = json.loads(evaluated.output)
+    for split in splits:
+        assert figures[f"{split}/acc"] == parent.data.metrics[f"{split}/acc"]
+    return figures

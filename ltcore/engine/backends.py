@@ -1,15 +1,15 @@
 """How a stage's views are made: batched on the training device, or per image in workers.
 
 :class:`BatchedViews` keeps the training split on the device as uint8 and applies each view
-pipeline's batched form to whole batches with per-sample randomness; :class:`ReferenceViews`
-applies the per-image torchvision form in DataLoader workers (files or in-memory images), each
-image's randomness seeded by (epoch seed, position in the epoch, view). :func:`views_backend`
-picks one from ``views.backend``.
+pipeline's batched form to whole batches with per-sample randomness; :class:`FileBatchedViews`
+does the same for image files, read by DataLoader workers and decoded on the device (on a GPU,
+``decode_jpeg`` there); :class:`ReferenceViews` applies the per-image torchvision form in
+DataLoader workers (files or in-memory images), each image's randomness seeded by (epoch seed,
+position in the epoch, view). :func:`views_backend` picks one from ``views.backend``.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any, Iterator
 
 import attrs
@@ -18,6 +18,8 @@ import torch
 from ..data import Split, load_image
 from ..errors import ConfigError
 from ..run import Run, Stage
+from ..views import seed_image_randomness
+from ..views.files import EncodedImages, as_list, decode
 
 
 @attrs.define
@@ -91,9 +93,7 @@ class _ReferenceDataset(torch.utils.data.Dataset):
         seed, position, row = key
         out = {}
         for v, (role, (source, transform)) in enumerate(self.transforms.items()):
-            s = (seed * 1_000_003 + position * 101 + v) % (2 ** 63)
-            torch.manual_seed(s)
-            random.seed(s)
+            seed_image_randomness((seed * 1_000_003 + position * 101 + v) % (2 ** 63))
             out[role] = transform(self.image(row[source]))
         return out
 
@@ -122,7 +122,7 @@ class ReferenceViews:
                              .make_reference(ds.image_size, ds.mean, ds.std))
                       for role, v in stage.views.items() if v.pipeline}
         self.batches = _EpochBatches()
-        workers = run.config.views.workers
+        workers = run.config.views.loader_workers
         self.loader = torch.utils.data.DataLoader(
             _ReferenceDataset(ds.train, transforms), batch_sampler=self.batches,
             num_workers=workers, persistent_workers=workers > 0,
@@ -153,14 +153,64 @@ class ReferenceViews:
         return None
 
 
+class FileBatchedViews:
+    """Image files read by DataLoader workers, decoded on the training device (JPEGs on a GPU
+    with ``decode_jpeg``; in the workers on the CPU) and made into views there by the
+    pipelines' batched forms, per-sample randomness from one generator per epoch."""
+
+    def __init__(self, run: Run, stage: Stage, sources: tuple[str, ...]):
+        ds = run.dataset
+        self.paths = ds.train.paths
+        self.labels = ds.train.labels.to(run.device)
+        self.views = {role: run.component("view", v.pipeline).make_batched(
+            ds.image_size, ds.mean, ds.std) for role, v in stage.views.items() if v.pipeline}
+        self.sources = {role: v.source for role, v in stage.views.items() if v.pipeline}
+        self.used = sorted(set(self.sources.values()), key=sources.index)
+        self.column = {s: i for i, s in enumerate(sources)}
+        self.batches = _EpochBatches()
+        workers = run.config.views.loader_workers
+        self.loader = torch.utils.data.DataLoader(
+            EncodedImages(self.paths, decode_jpegs=run.device.type != "cuda"),
+            batch_sampler=self.batches, num_workers=workers, persistent_workers=workers > 0,
+            collate_fn=as_list, pin_memory=run.device.type == "cuda")
+        self.device = run.device
+        self.generator: torch.Generator | None = None
+
+    def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
+              start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
+        """As :meth:`BatchedViews.epoch`; a batch reads the files of the sources its views use."""
+        self.generator = generator = torch.Generator(device=self.device).manual_seed(seed)
+        if state is not None:
+            generator.set_state(state)
+        all_rows = batch_rows(order.cpu(), batch_size)[start:]
+        used = [self.column[s] for s in self.used]
+        self.batches.keys = [rows[:, used].flatten().tolist() for rows in all_rows]
+        for rows, items in zip(all_rows, self.loader):
+            rows = rows.to(self.device)
+            indices = {s: rows[:, i] for i, s in enumerate(sources)}
+            labels = {s: self.labels[idx] for s, idx in indices.items()}
+            flat = rows[:, used].flatten().tolist()
+            decoded = decode(items, [self.paths[i] for i in flat], self.device)
+            images_of = {s: decoded[k::len(used)] for k, s in enumerate(self.used)}
+            images = {role: fn.from_images(images_of[self.sources[role]], generator)
+                      for role, fn in self.views.items()}
+            yield Batch(indices, labels, images)
+
+    def generator_state(self) -> torch.Tensor | None:
+        return None if self.generator is None else self.generator.get_state()
+
+
 def views_backend(run: Run, stage: Stage) -> str:
     """``batched`` or ``reference``: ``views.backend``, with ``auto`` resolved."""
     choice = run.config.views.backend
+    ds = run.dataset
     pipelines = [run.component("view", v.pipeline) for v in stage.views.values() if v.pipeline]
-    batched_ok = run.dataset.in_memory and all(p.batched for p in pipelines)
+    batched_ok = all(p.batched for p in pipelines) and (ds.in_memory or all(
+        p.make_batched(ds.image_size, ds.mean, ds.std).any_size for p in pipelines))
     if choice == "batched" and not batched_ok:
-        raise ConfigError("views.backend = 'batched' needs an in-memory small-image dataset and "
-                          "view pipelines with a batched implementation; use 'reference'")
+        raise ConfigError("views.backend = 'batched' needs view pipelines with a batched form "
+                          "and, for image files, pipelines that crop or resize any image to the "
+                          "view size (the imagenet-* ones, simaugment); use 'reference'")
     if choice == "auto":
         # On the CPU the per-image reference in DataLoader workers overlaps with the step and is
         # as fast as the batched ops (docs/benchmarks.md); on a GPU the batched path wins.
@@ -168,7 +218,8 @@ def views_backend(run: Run, stage: Stage) -> str:
     return choice
 
 
-def stage_views(run: Run, stage: Stage, sources: tuple[str, ...]) -> BatchedViews | ReferenceViews:
+def stage_views(run: Run, stage: Stage, sources: tuple[str, ...]):
     """The views of ``stage`` made by the backend :func:`views_backend` picks."""
-    backend = views_backend(run, stage)
-    return (BatchedViews if backend == "batched" else ReferenceViews)(run, stage, sources)
+    if views_backend(run, stage) == "reference":
+        return ReferenceViews(run, stage, sources)
+    return (BatchedViews if run.dataset.in_memory else FileBatchedViews)(run, stage, sources)

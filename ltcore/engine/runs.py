@@ -17,6 +17,7 @@ import torch
 
 from .. import __version__
 from ..config import Settings, flatten, parse_assignment, resolve
+from ..data import Dataset
 from ..errors import ConfigError, DataError, LtcoreError, RunStopped
 from ..files import remove_stale, write_text
 from ..plugins import Plugins
@@ -47,6 +48,7 @@ def prepare(plugins: Plugins, selected: list[str], settings: Settings) -> Run:
     cfg = settings.run
     device = resolve_device(cfg.device)
     dataset = plugins.component("dataset", cfg.dataset).obj(cfg)
+    settings = with_dataset_views(settings, dataset)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     run = Run(settings, plugins, selected, dataset, device)
@@ -54,6 +56,24 @@ def prepare(plugins: Plugins, selected: list[str], settings: Settings) -> Run:
     run.hooks.compose_run(run=run)
     finish_setup(run)
     return run
+
+
+def with_dataset_views(settings: Settings, dataset: Dataset) -> Settings:
+    """``settings`` with ``views.classifier`` / ``views.contrastive`` = ``auto`` replaced by the
+    dataset's views, and ``dataset`` set to ``views.image_size`` when that is given."""
+    views = settings.run.views
+    size = views.image_size
+    if size and size != dataset.image_size:
+        if dataset.in_memory:
+            raise ConfigError(f"views.image_size = {size}: dataset {dataset.name!r} holds "
+                              f"{dataset.image_size}x{dataset.image_size} images in memory; only "
+                              "datasets of image files can change the view size (use 0)")
+        dataset.image_size = size
+    resolved = attrs.evolve(
+        views,
+        classifier=dataset.classifier_view if views.classifier == "auto" else views.classifier,
+        contrastive=dataset.contrastive_view if views.contrastive == "auto" else views.contrastive)
+    return attrs.evolve(settings, run=attrs.evolve(settings.run, views=resolved))
 
 
 def finish_setup(run: Run) -> None:

@@ -30,8 +30,12 @@ Choices the papers leave open, with the reading taken here:
 * AutoAugment is torchvision's ``AutoAugmentPolicy.CIFAR10`` / ``IMAGENET`` (nearest
   interpolation, zero fill). The BCL code uses DeVries' ``CIFAR10Policy`` port, whose magnitude
   ranges and fill colour differ slightly.
-* ``imagenet-randaugment`` is torchvision's ``RandAugment(2, 10)``; BCL's ImageNet classifier
-  view uses timm's ``rand-n2-m10-mstd0.5`` after a ``ColorJitter(0.4, 0.4, 0.4, 0)``.
+* ``imagenet-randaugment`` is timm's ``rand_augment_transform("rand-n2-m10-mstd0.5")`` with the
+  reference code's hyper-parameters, as BCL's ImageNet code trains (it adds a
+  ``ColorJitter(0.4, 0.4, 0.4, 0)`` before it, left out here). Its magnitude 10 is the top of
+  timm's 0..10 scale; torchvision's ``RandAugment(2, 10)`` reads 10 on a 0..30 scale, about a
+  third of the strength. timm is what the field's code imports for it, so the per-image form
+  calls timm itself; there is no batched form (CIFAR's ``randaugment`` keeps torchvision's).
 * Single-channel images: saturation, hue and grayscale are no-ops (as PIL and torchvision do
   for mode ``L``); brightness, contrast and the AutoAugment ops apply normally.
 """
@@ -126,10 +130,11 @@ VIEW_PIPELINES = (
     ),
     ViewPipeline(
         name="imagenet-randaugment",
-        description="RandomResizedCrop(S, scale (0.08, 1), ratio (3/4, 4/3)) + flip p 0.5 + RandAugment(num_ops 2, "
-        "magnitude 10 of 31, nearest, zero fill) + " + _NORMALISE,
-        papers=("BCL (v1)", "GML (classifier view)"),
-        batched=True,
+        description="RandomResizedCrop(S, scale (0.08, 1), ratio (3/4, 4/3)) + flip p 0.5 + timm RandAugment "
+        "'rand-n2-m10-mstd0.5' (2 ops, magnitude 10 of 10 with noise std 0.5, each op p 0.5, translate up "
+        "to 0.45 S, mean-colour fill) + " + _NORMALISE,
+        papers=("BCL (ImageNet-LT, iNaturalist)", "GML (classifier view)"),
+        batched=False,
     ),
     ViewPipeline(
         name="imagenet-autoaugment",
@@ -140,7 +145,7 @@ VIEW_PIPELINES = (
     ),
     ViewPipeline(
         name="eval",
-        description="Evaluation on images already S x S (CIFAR): " + _NORMALISE,
+        description="Evaluation of images stored at S x S (digits, CIFAR, small ImageFolder trees): " + _NORMALISE,
         papers=("all (CIFAR evaluation)",),
         batched=True,
     ),
@@ -152,9 +157,12 @@ VIEW_PIPELINES = (
         batched=True,
     ),
 )
-"""Every view pipeline, by public id. ``S`` is ``image_size``. Batched ImageNet pipelines take a
-same-size uint8 batch (for example a dataset stored pre-resized); the reference forms take PIL
-images of any size."""
+"""Every view pipeline, by public id. ``S`` is ``image_size``. The reference forms take PIL images of
+any size (a CIFAR-style crop pads an image smaller than the crop). The batched forms take a
+same-size uint8 batch; those that start with a random-resized crop or a resize (the ImageNet
+ones, ``simaugment``) also make views of decoded files of any size
+(``BatchedViewPipeline.from_images``). Each dataset names its evaluation pipeline
+(``Dataset.eval_view``): ``eval`` for images stored at ``S``, ``imagenet-eval`` for files."""
 
 _BY_NAME = {pipeline.name: pipeline for pipeline in VIEW_PIPELINES}
 
@@ -209,4 +217,13 @@ def _check_normalisation(mean: Sequence[float], std: Sequence[float]) -> None:
         raise ValueError(f"std must be positive, got {tuple(std)}")
 
 
-__all__ = ["VIEW_PIPELINES", "ViewPipeline", "build_batched", "build_reference", "view_pipeline"]
+def seed_image_randomness(seed: int) -> None:
+    """Seed the random generators a per-image (reference) transform draws from; see
+    :func:`ltcore.views.reference.seed_image_randomness`."""
+    from ltcore.views import reference
+
+    reference.seed_image_randomness(seed)
+
+
+__all__ = ["VIEW_PIPELINES", "ViewPipeline", "build_batched", "build_reference",
+           "seed_image_randomness", "view_pipeline"]

@@ -145,34 +145,36 @@ class RandomResizedCrop(BatchedStep):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.size, self.size
 
-    def _fallback(self, height: int, width: int) -> tuple[int, int, int, int]:
-        in_ratio = float(width) / float(height)
-        if in_ratio < min(self.ratio):
-            crop_w = width
-            crop_h = int(round(crop_w / min(self.ratio)))
-        elif in_ratio > max(self.ratio):
-            crop_h = height
-            crop_w = int(round(crop_h * max(self.ratio)))
-        else:
-            crop_w, crop_h = width, height
-        return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
-
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> CropBoxParams:
-        shape = (batch, self.attempts)
+        device = generator.device
+        heights = torch.full((batch,), height, dtype=torch.int64, device=device)
+        widths = torch.full((batch,), width, dtype=torch.int64, device=device)
+        return self.sample_sizes(heights, widths, generator)
+
+    def sample_sizes(self, heights: Tensor, widths: Tensor, generator: torch.Generator) -> CropBoxParams:
+        """Crop boxes for images of per-sample sizes ``heights``, ``widths`` (``[B]`` int64 on the
+        generator's device): the draws of :meth:`sample`, for a batch of images of any sizes."""
+        shape = (heights.shape[0], self.attempts)
         area_fraction = _uniform(shape, self.scale[0], self.scale[1], generator)
         log_aspect = _uniform(shape, self.log_ratio[0], self.log_ratio[1], generator)
-        target_area = (height * width) * area_fraction.to(torch.float64)
+        target_area = (heights * widths).to(torch.float64).unsqueeze(1) * area_fraction.to(torch.float64)
         aspect = torch.exp(log_aspect).to(torch.float64)
         crop_w = torch.round(torch.sqrt(target_area * aspect))
         crop_h = torch.round(torch.sqrt(target_area / aspect))
-        fits = (crop_w > 0) & (crop_w <= width) & (crop_h > 0) & (crop_h <= height)
+        fits = (crop_w > 0) & (crop_w <= widths.unsqueeze(1)) & (crop_h > 0) & (crop_h <= heights.unsqueeze(1))
         first_fit = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
         any_fit = fits.any(dim=1)
-        fallback_top, fallback_left, fallback_h, fallback_w = self._fallback(height, width)
-        crop_h = torch.where(any_fit, crop_h.gather(1, first_fit).squeeze(1), float(fallback_h)).long()
-        crop_w = torch.where(any_fit, crop_w.gather(1, first_fit).squeeze(1), float(fallback_w)).long()
-        top = torch.where(any_fit, _uniform_index(height - crop_h + 1, generator), fallback_top)
-        left = torch.where(any_fit, _uniform_index(width - crop_w + 1, generator), fallback_left)
+        # no attempt fits: the centre crop with the aspect ratio clamped into ``ratio``
+        low, high = min(self.ratio), max(self.ratio)
+        in_ratio = widths.to(torch.float64) / heights.to(torch.float64)
+        fallback_w = torch.where(in_ratio > high, torch.round(heights * high), widths.to(torch.float64))
+        fallback_h = torch.where(in_ratio < low, torch.round(widths / low), heights.to(torch.float64))
+        crop_h = torch.where(any_fit, crop_h.gather(1, first_fit).squeeze(1), fallback_h).long()
+        crop_w = torch.where(any_fit, crop_w.gather(1, first_fit).squeeze(1), fallback_w).long()
+        fallback_top = torch.div(heights - crop_h, 2, rounding_mode="floor")
+        fallback_left = torch.div(widths - crop_w, 2, rounding_mode="floor")
+        top = torch.where(any_fit, _uniform_index(heights - crop_h + 1, generator), fallback_top)
+        left = torch.where(any_fit, _uniform_index(widths - crop_w + 1, generator), fallback_left)
         return CropBoxParams(top, left, crop_h, crop_w)
 
     def apply(self, pixels: Tensor, params: CropBoxParams) -> Tensor:
@@ -384,6 +386,41 @@ class BatchedViewPipeline(nn.Module):
             pixels = step.apply(pixels, step_params)
         return pixels
 
+    @property
+    def any_size(self) -> bool:
+        """Whether the pipeline takes images of any size (its first step crops or resizes every
+        image to the view size): then :meth:`from_images` makes views of image files."""
+        return bool(self.steps) and isinstance(self.steps[0], (RandomResizedCrop, ResizeCenterCrop))
+
+    def from_images(self, images: Sequence[Tensor], generator: torch.Generator) -> Tensor:
+        """Views of uint8 images ``[C, H_i, W_i]`` of different sizes (decoded files), on the
+        generator's device: the first step draws per-image parameters for each image's own size
+        and brings every image to the view size, the other steps run on the whole batch."""
+        if not self.any_size:
+            raise ValueError(f"{self.name}: starts with {type(self.steps[0]).__name__}, which needs "
+                             "images of one size; it cannot make views of image files")
+        for image in images:
+            if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != self.channels:
+                raise ValueError(f"{self.name}: expected uint8 images [{self.channels}, H, W], got "
+                                 f"{image.dtype} {tuple(image.shape)}")
+        if any(buffer.device != generator.device for buffer in self.buffers()):
+            self.to(generator.device)
+        first, device = self.steps[0], generator.device
+        if isinstance(first, RandomResizedCrop):
+            heights = torch.tensor([image.shape[1] for image in images], device=device)
+            widths = torch.tensor([image.shape[2] for image in images], device=device)
+            boxes = first.sample_sizes(heights, widths, generator)
+            sized = [first.apply(ops.to_pixels(image[None]), CropBoxParams(*(b[i:i + 1] for b in boxes)))
+                     for i, image in enumerate(images)]
+        else:
+            sized = [first.apply(ops.to_pixels(image[None]), None) for image in images]
+        pixels = torch.cat(sized)
+        batch, _, height, width = pixels.shape
+        for step in self.steps[1:]:
+            pixels = step.apply(pixels, step.sample(batch, height, width, generator))
+            height, width = step.output_size(height, width)
+        return pixels
+
     def forward(self, images: Tensor, generator: torch.Generator) -> Tensor:
         if generator.device.type != images.device.type:
             raise ValueError(f"{self.name}: generator on {generator.device}, images on {images.device}")
@@ -411,9 +448,6 @@ def build(name: str, image_size: int, mean: Sequence[float], std: Sequence[float
         steps = [RandomResizedCrop(image_size), RandomHorizontalFlip(), normalize]
     elif name == "imagenet-simaugment":
         steps = [RandomResizedCrop(image_size), RandomHorizontalFlip()] + jitter_gray + [normalize]
-    elif name == "imagenet-randaugment":
-        steps = [RandomResizedCrop(image_size), RandomHorizontalFlip(),
-                 _AugmentStep(RandAugment(image_size, num_ops=2, magnitude=10)), normalize]
     elif name == "imagenet-autoaugment":
         steps = [RandomResizedCrop(image_size), RandomHorizontalFlip(),
                  _AugmentStep(AutoAugment("imagenet", image_size)), normalize]

@@ -8,11 +8,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import random
+
 import torch
 from torch import Tensor
 from torchvision import transforms as T
 
 from ltcore.views.batched import CIFAR_CROP_FRACTION, imagenet_resize_size
+
+TIMM_RANDAUGMENT = "rand-n2-m10-mstd0.5"
+"""timm's RandAugment policy of the BCL ImageNet recipe: 2 ops, magnitude 10 of timm's 0..10
+scale (the maximum of each op's range) with Gaussian noise of std 0.5, each op applied with
+probability 0.5."""
+
+
+def seed_image_randomness(seed: int) -> None:
+    """Seed what a per-image transform draws from: torch's CPU generator, ``random`` and numpy
+    (timm's RandAugment picks its ops with numpy). Cheaper than ``torch.manual_seed``, which
+    also seeds every accelerator."""
+    import numpy as np
+
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+
+def timm_randaugment(image_size: int, mean: Sequence[float]) -> Callable:
+    """timm's ``rand_augment_transform`` with :data:`TIMM_RANDAUGMENT` and the hyper-parameters
+    of the reference code (``translate_const`` 45% of the view, the mean colour as fill). Its
+    translations are timm's relative ones, up to 45% of the image side."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    fill = tuple(round(255 * value) for value in mean)
+    if len(fill) == 1:
+        fill = fill * 3
+    return rand_augment_transform(TIMM_RANDAUGMENT, {"translate_const": int(image_size * 0.45),
+                                                     "img_mean": fill})
 
 
 class Cutout:
@@ -41,7 +72,9 @@ def build(name: str, image_size: int, mean: Sequence[float], std: Sequence[float
           cutout_after_normalize: bool = False) -> Callable:
     """Per-image form of the view pipeline ``name``: PIL image -> normalised float tensor ``[C, S, S]``."""
     to_normalised = [T.ToTensor(), T.Normalize(mean, std)]
-    crop_flip = [T.RandomCrop(image_size, padding=image_size // CIFAR_CROP_FRACTION), T.RandomHorizontalFlip()]
+    # pad_if_needed: an image smaller than the crop (a file of any size) is padded, not refused
+    crop_flip = [T.RandomCrop(image_size, padding=image_size // CIFAR_CROP_FRACTION, pad_if_needed=True),
+                 T.RandomHorizontalFlip()]
     jitter_gray = [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
     if name == "standard":
         steps = crop_flip + to_normalised
@@ -60,7 +93,7 @@ def build(name: str, image_size: int, mean: Sequence[float], std: Sequence[float
         steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()] + jitter_gray + to_normalised
     elif name == "imagenet-randaugment":
         steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
-                 T.RandAugment(num_ops=2, magnitude=10)] + to_normalised
+                 timm_randaugment(image_size, mean)] + to_normalised
     elif name == "imagenet-autoaugment":
         steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(),
                  T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)] + to_normalised

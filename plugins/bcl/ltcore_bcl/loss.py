@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ltcore.losses import compute_dtype, full_precision, masked_logsumexp, positive_mean_loss
@@ -73,9 +72,11 @@ def balanced_contrastive_loss(
     if averaging not in AVERAGING_FORMS:
         raise ValueError(f"averaging must be one of {AVERAGING_FORMS}, got {averaging!r}")
     if averaging != "L1" and not class_averaging:
-        raise ValueError(f"averaging={averaging!r} is a class-averaging form; it needs class_averaging=True")
+        raise ValueError(f"averaging={averaging!r} is a class-averaging form; it needs "
+                         "class_averaging=True")
     if averaging == "L3" and not class_complement:
-        raise ValueError("averaging='L3' contrasts against the prototypes; it needs class_complement=True")
+        raise ValueError("averaging='L3' contrasts against the prototypes; it needs "
+                         "class_complement=True")
 
     num_rows = embeddings.shape[0]
     num_classes = prototypes.shape[0]
@@ -102,21 +103,27 @@ def balanced_contrastive_loss(
             contrast_labels = torch.cat([labels, class_ids])
 
         contrast_mask = ~torch.eye(num_rows, logits.shape[1], dtype=torch.bool, device=device)
-        positive_mask = (labels[:, None] == contrast_labels[None, :]) & contrast_mask
+        same_class = labels[:, None] == contrast_labels[None, :]
+        positive_mask = same_class & contrast_mask
 
         if not class_averaging:
             log_denominator = masked_logsumexp(logits, contrast_mask, keepdim=True)
         else:
-            contrast_one_hot = F.one_hot(contrast_labels, num_classes).to(dtype)
-            anchor_one_hot = F.one_hot(labels, num_classes).to(dtype)
-            class_sizes = contrast_one_hot.sum(dim=0)[None, :] - anchor_one_hot
+            # index_add_ counts without a host synchronisation (bincount sizes from the data)
+            counts = torch.zeros(num_classes, dtype=dtype, device=device).index_add_(
+                0, contrast_labels, torch.ones_like(contrast_labels, dtype=dtype))
             if averaging == "L1":
-                entry_class_sizes = class_sizes[:, contrast_labels].clamp(min=1)
+                entry_counts = counts[contrast_labels][None, :] - same_class.to(dtype)
+                entry_class_sizes = entry_counts.clamp(min=1)
                 log_denominator = masked_logsumexp(
                     logits - torch.log(entry_class_sizes), contrast_mask, keepdim=True
                 )
             else:
-                class_logit_sums = logits.masked_fill(~contrast_mask, 0.0) @ contrast_one_hot
+                own_class = (labels[:, None] == class_ids[None, :]).to(dtype)
+                class_sizes = counts[None, :] - own_class
+                class_logit_sums = torch.zeros(
+                    num_rows, num_classes, dtype=dtype, device=device).index_add(
+                    1, contrast_labels, logits.masked_fill(~contrast_mask, 0.0))
                 class_mean_logits = class_logit_sums / class_sizes.clamp(min=1)
                 log_denominator = masked_logsumexp(class_mean_logits, class_sizes > 0, keepdim=True)
 

@@ -105,7 +105,7 @@ IMAGENET = {
     "imagenet-randaugment", "views.contrastive": "imagenet-simaugment",
     "model.projection_hidden": 2048, "model.projection_dim": 1024, "batch_size": 256,
     "schedule.kind": "cosine", "schedule.warmup_epochs": 0,
-    "bcl.classifier_weight": 1.0, "bcl.contrastive_weight": 0.35,
+    "bcl.classifier_weight": 1.0, "bcl.contrastive_weight": 0.35, "bcl.temperature": 0.07,
 }
 
 

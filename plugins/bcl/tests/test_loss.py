@@ -1,4 +1,5 @@
-"""Balanced contrastive loss against loop references of the BCL paper (eqs. 6-9) and its reference code."""
+"""Balanced contrastive loss against loop references of the BCL paper (eqs. 6-9) and its reference
+code."""
 
 from __future__ import annotations
 
@@ -99,7 +100,9 @@ def slow_bcl_reference_code_form(embeddings, labels, prototypes, temperature) ->
     rows of the per-anchor mean over positives.
     """
     rows, protos, row_labels = embeddings.tolist(), prototypes.tolist(), labels.tolist()
-    contrast = [(row, label) for row, label in zip(rows, row_labels)] + [(p, c) for c, p in enumerate(protos)]
+    contrast = [(row, label) for row, label in zip(rows, row_labels)] + [
+        (p, c) for c, p in enumerate(protos)
+    ]
     count = [row_labels.count(c) + 1 for c in range(len(protos))]
     total = 0.0
     for i, y in enumerate(row_labels):
@@ -123,8 +126,12 @@ def long_tailed_two_view_batch(seed: int, num_classes: int = 7, dim: int = 6):
     image_labels = torch.cat([order[0].repeat(4), order[1].repeat(2), order[2:4]])
     image_labels = image_labels[torch.randperm(len(image_labels), generator=generator)]
     labels = image_labels.repeat(2)
-    embeddings = F.normalize(torch.randn(len(labels), dim, generator=generator, dtype=torch.float64), dim=1)
-    prototypes = F.normalize(torch.randn(num_classes, dim, generator=generator, dtype=torch.float64), dim=1)
+    embeddings = F.normalize(
+        torch.randn(len(labels), dim, generator=generator, dtype=torch.float64), dim=1
+    )
+    prototypes = F.normalize(
+        torch.randn(num_classes, dim, generator=generator, dtype=torch.float64), dim=1
+    )
     return embeddings, labels, prototypes
 
 
@@ -133,7 +140,9 @@ def long_tailed_two_view_batch(seed: int, num_classes: int = 7, dim: int = 6):
 def test_matches_slow_reference(seed, ablation):
     embeddings, labels, prototypes = long_tailed_two_view_batch(seed)
     expected = slow_bcl(embeddings, labels, prototypes, 0.1, **ablation)
-    assert_relative(balanced_contrastive_loss(embeddings, labels, prototypes, 0.1, **ablation), expected)
+    assert_relative(
+        balanced_contrastive_loss(embeddings, labels, prototypes, 0.1, **ablation), expected
+    )
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS)
@@ -144,11 +153,22 @@ def test_matches_slow_reference_with_biases(ablation):
     logit_bias = torch.randn(num_rows, num_rows, generator=generator, dtype=torch.float64)
     prototype_bias = torch.randn(num_rows, num_classes, generator=generator, dtype=torch.float64)
     expected = slow_bcl(
-        embeddings, labels, prototypes, 0.2,
-        logit_bias=logit_bias.tolist(), prototype_bias=prototype_bias.tolist(), **ablation,
+        embeddings,
+        labels,
+        prototypes,
+        0.2,
+        logit_bias=logit_bias.tolist(),
+        prototype_bias=prototype_bias.tolist(),
+        **ablation,
     )
     loss = balanced_contrastive_loss(
-        embeddings, labels, prototypes, 0.2, logit_bias=logit_bias, prototype_bias=prototype_bias, **ablation
+        embeddings,
+        labels,
+        prototypes,
+        0.2,
+        logit_bias=logit_bias,
+        prototype_bias=prototype_bias,
+        **ablation,
     )
     assert_relative(loss, expected)
 
@@ -158,10 +178,14 @@ def test_single_view_rows_with_singleton_class(ablation):
     # rows need not be views: class 3 has a single row, so without prototypes it has no positive.
     labels = torch.tensor([0, 0, 1, 3, 1, 1, 0, 2, 2, 4, 0])
     generator = torch.Generator().manual_seed(9)
-    embeddings = F.normalize(torch.randn(len(labels), 5, generator=generator, dtype=torch.float64), dim=1)
+    embeddings = F.normalize(
+        torch.randn(len(labels), 5, generator=generator, dtype=torch.float64), dim=1
+    )
     prototypes = F.normalize(torch.randn(6, 5, generator=generator, dtype=torch.float64), dim=1)
     expected = slow_bcl(embeddings, labels, prototypes, 0.3, **ablation)
-    assert_relative(balanced_contrastive_loss(embeddings, labels, prototypes, 0.3, **ablation), expected)
+    assert_relative(
+        balanced_contrastive_loss(embeddings, labels, prototypes, 0.3, **ablation), expected
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 3])
@@ -191,10 +215,14 @@ def simplex_vertices(num_classes: int) -> torch.Tensor:
 def test_simplex_attains_class_independent_bound(temperature, averaging):
     num_classes = 5
     vertices = simplex_vertices(num_classes)
-    expected = math.log(1 + (num_classes - 1) * math.exp(-num_classes / ((num_classes - 1) * temperature)))
+    expected = math.log(
+        1 + (num_classes - 1) * math.exp(-num_classes / ((num_classes - 1) * temperature))
+    )
     generator = torch.Generator().manual_seed(0)
     profiles = [[6, 1, 0, 2, 0], [1, 1, 1, 1, 1], [0, 0, 9, 0, 1]]
-    profiles += [torch.randint(0, 7, (num_classes,), generator=generator).tolist() for _ in range(4)]
+    profiles += [
+        torch.randint(0, 7, (num_classes,), generator=generator).tolist() for _ in range(4)
+    ]
     supcon_values = []
     for profile in profiles:
         if sum(profile) == 0:
@@ -202,7 +230,9 @@ def test_simplex_attains_class_independent_bound(temperature, averaging):
         image_labels = torch.repeat_interleave(torch.arange(num_classes), torch.tensor(profile))
         labels = image_labels.repeat(2)
         embeddings = vertices[labels]
-        loss = balanced_contrastive_loss(embeddings, labels, vertices, temperature, averaging=averaging)
+        loss = balanced_contrastive_loss(
+            embeddings, labels, vertices, temperature, averaging=averaging
+        )
         assert_relative(loss, expected)
         supcon_values.append(float(supcon_loss(embeddings, labels, temperature)))
     assert abs(supcon_values[0] - supcon_values[2]) > 1e-3
@@ -215,13 +245,16 @@ def test_gradcheck():
     for ablation in ABLATIONS:
         options = ablation.values[0]
         assert torch.autograd.gradcheck(
-            lambda z, p: balanced_contrastive_loss(z, labels, p, 0.5, **options), (embeddings, prototypes)
+            lambda z, p: balanced_contrastive_loss(z, labels, p, 0.5, **options),
+            (embeddings, prototypes),
         ), options
 
 
 def test_hand_computed():
     # images a (class 0) and b (class 1), two views each, view-major: rows a1, b1, a2, b2.
-    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-0.6, 0.8]], dtype=torch.float64)
+    embeddings = torch.tensor(
+        [[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-0.6, 0.8]], dtype=torch.float64
+    )
     labels = torch.tensor([0, 1, 0, 1])
     prototypes = torch.tensor([[0.8, 0.6], [-0.8, 0.6]], dtype=torch.float64)
     t = 0.5
@@ -248,7 +281,10 @@ def test_half_inputs_compute_in_float32():
     loss = balanced_contrastive_loss(embeddings.bfloat16(), labels, prototypes.bfloat16(), 0.1)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(
-        loss, balanced_contrastive_loss(embeddings.bfloat16().float(), labels, prototypes.bfloat16().float(), 0.1)
+        loss,
+        balanced_contrastive_loss(
+            embeddings.bfloat16().float(), labels, prototypes.bfloat16().float(), 0.1
+        ),
     )
 
 
@@ -264,3 +300,14 @@ def test_rejects_inconsistent_options(options):
     embeddings, labels, prototypes = long_tailed_two_view_batch(seed=0)
     with pytest.raises(ValueError):
         balanced_contrastive_loss(embeddings, labels, prototypes, 0.1, **options)
+
+
+@pytest.mark.parametrize("averaging", ["L1", "L2"])
+@pytest.mark.parametrize("class_complement", [True, False])
+def test_many_classes_mostly_absent_match_slow_reference(averaging, class_complement):
+    # 120 classes, 4 of them in the batch: the per-class counts and sums scale with the batch
+    embeddings, labels, prototypes = long_tailed_two_view_batch(seed=11, num_classes=120, dim=8)
+    options = {"averaging": averaging, "class_complement": class_complement}
+    expected = slow_bcl(embeddings, labels, prototypes, 0.1, **options)
+    assert_relative(balanced_contrastive_loss(embeddings, labels, prototypes, 0.1, **options),
+                    expected)

@@ -17,12 +17,11 @@ indices are its state, so a resumed run keeps the same coreset.
 
 from __future__ import annotations
 
-import random
 
 import torch
 from torch import Tensor
 
-from ltcore import LossTerm, PluginError, Step, hookimpl, load_image
+from ltcore import LossTerm, PluginError, Step, hookimpl, load_image, seed_image_randomness
 
 from .components import SECOND_VIEW_EMBEDDINGS
 from .coreset import select_coreset
@@ -77,9 +76,7 @@ class _CoresetImages(torch.utils.data.Dataset):
             image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
         else:
             image = load_image(self.split.paths[index])
-        seed = (self.seed * 1_000_003 + position) % (2 ** 63)
-        torch.manual_seed(seed)
-        random.seed(seed)
+        seed_image_randomness((self.seed * 1_000_003 + position) % (2 ** 63))
         return self.transform(image)
 
 
@@ -207,7 +204,7 @@ class CoresetPrototypes:
                         dataset = _CoresetImages(ds.train, indices.tolist(), transform,
                                                  seed * 2 + view)
                         loader = torch.utils.data.DataLoader(
-                            dataset, batch_size=size, num_workers=run.config.views.workers)
+                            dataset, batch_size=size, num_workers=run.config.views.loader_workers)
                         views.append(torch.cat([self._embed(model, x.to(run.device))
                                                 for x in loader]))
         finally:

@@ -5,11 +5,14 @@ The plain functions and the queue are importable here for use outside a run
 plugins does not import torch.
 """
 
-__all__ = ["ClassWiseQueue", "class_log_mean_exp", "class_queue_sizes", "gml_loss", "temperature_loss"]
+__all__ = ["ClassWiseQueue", "class_log_mean_exp", "class_queue_sizes", "gml_loss",
+           "gml_loss_from_similarities", "temperature_loss", "temperature_loss_from_similarities"]
 
 _HOMES = {
     "gml_loss": "loss",
+    "gml_loss_from_similarities": "loss",
     "temperature_loss": "loss",
+    "temperature_loss_from_similarities": "loss",
     "class_log_mean_exp": "loss",
     "ClassWiseQueue": "queue",
     "class_queue_sizes": "queue",

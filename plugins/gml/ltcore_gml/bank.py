@@ -15,10 +15,11 @@ from .queue import ClassWiseQueue
 
 
 def class_queue(run, size: int = 4096, min_size: int = 2, dim: int = 128,
-                dtype: torch.dtype = torch.float32) -> ClassWiseQueue:
+                dtype: torch.dtype = torch.float32, overflow: str = "first") -> ClassWiseQueue:
     """Class-wise queues of ``size`` entries in all (``k``), at least ``min_size`` (``k_m``) per
-    class, ``|Z_c| = k_m + (k - k_m C) pi_c`` for the run's class prior; attach the result with
-    ``run.add_module`` so it is checkpointed."""
+    class, ``|Z_c| = k_m + (k - k_m C) pi_c`` for the run's class prior; ``overflow`` (``first``
+    or ``last``) says which samples a class keeps when one batch holds more than its queue (see
+    ``ClassWiseQueue``). Attach the result with ``run.add_module`` so it is checkpointed."""
     from ltcore import ConfigError
 
     counts = run.class_counts.cpu()
@@ -26,7 +27,7 @@ def class_queue(run, size: int = 4096, min_size: int = 2, dim: int = 128,
         raise ConfigError(f"a class-wise queue of {size} entries cannot give each of the "
                           f"{counts.numel()} classes at least {min_size}; raise the queue size "
                           f"to at least {min_size * counts.numel()} or lower the minimum")
-    return ClassWiseQueue.from_class_counts(counts, size, min_size, dim, dtype)
+    return ClassWiseQueue.from_class_counts(counts, size, min_size, dim, dtype, overflow)
 
 
 def with_fresh_rows(stored: Tensor, fresh: Tensor, slot: Tensor, writer: Tensor) -> Tensor:
@@ -64,7 +65,8 @@ class Temperature(nn.Module):
 
     def __init__(self, initial: float, learnable: bool = True):
         super().__init__()
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(initial)), requires_grad=learnable)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(initial)),
+                                            requires_grad=learnable)
 
     def forward(self) -> Tensor:
         """``tau_g`` as a 0-d tensor (with gradient to ``log_temperature`` when learnable)."""

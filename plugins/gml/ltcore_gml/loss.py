@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def class_log_mean_exp(logits: Tensor, entry_labels: Tensor, usable: Tensor, num_classes: int) -> Tensor:
-    """Per-class log-mean-exp ``s[b, c] = log mean_{j: label_j = c, usable[b, j]} exp(logits[b, j])``.
+def class_log_mean_exp(logits: Tensor, entry_labels: Tensor, usable: Tensor,
+                       num_classes: int) -> Tensor:
+    """Per-class log-mean-exp
+    ``s[b, c] = log mean_{j: label_j = c, usable[b, j]} exp(logits[b, j])``.
 
     Computed with a per-(row, class) maximum shift, so it is stable for any temperature.
     A class with no usable entry in a row gets ``-inf`` (and no NaN in the gradient).
@@ -25,7 +27,8 @@ def class_log_mean_exp(logits: Tensor, entry_labels: Tensor, usable: Tensor, num
     batch = logits.shape[0]
     column_class = entry_labels.unsqueeze(0).expand(batch, -1)
     masked = torch.where(usable, logits, torch.full_like(logits, float("-inf")))
-    row_class_max = torch.full((batch, num_classes), float("-inf"), dtype=logits.dtype, device=logits.device)
+    row_class_max = torch.full((batch, num_classes), float("-inf"), dtype=logits.dtype,
+                               device=logits.device)
     row_class_max = row_class_max.scatter_reduce(1, column_class, masked.detach(), reduce="amax")
     has_entry = torch.isfinite(row_class_max)
     shift = torch.where(has_entry, row_class_max, torch.zeros_like(row_class_max))
@@ -33,27 +36,9 @@ def class_log_mean_exp(logits: Tensor, entry_labels: Tensor, usable: Tensor, num
     sum_exp = torch.zeros_like(shift).scatter_add(1, column_class, shifted_exp)
     counts = torch.zeros_like(shift).scatter_add(1, column_class, usable.to(logits.dtype))
     one = torch.ones_like(sum_exp)
-    log_mean = torch.log(torch.where(has_entry, sum_exp, one)) - torch.log(torch.where(has_entry, counts, one)) + shift
+    log_mean = (torch.log(torch.where(has_entry, sum_exp, one))
+                - torch.log(torch.where(has_entry, counts, one)) + shift)
     return torch.where(has_entry, log_mean, torch.full_like(log_mean, float("-inf")))
-
-
-def _gml_from_similarities(
-    similarities: Tensor,
-    labels: Tensor,
-    bank_labels: Tensor,
-    usable: Tensor,
-    class_prior: Tensor,
-    temperature: Tensor | float,
-    alpha: float,
-) -> Tensor:
-    num_classes = class_prior.shape[0]
-    scores = class_log_mean_exp(similarities / temperature, bank_labels, usable, num_classes)
-    logits = scores + alpha * torch.log(class_prior).to(scores.dtype)
-    has_target = torch.isfinite(scores.gather(1, labels.unsqueeze(1)).squeeze(1))
-    safe_logits = torch.where(has_target.unsqueeze(1), logits, torch.zeros_like(logits))
-    per_query = F.cross_entropy(safe_logits, labels, reduction="none")
-    per_query = torch.where(has_target, per_query, torch.zeros_like(per_query))
-    return per_query.sum() / has_target.sum().clamp_min(1).to(per_query.dtype)
 
 
 def gml_loss(
@@ -95,9 +80,26 @@ def gml_loss(
     Returns:
         Scalar loss.
     """
-    usable = _usable_entries(query.shape[0], bank_labels, bank_valid, exclude)
-    similarities = query @ bank_features.T
-    return _gml_from_similarities(similarities, labels, bank_labels, usable, class_prior, temperature, alpha)
+    return gml_loss_from_similarities(query @ bank_features.T, labels, bank_labels, class_prior,
+                                      temperature, alpha, bank_valid=bank_valid, exclude=exclude)
+
+
+def gml_loss_from_similarities(
+    similarities: Tensor,
+    labels: Tensor,
+    bank_labels: Tensor,
+    class_prior: Tensor,
+    temperature: Tensor | float,
+    alpha: float = 1.0,
+    *,
+    bank_valid: Tensor | None = None,
+    exclude: Tensor | None = None,
+) -> Tensor:
+    """``gml_loss`` from the similarities ``query @ bank_features.T`` [B, K], computed once
+    and shared with ``temperature_loss_from_similarities``; the other arguments as there."""
+    usable = _usable_entries(similarities.shape[0], bank_labels, bank_valid, exclude)
+    return _mixture_cross_entropy(similarities, labels, bank_labels, usable, class_prior,
+                                  temperature, alpha)
 
 
 def temperature_loss(
@@ -137,15 +139,52 @@ def temperature_loss(
     Returns:
         Scalar loss.
     """
+    return temperature_loss_from_similarities(
+        query @ bank_features.T, labels, bank_labels, bank_indices, query_indices, class_prior,
+        log_temperature, alpha, bank_valid=bank_valid)
+
+
+def temperature_loss_from_similarities(
+    similarities: Tensor,
+    labels: Tensor,
+    bank_labels: Tensor,
+    bank_indices: Tensor,
+    query_indices: Tensor,
+    class_prior: Tensor,
+    log_temperature: Tensor,
+    alpha: float = 1.0,
+    *,
+    bank_valid: Tensor | None = None,
+) -> Tensor:
+    """``temperature_loss`` from the similarities ``query @ bank_features.T`` [B, K] (detached
+    here, so the same tensor can feed ``gml_loss_from_similarities``)."""
     own_image = query_indices.unsqueeze(1) == bank_indices.unsqueeze(0)
-    usable = _usable_entries(query.shape[0], bank_labels, bank_valid, own_image)
-    similarities = (query @ bank_features.T).detach()
-    return _gml_from_similarities(
-        similarities, labels, bank_labels, usable, class_prior, torch.exp(log_temperature), alpha
-    )
+    usable = _usable_entries(similarities.shape[0], bank_labels, bank_valid, own_image)
+    return _mixture_cross_entropy(similarities.detach(), labels, bank_labels, usable, class_prior,
+                                  torch.exp(log_temperature), alpha)
 
 
-def _usable_entries(batch: int, bank_labels: Tensor, bank_valid: Tensor | None, exclude: Tensor | None) -> Tensor:
+def _mixture_cross_entropy(
+    similarities: Tensor,
+    labels: Tensor,
+    bank_labels: Tensor,
+    usable: Tensor,
+    class_prior: Tensor,
+    temperature: Tensor | float,
+    alpha: float,
+) -> Tensor:
+    num_classes = class_prior.shape[0]
+    scores = class_log_mean_exp(similarities / temperature, bank_labels, usable, num_classes)
+    logits = scores + alpha * torch.log(class_prior).to(scores.dtype)
+    has_target = torch.isfinite(scores.gather(1, labels.unsqueeze(1)).squeeze(1))
+    safe_logits = torch.where(has_target.unsqueeze(1), logits, torch.zeros_like(logits))
+    per_query = F.cross_entropy(safe_logits, labels, reduction="none")
+    per_query = torch.where(has_target, per_query, torch.zeros_like(per_query))
+    return per_query.sum() / has_target.sum().clamp_min(1).to(per_query.dtype)
+
+
+def _usable_entries(batch: int, bank_labels: Tensor, bank_valid: Tensor | None,
+                    exclude: Tensor | None) -> Tensor:
     usable = torch.ones(batch, bank_labels.shape[0], dtype=torch.bool, device=bank_labels.device)
     if bank_valid is not None:
         usable = usable & bank_valid.unsqueeze(0)

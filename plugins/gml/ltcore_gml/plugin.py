@@ -52,6 +52,11 @@ class Options:
                           validator=v.gt(0))
     queue_min: int = doc("k_m: minimum queue length of a class (eq. 5)", default=2,
                          validator=v.ge(1))
+    queue_overflow: str = doc(
+        "which samples a class keeps when one batch holds more of them than its queue has "
+        "slots K_c: first (reference code: its first K_c samples, its pointer stays put) | last "
+        "(its last K_c samples, as if written one at a time)", default="first",
+        validator=v.in_(("first", "last")))
     queue_contents: str = doc(
         "teacher-features (reference code: teacher backbone features, re-projected every step "
         "by the trainable key MLP) | key-embeddings (key-MLP embeddings stored when enqueued; "
@@ -89,7 +94,8 @@ class Options:
 
 
 def _class_queue(run, **options):
-    """Class-wise ring buffers, |Z_c| = k_m + (k - k_m C) pi_c (options size, min_size, dim)."""
+    """Class-wise ring buffers, |Z_c| = k_m + (k - k_m C) pi_c (options size, min_size, dim,
+    overflow)."""
     from .bank import class_queue
 
     return class_queue(run, **options)
@@ -272,7 +278,8 @@ def setup_run(run):
 
     cfg = run.config.model
     projection = run.projection_head(model)
-    key_head = MLPHead(teacher.feature_dim, cfg.projection_dim, cfg.projection_hidden).to(run.device)
+    key_head = MLPHead(teacher.feature_dim, cfg.projection_dim,
+                       cfg.projection_hidden).to(run.device)
     if options.key_head_init == "copy":
         source = projection.state_dict()
         target = key_head.state_dict()
@@ -285,7 +292,8 @@ def setup_run(run):
     features_mode = options.queue_contents == TEACHER_FEATURES
     width = teacher.feature_dim if features_mode else cfg.projection_dim
     queue = run.build("memory-bank", "class-queue", size=options.queue_size,
-                      min_size=options.queue_min, dim=width)
+                      min_size=options.queue_min, dim=width,
+                      overflow=options.queue_overflow)
     if options.queue_init == "random":
         fill_random(queue)
     run.add_module(QUEUE_MODULE, queue)

@@ -26,7 +26,8 @@ def class_queue_sizes(class_counts: Tensor, total_size: int, min_size: int) -> T
     if min_size < 1:
         raise ValueError(f"min_size must be at least 1, got {min_size}")
     if total_size < min_size * num_classes:
-        raise ValueError(f"total_size {total_size} is smaller than min_size * num_classes = {min_size * num_classes}")
+        raise ValueError(f"total_size {total_size} is smaller than min_size * num_classes = "
+                         f"{min_size * num_classes}")
     prior = counts / counts.sum()
     exact = min_size + (total_size - min_size * num_classes) * prior
     sizes = exact.floor()
@@ -34,6 +35,10 @@ def class_queue_sizes(class_counts: Tensor, total_size: int, min_size: int) -> T
     by_fraction = torch.sort(exact - sizes, descending=True, stable=True).indices
     sizes[by_fraction[:remainder]] += 1
     return sizes.long()
+
+
+OVERFLOWS = ("first", "last")
+"""What :class:`ClassWiseQueue` keeps of a class that gets more samples in one batch than slots."""
 
 
 class ClassWiseQueue(torch.nn.Module):
@@ -49,6 +54,11 @@ class ClassWiseQueue(torch.nn.Module):
         sizes: [C] queue length of each class, all >= 1 (see ``class_queue_sizes``).
         dim: feature size D.
         dtype: dtype of the stored features.
+        overflow: a class with ``n_c`` samples in one batch and ``K_c = sizes[c] < n_c`` slots
+            keeps its ``"first"`` ``K_c`` samples (batch order) and its pointer stays where it
+            was (it advances by ``min(n_c, K_c)``, modulo ``K_c``): the reference code's
+            ``_dequeue_and_enqueue_w_base``. ``"last"`` keeps its last ``K_c`` samples and
+            advances by ``n_c``, as if the samples were written one after another.
     """
 
     queue_features: Tensor
@@ -59,15 +69,20 @@ class ClassWiseQueue(torch.nn.Module):
     sizes: Tensor
     pointers: Tensor
 
-    def __init__(self, sizes: Tensor, dim: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, sizes: Tensor, dim: int, dtype: torch.dtype = torch.float32,
+                 overflow: str = "first") -> None:
         super().__init__()
         sizes = torch.as_tensor(sizes, dtype=torch.long).cpu()
         if bool((sizes < 1).any()):
             raise ValueError("every class needs a queue of length at least 1")
+        if overflow not in OVERFLOWS:
+            raise ValueError(f"overflow must be one of {OVERFLOWS}, got {overflow!r}")
+        self.overflow = overflow
         total = int(sizes.sum())
         self.num_classes = sizes.numel()
         self.register_buffer("queue_features", torch.zeros(total, dim, dtype=dtype))
-        self.register_buffer("queue_labels", torch.repeat_interleave(torch.arange(self.num_classes), sizes))
+        self.register_buffer("queue_labels",
+                             torch.repeat_interleave(torch.arange(self.num_classes), sizes))
         self.register_buffer("queue_indices", torch.full((total,), -1, dtype=torch.long))
         self.register_buffer("queue_valid", torch.zeros(total, dtype=torch.bool))
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes)
@@ -76,19 +91,22 @@ class ClassWiseQueue(torch.nn.Module):
 
     @classmethod
     def from_class_counts(
-        cls, class_counts: Tensor, total_size: int, min_size: int, dim: int, dtype: torch.dtype = torch.float32
+        cls, class_counts: Tensor, total_size: int, min_size: int, dim: int,
+        dtype: torch.dtype = torch.float32, overflow: str = "first",
     ) -> ClassWiseQueue:
         """Queue whose lengths follow eq. 5 for the given training-set class counts."""
-        return cls(class_queue_sizes(class_counts, total_size, min_size), dim, dtype)
+        return cls(class_queue_sizes(class_counts, total_size, min_size), dim, dtype, overflow)
 
     @torch.no_grad()
     def slots(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Where the next :meth:`enqueue` of a batch with ``labels`` [N] writes each sample.
 
         Returns ``(slot, writer, counts)``: sample ``i`` goes to ``slot[i]``; the sample whose
-        entry remains in that slot after the call is ``writer[i]`` (``i`` unless a later sample
-        of the same class overwrites it in the same call); ``counts`` [C] are the per-class batch
-        counts. Computed from the current pointers without a host synchronisation.
+        entry remains in that slot after the call is ``writer[i]`` (``i`` itself unless its
+        class overflows the queue in this batch: then, with ``overflow="first"``, the sample
+        of its class whose rank is ``rank % K_c``, with ``"last"`` the last sample sent to that
+        slot); ``counts`` [C] are the per-class batch counts. Computed from the current
+        pointers without a host synchronisation.
         """
         batch = labels.shape[0]
         order = torch.sort(labels, stable=True).indices
@@ -99,18 +117,22 @@ class ClassWiseQueue(torch.nn.Module):
         rank[order] = torch.arange(batch, device=labels.device) - class_starts[labels[order]]
         capacity = self.sizes[labels]
         slot = self.offsets[labels] + (self.pointers[labels] + rank) % capacity
-        last_rank = rank + capacity * torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
-        writer = order[class_starts[labels] + last_rank]
+        if self.overflow == "first":
+            writer_rank = rank % capacity
+        else:
+            laps_left = torch.div(counts[labels] - 1 - rank, capacity, rounding_mode="floor")
+            writer_rank = rank + capacity * laps_left
+        writer = order[class_starts[labels] + writer_rank]
         return slot, writer, counts
 
     def enqueue(self, features: Tensor, labels: Tensor, indices: Tensor) -> None:
         """Write a batch into its classes' ring buffers.
 
-        Samples of one class are written in batch order; when a class receives more
-        samples than its capacity, only its last ``sizes[c]`` samples remain, exactly as
-        if they had been written one after another. Vectorised: each sample computes its
-        slot and the batch sample that finally occupies that slot, so slots written more
-        than once receive identical values and the scatter is deterministic.
+        Samples of one class are written in batch order; a class that receives more samples
+        than its capacity keeps its first or last ``sizes[c]`` of them (``overflow``).
+        Vectorised: each sample computes its slot and the batch sample that finally occupies
+        that slot, so slots written more than once receive identical values and the scatter
+        is deterministic.
 
         Args:
             features: [N, D] features (detached here; gather across ranks first under DDP).
@@ -121,7 +143,8 @@ class ClassWiseQueue(torch.nn.Module):
         self.queue_features[slot] = features.detach()[writer].to(self.queue_features.dtype)
         self.queue_indices[slot] = indices[writer].to(torch.long)
         self.queue_valid[slot] = True
-        self.pointers.copy_((self.pointers + counts) % self.sizes)
+        written = torch.minimum(counts, self.sizes) if self.overflow == "first" else counts
+        self.pointers.copy_((self.pointers + written) % self.sizes)
 
     def features(self) -> Tensor:
         """[k, D] stored features (rows with ``valid() == False`` were never written)."""

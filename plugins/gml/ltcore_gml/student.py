@@ -2,7 +2,8 @@
 
 Per step, once (whichever term asks first): the frozen teacher embeds the key view (and, for
 distillation, the classifier view) without gradient; the batch is enqueued before the loss;
-the contrast set is the queue, projected by the trainable key MLP and L2-normalised. The terms
+the contrast set is the queue, projected by the trainable key MLP (in the run's compute
+precision) and L2-normalised, and the query-bank similarities are computed once. The terms
 are ``L_GML`` (eq. 4/10, over the queue, ``tau_g`` detached), the temperature loss (the same
 formula with detached similarities and the query's own image left out; it alone trains
 ``tau_g``) and ``L_KD`` (KL(teacher || student) at temperature 4 on the x30 cosine logits).
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ltcore import LossTerm, Step
 
 from .bank import Temperature, with_fresh_rows
-from .loss import gml_loss, temperature_loss
+from .loss import gml_loss_from_similarities, temperature_loss_from_similarities
 from .queue import ClassWiseQueue
 
 EXTRA = "gml"
@@ -98,16 +99,21 @@ class GMLStudent:
         queue = self.queue
         if self.contents == TEACHER_FEATURES:
             queue.enqueue(key_features, key_labels, key_indices)
-            bank = F.normalize(self.key_head(queue.features().float()), dim=1)
+            with step.run.autocast():
+                projected = self.key_head(queue.features().float())
+            bank = F.normalize(projected.float(), dim=1)
         else:
-            fresh = F.normalize(self.key_head(key_features), dim=1)
+            with step.run.autocast():
+                projected = self.key_head(key_features)
+            fresh = F.normalize(projected.float(), dim=1)
             slot, writer, _ = queue.slots(key_labels)
             queue.enqueue(fresh, key_labels, key_indices)
             bank = with_fresh_rows(queue.features().float(), fresh, slot, writer)
-        out.update(query=step.embeddings[self.query_role], labels=step.targets(self.query_role),
+        query = step.embeddings[self.query_role]
+        out.update(query=query, labels=step.targets(self.query_role),
                    indices=step.indices[views[self.query_role].source], bank=bank,
-                   bank_labels=queue.labels(), bank_indices=queue.indices(),
-                   bank_valid=queue.valid())
+                   similarities=query @ bank.T, bank_labels=queue.labels(),
+                   bank_indices=queue.indices(), bank_valid=queue.valid())
         return out
 
     # -- the terms --
@@ -118,8 +124,9 @@ class GMLStudent:
 
         def fn(step: Step) -> torch.Tensor:
             o = self.outputs(step)
-            loss = gml_loss(o["query"], o["labels"], o["bank"], o["bank_labels"], prior,
-                            o["temperature"], self.alpha, bank_valid=o["bank_valid"])
+            loss = gml_loss_from_similarities(o["similarities"], o["labels"], o["bank_labels"],
+                                              prior, o["temperature"], self.alpha,
+                                              bank_valid=o["bank_valid"])
             o["losses"]["gml"] = loss.detach()
             return loss
 
@@ -131,10 +138,9 @@ class GMLStudent:
 
         def fn(step: Step) -> torch.Tensor:
             o = self.outputs(step)
-            loss = temperature_loss(o["query"], o["labels"], o["bank"], o["bank_labels"],
-                                    o["bank_indices"], o["indices"], prior,
-                                    self.temperature.log_temperature, self.alpha,
-                                    bank_valid=o["bank_valid"])
+            loss = temperature_loss_from_similarities(
+                o["similarities"], o["labels"], o["bank_labels"], o["bank_indices"], o["indices"],
+                prior, self.temperature.log_temperature, self.alpha, bank_valid=o["bank_valid"])
             o["losses"]["gml-temperature"] = loss.detach()
             return loss
 
@@ -146,7 +152,8 @@ class GMLStudent:
 
         def fn(step: Step) -> torch.Tensor:
             o = self.outputs(step)
-            loss = distillation_kl(step.logits[self.classifier_role], o["teacher_logits"], temperature)
+            loss = distillation_kl(step.logits[self.classifier_role], o["teacher_logits"],
+                                   temperature)
             o["losses"]["kd"] = loss.detach()
             return loss
 

@@ -1,4 +1,5 @@
-"""The class-queue memory bank, slot prediction, options, presets, registrations and one student step."""
+"""The class-queue memory bank, slot prediction, options, presets, registrations and one student
+step."""
 
 import math
 import subprocess
@@ -13,9 +14,10 @@ from ltcore import ConfigError, Plugins, prepare, resolve
 from ltcore.testing import FAST_SETTINGS
 
 
-def test_queue_slots_predict_where_enqueue_writes():
+@pytest.mark.parametrize("overflow", ["first", "last"])
+def test_queue_slots_predict_where_enqueue_writes(overflow):
     sizes = [3, 1, 4, 2]
-    queue = ClassWiseQueue(torch.tensor(sizes), dim=2)
+    queue = ClassWiseQueue(torch.tensor(sizes), dim=2, overflow=overflow)
     gen = torch.Generator().manual_seed(0)
     start = 0
     for batch in [5, 9, 1, 12, 3, 7]:
@@ -27,15 +29,19 @@ def test_queue_slots_predict_where_enqueue_writes():
         queue.enqueue(features, labels, indices)
         assert torch.equal(queue.features()[slot], features[writer])
         assert torch.equal(queue.indices()[slot], indices[writer])
-        # The writer of a slot is the last sample of that class sent there, and it writes itself.
+        # The writer of a slot is the first (or last) sample of that class sent there, and
+        # it writes itself.
         assert torch.equal(writer[writer], writer)
         for i in range(batch):
             same_slot = (slot == slot[i]).nonzero().flatten()
-            assert int(writer[i]) == int(same_slot.max())
+            kept = same_slot.min() if overflow == "first" else same_slot.max()
+            assert int(writer[i]) == int(kept)
 
 
-def test_fresh_rows_replace_written_slots_with_one_gradient_each():
-    queue = ClassWiseQueue(torch.tensor([2, 3]), dim=2)
+@pytest.mark.parametrize(("overflow", "gradient"), [("first", [1.0, 1.0, 0.0, 1.0]),
+                                                    ("last", [0.0, 1.0, 1.0, 1.0])])
+def test_fresh_rows_replace_written_slots_with_one_gradient_each(overflow, gradient):
+    queue = ClassWiseQueue(torch.tensor([2, 3]), dim=2, overflow=overflow)
     queue.enqueue(torch.full((5, 2), 7.0), torch.tensor([0, 0, 1, 1, 1]), torch.arange(5))
     labels = torch.tensor([0, 0, 0, 1])  # class 0 receives 3 samples for 2 slots
     fresh = torch.randn(4, 2, requires_grad=True)
@@ -45,8 +51,8 @@ def test_fresh_rows_replace_written_slots_with_one_gradient_each():
     bank = with_fresh_rows(queue.features(), fresh, slot, writer)
     torch.testing.assert_close(bank.detach(), queue.features())
     bank.sum().backward()
-    # Sample 0 was overwritten by sample 2 within the batch; the others each feed one row.
-    assert fresh.grad[:, 0].tolist() == [0.0, 1.0, 1.0, 1.0]
+    # "first": sample 2 of class 0 finds no free slot; "last": it overwrites sample 0.
+    assert fresh.grad[:, 0].tolist() == gradient
     untouched = torch.ones(5, dtype=torch.bool)
     untouched[slot] = False
     assert torch.equal(bank[untouched].detach(), stored[untouched])
@@ -79,7 +85,9 @@ def test_class_queue_is_a_memory_bank_any_run_can_build(isolated):
     assert queue.sizes.tolist() == class_queue_sizes(counts, 100, 3).tolist()
     assert int(queue.sizes.sum()) == 100 and bool((queue.sizes >= 3).all())
     assert all(abs(s - (3 + 70 * p)) < 1 for s, p in zip(queue.sizes.tolist(), prior.tolist()))
-    assert queue.features().shape == (100, 8)
+    assert queue.features().shape == (100, 8) and queue.overflow == "first"
+    last = run.build("memory-bank", "class-queue", size=100, min_size=3, dim=8, overflow="last")
+    assert last.overflow == "last"
     with pytest.raises(ConfigError, match="at least 30"):
         run.build("memory-bank", "class-queue", size=20, min_size=3, dim=8)
 
@@ -110,8 +118,11 @@ def test_options_are_validated():
         resolve(plugins, ["gml"], assignments=["gml.queue_min=0"])
     with pytest.raises(ConfigError, match="gml.temperature"):
         resolve(plugins, ["gml"], assignments=["gml.temperature=0"])
+    with pytest.raises(ConfigError, match="gml.queue_overflow"):
+        resolve(plugins, ["gml"], assignments=["gml.queue_overflow=middle"])
     defaults = resolve(plugins, ["gml"]).plugins["gml"]
     assert (defaults.queue_size, defaults.queue_min, defaults.temperature) == (4096, 2, 0.1)
+    assert defaults.queue_overflow == "first"
     assert defaults.learn_temperature and defaults.distill and defaults.teacher == ""
 
 
@@ -131,19 +142,22 @@ def test_presets_carry_the_papers_recipes():
     assert long.run.epochs == 400 and long.run.schedule.milestones == (320, 360)
     imagenet = resolve(plugins, ["gml"], presets=["imagenet-lt"])
     assert imagenet.run.model.backbone == "resnext50" and not imagenet.plugins["gml"].distill
-    assert imagenet.plugins["gml"].queue_size == 16384 and imagenet.plugins["gml"].temperature == 0.07
+    imagenet_gml = imagenet.plugins["gml"]
+    assert imagenet_gml.queue_size == 16384 and imagenet_gml.temperature == 0.07
     assert imagenet.run.views.classifier == "imagenet-randaugment"
     long_imagenet = resolve(plugins, ["gml"], presets=["imagenet-lt-400"]).plugins["gml"]
     assert (long_imagenet.classifier_weight, long_imagenet.gml_weight) == (0.5, 2.0)
     inat = resolve(plugins, ["gml"], presets=["inaturalist2018"])
     assert inat.run.optim.lr == 0.02 and inat.run.optim.weight_decay == 2e-4
-    assert inat.plugins["gml"].queue_size == 65536 and inat.plugins["gml"].teacher_backbone == "resnet152"
+    inat_gml = inat.plugins["gml"]
+    assert inat_gml.queue_size == 65536 and inat_gml.teacher_backbone == "resnet152"
 
 
 def test_options_are_listed(ltrun):
     result = ltrun("plugins", "--options", "gml")
     assert result.exit_code == 0, result.stderr
-    for key in ("gml.teacher ", "gml.queue_size", "gml.queue_contents", "gml.learn_temperature",
+    for key in ("gml.teacher ", "gml.queue_size", "gml.queue_contents", "gml.queue_overflow",
+                "gml.learn_temperature",
                 "cifar100-lt-400", "imagenet-lt", "inaturalist2018"):
         assert key in result.output
 
@@ -163,7 +177,8 @@ def test_package_exports_load_lazily():
 
 def _prepared(*assignments):
     plugins = Plugins()
-    settings = resolve(plugins, ["gml"], assignments=[*FAST_SETTINGS, "gml.queue_size=64", *assignments])
+    settings = resolve(plugins, ["gml"],
+                       assignments=[*FAST_SETTINGS, "gml.queue_size=64", *assignments])
     return prepare(plugins, ["gml"], settings)
 
 
@@ -205,6 +220,39 @@ def test_student_step_enqueues_once_and_feeds_every_term(isolated):
     assert all(p.grad is None for p in run.modules["teacher"].parameters())
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_student_projects_the_queue_in_the_compute_precision_once(isolated, precision):
+    from ltcore_gml.loss import gml_loss, temperature_loss
+
+    from ltcore.testing import forward
+
+    run = _prepared(f"precision={precision}")
+    step = _step(run)
+    run.main_stage.model.train()
+    losses = dict(zip([t.name for t in run.main_stage.losses], forward(run, step)))
+    out = step.extras["gml"]
+    assert out["bank"].dtype == torch.float32 and out["similarities"].dtype == torch.float32
+    torch.testing.assert_close(out["bank"].norm(dim=1), torch.ones(64))
+    assert torch.equal(out["similarities"], out["query"] @ out["bank"].T)
+    prior = run.class_prior
+    expected = gml_loss(out["query"], out["labels"], out["bank"], out["bank_labels"], prior,
+                        out["temperature"], bank_valid=out["bank_valid"])
+    assert torch.equal(losses["gml"], expected)
+    log_tau = run.main_stage.model.heads["gml_temperature"].log_temperature
+    expected = temperature_loss(out["query"], out["labels"], out["bank"], out["bank_labels"],
+                                out["bank_indices"], out["indices"], prior, log_tau,
+                                bank_valid=out["bank_valid"])
+    assert torch.equal(losses["gml-temperature"], expected)
+    with torch.no_grad():
+        full = torch.nn.functional.normalize(
+            run.main_stage.model.heads["gml_key"](run.modules["gml_queue"].features()), dim=1)
+    if precision == "fp32":
+        assert torch.equal(out["bank"].detach(), full)
+    else:  # the key MLP ran in bf16
+        assert not torch.equal(out["bank"].detach(), full)
+        torch.testing.assert_close(out["bank"].detach(), full, atol=0.05, rtol=0)
+
+
 def test_student_without_l_gml_leaves_the_queue_alone(isolated):
     from ltcore.testing import forward
 
@@ -213,7 +261,8 @@ def test_student_without_l_gml_leaves_the_queue_alone(isolated):
     step = _step(run)
     forward(run, step)
     assert not bool(run.modules["gml_queue"].valid().any())
-    assert "bank" not in step.extras["gml"] and step.extras["gml"]["teacher_logits"].shape == (12, 10)
+    extras = step.extras["gml"]
+    assert "bank" not in extras and extras["teacher_logits"].shape == (12, 10)
 
 
 def test_temperature_gets_a_group_without_weight_decay(isolated):

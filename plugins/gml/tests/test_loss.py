@@ -65,7 +65,9 @@ def test_gml_matches_reference_with_validity_and_exclusion_masks(seed):
 
 
 def test_gml_float32_is_stable_at_small_temperature():
-    _, query, labels, bank, bank_labels, prior = _random_problem(5, batch=16, bank_size=64, classes=8, dim=16)
+    _, query, labels, bank, bank_labels, prior = _random_problem(
+        5, batch=16, bank_size=64, classes=8, dim=16
+    )
     loss = gml_loss(query.float(), labels, bank.float(), bank_labels, prior.float(), 0.01)
     usable = torch.ones(16, 64, dtype=torch.bool)
     expected = _reference_gml(query, labels, bank, bank_labels, prior, 0.01, 1.0, usable)
@@ -78,11 +80,17 @@ def test_gml_hand_computed():
     query = torch.tensor([[1.0, 0.0]], dtype=DTYPE)
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=DTYPE)
     bank_labels = torch.tensor([0, 0, 1])
-    loss = gml_loss(query, torch.tensor([0]), bank, bank_labels, torch.tensor([0.5, 0.5], dtype=DTYPE), 1.0)
+    loss = gml_loss(
+        query, torch.tensor([0]), bank, bank_labels, torch.tensor([0.5, 0.5], dtype=DTYPE), 1.0
+    )
     assert loss.item() == pytest.approx(math.log(1.0 + 2.0 / (math.e * (math.e + 1.0))), rel=1e-12)
     # A prior (0.8, 0.2) with alpha 1 moves the margin by log(0.2 / 0.8).
-    skewed = gml_loss(query, torch.tensor([0]), bank, bank_labels, torch.tensor([0.8, 0.2], dtype=DTYPE), 1.0)
-    assert skewed.item() == pytest.approx(math.log(1.0 + 0.25 * 2.0 / (math.e * (math.e + 1.0))), rel=1e-12)
+    skewed = gml_loss(
+        query, torch.tensor([0]), bank, bank_labels, torch.tensor([0.8, 0.2], dtype=DTYPE), 1.0
+    )
+    assert skewed.item() == pytest.approx(
+        math.log(1.0 + 0.25 * 2.0 / (math.e * (math.e + 1.0))), rel=1e-12
+    )
 
 
 def test_class_log_mean_exp_hand_computed_and_empty_class():
@@ -104,7 +112,9 @@ def test_classes_without_entries_leave_the_softmax_and_gradients_stay_finite():
     loss = gml_loss(query, labels, bank, bank_labels, prior, 0.3, bank_valid=valid, exclude=exclude)
     usable = valid.unsqueeze(0) & ~exclude
     expected = _reference_gml(query.detach(), labels, bank, bank_labels, prior, 0.3, 1.0, usable)
-    torch.testing.assert_close(loss.detach(), torch.tensor(expected, dtype=DTYPE), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        loss.detach(), torch.tensor(expected, dtype=DTYPE), rtol=1e-5, atol=0
+    )
     loss.backward()
     assert torch.isfinite(query.grad).all()
     assert torch.equal(query.grad[2], torch.zeros_like(query.grad[2]))
@@ -140,7 +150,9 @@ def _supcon_per_query(query, labels, bank, bank_labels, temperature):
 def _gml_per_query(query, labels, bank, bank_labels, prior, temperature, alpha=1.0):
     return torch.stack(
         [
-            gml_loss(query[i : i + 1], labels[i : i + 1], bank, bank_labels, prior, temperature, alpha)
+            gml_loss(
+                query[i : i + 1], labels[i : i + 1], bank, bank_labels, prior, temperature, alpha
+            )
             for i in range(len(labels))
         ]
     )
@@ -157,7 +169,9 @@ def test_balanced_gml_is_eq9_and_bounded_by_supcon(seed, temperature):
     positives = labels.unsqueeze(1) == bank_labels.unsqueeze(0)
     eq9 = -torch.log((exps * positives).sum(1) / exps.sum(1))
     torch.testing.assert_close(gml, eq9, rtol=1e-10, atol=0)
-    torch.testing.assert_close(gml, _gml_per_query(query, labels, bank, bank_labels, prior, temperature, 0.3))
+    torch.testing.assert_close(
+        gml, _gml_per_query(query, labels, bank, bank_labels, prior, temperature, 0.3)
+    )
     # Jensen (log of a mean >= mean of logs): L_GML + log|Z_y| <= L_SupCon, per query.
     supcon = _supcon_per_query(query, labels, bank, bank_labels, temperature)
     assert bool((gml + math.log(per_class) <= supcon + 1e-12).all())
@@ -193,27 +207,37 @@ def _problem_with_own_images(seed):
     for i in range(batch):
         slot = int(torch.nonzero((bank_labels == labels[i]) & (bank_indices < 100))[0])
         bank_indices[slot] = query_indices[i]
-        bank[slot] = F.normalize(query[i] + 0.05 * torch.randn(dim, generator=gen, dtype=DTYPE), dim=0)
+        bank[slot] = F.normalize(
+            query[i] + 0.05 * torch.randn(dim, generator=gen, dtype=DTYPE), dim=0
+        )
         own_slots.append(slot)
     prior = torch.tensor([0.6, 0.3, 0.1], dtype=DTYPE)
     return gen, query, labels, query_indices, bank, bank_labels, bank_indices, own_slots, prior
 
 
 def test_temperature_loss_is_gml_without_own_image_entries():
-    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = _problem_with_own_images(0)
+    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = (
+        _problem_with_own_images(0)
+    )
     log_temperature = torch.tensor(math.log(0.1), dtype=DTYPE)
-    loss = temperature_loss(query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature, 0.5)
+    loss = temperature_loss(
+        query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature, 0.5
+    )
     usable = query_indices.unsqueeze(1) != bank_indices.unsqueeze(0)
     expected = _reference_gml(query, labels, bank, bank_labels, prior, 0.1, 0.5, usable)
     torch.testing.assert_close(loss, torch.tensor(expected, dtype=DTYPE), rtol=1e-5, atol=0)
 
 
 def test_temperature_gradient_ignores_own_image_entries():
-    gen, query, labels, query_indices, bank, bank_labels, bank_indices, own_slots, prior = _problem_with_own_images(1)
+    gen, query, labels, query_indices, bank, bank_labels, bank_indices, own_slots, prior = (
+        _problem_with_own_images(1)
+    )
     log_temperature = torch.tensor(math.log(0.1), dtype=DTYPE, requires_grad=True)
     query = query.clone().requires_grad_(True)
     bank = bank.clone().requires_grad_(True)
-    temperature_loss(query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature).backward()
+    temperature_loss(
+        query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature
+    ).backward()
     assert query.grad is None and bank.grad is None  # similarities are detached
     assert log_temperature.grad is not None and log_temperature.grad != 0
     query, bank = query.detach(), bank.detach()
@@ -224,25 +248,37 @@ def test_temperature_gradient_ignores_own_image_entries():
         losses, grads = [], []
         for features in (bank, altered):
             loss = temperature_loss(
-                query[one], labels[one], features, bank_labels, bank_indices, query_indices[one], prior, log_temperature
+                query[one],
+                labels[one],
+                features,
+                bank_labels,
+                bank_indices,
+                query_indices[one],
+                prior,
+                log_temperature,
             )
             losses.append(loss.item())
             grads.append(torch.autograd.grad(loss, log_temperature)[0].item())
         assert losses[0] == losses[1] and grads[0] == grads[1]
         # The main loss, which keeps the query's own entry, does see the change.
         plain = [
-            gml_loss(query[one], labels[one], features, bank_labels, prior, 0.1).item() for features in (bank, altered)
+            gml_loss(query[one], labels[one], features, bank_labels, prior, 0.1).item()
+            for features in (bank, altered)
         ]
         assert plain[0] != plain[1]
 
 
 def test_sgd_on_log_temperature_moves_it_and_lowers_the_loss():
-    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = _problem_with_own_images(2)
+    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = (
+        _problem_with_own_images(2)
+    )
     log_temperature = torch.nn.Parameter(torch.tensor(math.log(0.5), dtype=DTYPE))
     optimizer = torch.optim.SGD([log_temperature], lr=0.5)
 
     def loss():
-        return temperature_loss(query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature)
+        return temperature_loss(
+            query, labels, bank, bank_labels, bank_indices, query_indices, prior, log_temperature
+        )
 
     start = loss().item()
     for _ in range(5):
@@ -266,16 +302,64 @@ def test_tensor_temperature_gets_gradient_only_through_temperature_loss():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_own_image_entries_make_the_best_temperature_collapse(seed):
-    # With the query's own (near-duplicate) key in the mixture, the loss keeps falling as tau_g -> 0;
+    # With the query's own (near-duplicate) key in the mixture, the loss keeps falling as
+    # tau_g -> 0;
     # without it the minimiser stays at a usable temperature.
-    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = _problem_with_own_images(seed)
+    _, query, labels, query_indices, bank, bank_labels, bank_indices, _, prior = (
+        _problem_with_own_images(seed)
+    )
     grid = torch.logspace(-3, 0, 31, dtype=DTYPE)
     with_own = torch.stack([gml_loss(query, labels, bank, bank_labels, prior, tau) for tau in grid])
     without_own = torch.stack(
         [
-            temperature_loss(query, labels, bank, bank_labels, bank_indices, query_indices, prior, tau.log())
+            temperature_loss(
+                query, labels, bank, bank_labels, bank_indices, query_indices, prior, tau.log()
+            )
             for tau in grid
         ]
     )
     assert int(with_own.argmin()) == 0
     assert grid[int(without_own.argmin())] > 0.05
+
+
+def test_from_similarities_forms_give_the_same_losses_and_gradients():
+    from ltcore_gml.loss import gml_loss_from_similarities, temperature_loss_from_similarities
+
+    gen, query, labels, bank, bank_labels, prior = _random_problem(5)
+    query.requires_grad_()
+    valid = torch.rand(bank.shape[0], generator=gen) > 0.2
+    bank_indices = torch.randint(0, 8, (bank.shape[0],), generator=gen)
+    query_indices = torch.randint(0, 8, (query.shape[0],), generator=gen)
+    log_tau = torch.tensor(math.log(0.2), dtype=DTYPE, requires_grad=True)
+    direct = gml_loss(
+        query, labels, bank, bank_labels, prior, 0.2, 0.5, bank_valid=valid
+    ) + temperature_loss(
+        query,
+        labels,
+        bank,
+        bank_labels,
+        bank_indices,
+        query_indices,
+        prior,
+        log_tau,
+        0.5,
+        bank_valid=valid,
+    )
+    direct_grads = torch.autograd.grad(direct, (query, log_tau))
+    similarities = query @ bank.T
+    shared = gml_loss_from_similarities(
+        similarities, labels, bank_labels, prior, 0.2, 0.5, bank_valid=valid
+    ) + temperature_loss_from_similarities(
+        similarities,
+        labels,
+        bank_labels,
+        bank_indices,
+        query_indices,
+        prior,
+        log_tau,
+        0.5,
+        bank_valid=valid,
+    )
+    assert torch.equal(shared, direct)
+    for a, b in zip(torch.autograd.grad(shared, (query, log_tau)), direct_grads):
+        assert torch.equal(a, b)

@@ -57,17 +57,28 @@ def test_queue_sizes_reject_impossible_requests():
 
 
 class _ReferenceQueue:
-    """Sequential per-class ring buffers, written one sample at a time."""
+    """Per-class ring buffers, written one sample at a time in batch order.
 
-    def __init__(self, sizes, dim):
+    ``overflow="last"``: every sample writes and advances its class's pointer.
+    ``overflow="first"``: a class stops writing once it has written as many samples in this
+    batch as it has slots (the reference code's ``_dequeue_and_enqueue_w_base``).
+    """
+
+    def __init__(self, sizes, dim, overflow):
         self.slots = [[None] * s for s in sizes]
         self.pointers = [0] * len(sizes)
         self.dim = dim
+        self.overflow = overflow
 
     def enqueue(self, features, labels, indices):
+        written = [0] * len(self.slots)
         for feature, label, index in zip(features, labels.tolist(), indices.tolist()):
+            capacity = len(self.slots[label])
+            if self.overflow == "first" and written[label] == capacity:
+                continue
             self.slots[label][self.pointers[label]] = (feature.clone(), index)
-            self.pointers[label] = (self.pointers[label] + 1) % len(self.slots[label])
+            self.pointers[label] = (self.pointers[label] + 1) % capacity
+            written[label] += 1
 
     def flat(self):
         features, labels, indices, valid = [], [], [], []
@@ -77,7 +88,8 @@ class _ReferenceQueue:
                 indices.append(entry[1] if entry else -1)
                 valid.append(entry is not None)
                 labels.append(label)
-        return torch.stack(features), torch.tensor(labels), torch.tensor(indices), torch.tensor(valid)
+        stacked = torch.stack(features)
+        return stacked, torch.tensor(labels), torch.tensor(indices), torch.tensor(valid)
 
 
 def _assert_same_state(queue, reference):
@@ -86,27 +98,51 @@ def _assert_same_state(queue, reference):
     assert torch.equal(queue.labels(), labels)
     assert torch.equal(queue.indices(), indices)
     assert torch.equal(queue.valid(), valid)
+    assert queue.pointers.tolist() == reference.pointers
 
 
-def test_enqueue_matches_sequential_ring_buffers():
+def _random_batches(seed, num_classes, batch_sizes):
+    """Batches whose labels favour class 0, so classes often overflow their queues."""
+    gen = torch.Generator().manual_seed(seed)
+    start = 0
+    for batch in batch_sizes:
+        labels = torch.randint(-3, num_classes, (batch,), generator=gen).clamp_min(0)
+        yield torch.randn(batch, 3, generator=gen), labels, torch.arange(start, start + batch)
+        start += batch
+
+
+@pytest.mark.parametrize("overflow", ["first", "last"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_enqueue_matches_per_sample_loop(overflow, seed):
     sizes = [3, 1, 4, 2]
-    queue = ClassWiseQueue(torch.tensor(sizes), dim=3)
-    reference = _ReferenceQueue(sizes, dim=3)
-    gen = torch.Generator().manual_seed(0)
-    next_index = 0
-    for batch in [2, 5, 9, 1, 12, 0, 7]:
-        features = torch.randn(batch, 3, generator=gen)
-        labels = torch.randint(0, len(sizes), (batch,), generator=gen)
-        indices = torch.arange(next_index, next_index + batch)
-        next_index += batch
+    queue = ClassWiseQueue(torch.tensor(sizes), dim=3, overflow=overflow)
+    reference = _ReferenceQueue(sizes, dim=3, overflow=overflow)
+    overflowed = False
+    for features, labels, indices in _random_batches(seed, len(sizes), [2, 5, 9, 1, 12, 0, 7, 20]):
+        counts = torch.bincount(labels, minlength=len(sizes))
+        overflowed |= bool((counts > torch.tensor(sizes)).any())
         queue.enqueue(features, labels, indices)
         reference.enqueue(features, labels, indices)
         _assert_same_state(queue, reference)
-        assert queue.pointers.tolist() == reference.pointers
+    assert overflowed
 
 
-def test_oldest_entries_are_overwritten_in_order():
+def test_first_overflow_keeps_the_first_samples_and_the_pointer():
     queue = ClassWiseQueue(torch.tensor([3, 2]), dim=1)
+    assert queue.overflow == "first"
+    queue.enqueue(torch.tensor([[9.0]]), torch.tensor([0]), torch.tensor([9]))
+    labels = torch.zeros(5, dtype=torch.long)
+    queue.enqueue(torch.arange(5.0).unsqueeze(1), labels, torch.arange(5))
+    # From pointer 1: samples 0, 1, 2 fill slots 1, 2, 0; samples 3 and 4 are dropped and the
+    # pointer advances by min(5, 3) = 3, back to 1.
+    assert queue.indices()[:3].tolist() == [2, 0, 1]
+    assert queue.pointers.tolist() == [1, 0]
+    queue.enqueue(torch.tensor([[5.0]]), torch.tensor([0]), torch.tensor([5]))
+    assert queue.indices()[:3].tolist() == [2, 5, 1]
+
+
+def test_last_overflow_overwrites_the_oldest_entries_in_order():
+    queue = ClassWiseQueue(torch.tensor([3, 2]), dim=1, overflow="last")
     labels = torch.zeros(5, dtype=torch.long)
     queue.enqueue(torch.arange(5.0).unsqueeze(1), labels, torch.arange(5))
     # Written in order 0,1,2 then 3 over 0 and 4 over 1: the last three remain.
@@ -122,7 +158,8 @@ def test_oldest_entries_are_overwritten_in_order():
 
 
 def test_labels_and_indices_bookkeeping():
-    queue = ClassWiseQueue.from_class_counts(torch.tensor([30, 10]), total_size=6, min_size=1, dim=2)
+    queue = ClassWiseQueue.from_class_counts(torch.tensor([30, 10]), total_size=6, min_size=1,
+                                             dim=2)
     # 1 + 4 * (3/4, 1/4) = (4, 2)
     assert queue.sizes.tolist() == [4, 2]
     assert queue.labels().tolist() == [0, 0, 0, 0, 1, 1]
@@ -146,7 +183,8 @@ def test_state_dict_round_trip():
     gen = torch.Generator().manual_seed(1)
     queue.enqueue(torch.randn(4, 2, generator=gen), torch.tensor([0, 1, 1, 0]), torch.arange(4))
     state = queue.state_dict()
-    assert {"queue_features", "queue_labels", "queue_indices", "queue_valid", "pointers"} <= set(state)
+    assert set(state) == {"queue_features", "queue_labels", "queue_indices", "queue_valid",
+                          "offsets", "sizes", "pointers"}
     restored = ClassWiseQueue(torch.tensor([2, 3]), dim=2)
     restored.load_state_dict(state)
     more = torch.randn(3, 2, generator=gen)
@@ -156,6 +194,8 @@ def test_state_dict_round_trip():
         assert torch.equal(restored.state_dict()[name], tensor), name
 
 
-def test_rejects_empty_class_queue():
+def test_rejects_empty_class_queue_and_unknown_overflow():
     with pytest.raises(ValueError):
         ClassWiseQueue(torch.tensor([2, 0]), dim=2)
+    with pytest.raises(ValueError):
+        ClassWiseQueue(torch.tensor([2, 1]), dim=2, overflow="middle")

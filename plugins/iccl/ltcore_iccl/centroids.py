@@ -7,29 +7,34 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CENTROID_INITS = ("first_batch", "random")
+CENTROID_UPDATES = ("per-sample", "batch-mean")
 
 
 class EMACentroids(torch.nn.Module):
     """Per-class EMA centroids ``c^k`` in the embedding space, a [C, D] buffer.
 
-    One update per batch: for every class k present in the batch,
-    ``c^k <- m c^k + (1 - m) mean_{i: y_i = k} z_i``; absent classes are left untouched.
-    The decay therefore counts batches in which a class appears, not samples.
+    ``update="per-sample"`` (default, MoPro's loop, which ICCL follows): every sample of the
+    batch in batch order, ``c^{y_i} <- m c^{y_i} + (1 - m) z_i``. Vectorised: a class k with
+    ``n_k`` samples, sample j of class rank ``r_j`` weighted ``w_j = (1 - m) m^(n_k - 1 - r_j)``,
+    ``c^k <- m^(n_k) c^k + sum_j w_j z_j``. ``update="batch-mean"``: one step per batch,
+    ``c^k <- m c^k + (1 - m) mean_{i: y_i = k} z_i`` (the decay counts batches in which a class
+    appears, not samples). Absent classes are left untouched either way.
 
     Args:
         num_classes: C.
         dim: embedding size D.
         momentum: ``m``; 0.99 is the paper's value.
-        normalize: re-project each updated centroid onto the unit sphere. Default False:
-            eq. 1 has no normalisation, and the paper plots the centroids' norms as
-            "intrinsically balanced" across classes, which only carries meaning for
-            centroids that are not re-normalised. True gives the MoPro-style variant
-            (unit centroids, so ``z . c / tau`` is a cosine similarity).
+        normalize: re-project each updated centroid onto the unit sphere once per batch, after
+            the update (default True, MoPro's ``F.normalize(prototypes)``, so ``z . c / tau`` is
+            a cosine similarity). False keeps eq. 1 as written, whose centroid norms the paper
+            plots as "intrinsically balanced".
         init: ``"first_batch"`` (default) starts from zeros and sets each centroid to its
-            class's batch mean the first time the class is seen, so rarely sampled classes
-            do not spend hundreds of updates with a near-zero centroid; ``"random"`` starts
-            from random unit vectors drawn from ``generator`` and applies the EMA from the
-            first update.
+            class's (weighted) mean of the batch in which the class is first seen (per-sample:
+            ``sum_j w_j z_j / sum_j w_j``, which after normalisation is MoPro's zero start), so
+            rarely sampled classes do not spend hundreds of updates with a near-zero centroid;
+            ``"random"`` starts from random unit vectors drawn from ``generator`` and applies
+            the EMA from the first update.
+        update: ``"per-sample"`` or ``"batch-mean"`` (above).
         generator: random generator for ``init="random"``.
     """
 
@@ -41,8 +46,9 @@ class EMACentroids(torch.nn.Module):
         num_classes: int,
         dim: int,
         momentum: float = 0.99,
-        normalize: bool = False,
+        normalize: bool = True,
         init: str = "first_batch",
+        update: str = "per-sample",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -50,9 +56,12 @@ class EMACentroids(torch.nn.Module):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if init not in CENTROID_INITS:
             raise ValueError(f"init must be one of {CENTROID_INITS}, got {init!r}")
+        if update not in CENTROID_UPDATES:
+            raise ValueError(f"update must be one of {CENTROID_UPDATES}, got {update!r}")
         self.num_classes = num_classes
         self.momentum = momentum
         self.normalize = normalize
+        self.update_rule = update
         if init == "random":
             centroids = F.normalize(torch.randn(num_classes, dim, generator=generator), dim=1)
             initialized = torch.ones(num_classes, dtype=torch.bool)
@@ -76,15 +85,36 @@ class EMACentroids(torch.nn.Module):
         # costs a device-to-host synchronisation on CUDA every step.
         counts = torch.zeros(self.num_classes, dtype=self.centroids.dtype, device=labels.device)
         counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
-        sums = torch.zeros_like(self.centroids).index_add_(0, labels, embeddings)
-        batch_means = sums / counts.clamp_min(1).unsqueeze(1)
-        averaged = self.momentum * self.centroids + (1.0 - self.momentum) * batch_means
-        updated = torch.where(self.initialized.unsqueeze(1), averaged, batch_means)
+        if self.update_rule == "per-sample":
+            averaged, first_means = self._per_sample(embeddings, labels, counts)
+        else:
+            sums = torch.zeros_like(self.centroids).index_add_(0, labels, embeddings)
+            first_means = sums / counts.clamp_min(1).unsqueeze(1)
+            averaged = self.momentum * self.centroids + (1.0 - self.momentum) * first_means
+        updated = torch.where(self.initialized.unsqueeze(1), averaged, first_means)
         if self.normalize:
             updated = F.normalize(updated, dim=1)
         present = (counts > 0).unsqueeze(1)
         self.centroids.copy_(torch.where(present, updated, self.centroids))
         self.initialized.logical_or_(present.squeeze(1))
+
+    def _per_sample(self, embeddings: Tensor, labels: Tensor,
+                    counts: Tensor) -> tuple[Tensor, Tensor]:
+        """The per-sample EMA of every class and, for classes seen for the first time, the
+        weighted mean of their samples (weights of the EMA)."""
+        order = torch.sort(labels, stable=True).indices
+        class_starts = (torch.cumsum(counts, 0) - counts).long()
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(len(labels), device=labels.device) - class_starts[labels[order]]
+        later_samples = counts[labels] - 1 - rank.to(counts.dtype)
+        weights = (1.0 - self.momentum) * self.momentum ** later_samples
+        weighted_sums = torch.zeros_like(self.centroids).index_add_(
+            0, labels, weights.unsqueeze(1) * embeddings)
+        weight_totals = torch.zeros_like(counts).index_add_(0, labels, weights)
+        averaged = (self.momentum ** counts).unsqueeze(1) * self.centroids + weighted_sums
+        first_means = weighted_sums / torch.where(weight_totals > 0, weight_totals,
+                                                  torch.ones_like(weight_totals)).unsqueeze(1)
+        return averaged, first_means
 
     def forward(self) -> Tensor:
         """Return the [C, D] centroids."""
@@ -94,8 +124,9 @@ class EMACentroids(torch.nn.Module):
 def centroid_bank(
     run,
     momentum: float = 0.99,
-    normalize: bool = False,
+    normalize: bool = True,
     init: str = "first_batch",
+    update: str = "per-sample",
     dim: int | None = None,
 ) -> EMACentroids:
     """Memory bank ``iccl-centroids``: a fresh :class:`EMACentroids` for ``run``'s classes.
@@ -106,7 +137,8 @@ def centroid_bank(
     """
     generator = torch.Generator().manual_seed(run.config.seed)
     return EMACentroids(run.dataset.num_classes, dim or run.config.model.projection_dim,
-                        momentum=momentum, normalize=normalize, init=init, generator=generator)
+                        momentum=momentum, normalize=normalize, init=init, update=update,
+                        generator=generator)
 
 
 class CentroidPrototypes:
@@ -133,7 +165,8 @@ class CentroidPrototypes:
 
     @property
     def centroids(self) -> Tensor:
-        """The raw [C, D] centroids (not re-normalised), as ICCL's loss uses them."""
+        """The [C, D] centroids as the bank keeps them (unit rows only with ``normalize``), as
+        ICCL's loss uses them."""
         return self.bank.centroids
 
     def prototypes(self, step=None) -> Tensor:

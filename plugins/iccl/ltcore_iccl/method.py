@@ -99,7 +99,8 @@ class ICCLRun:
         self.generator: torch.Generator | None = None
         self.provider = run.build("prototype-provider", "iccl-centroids", module=CENTROIDS_MODULE,
                                   momentum=options.centroid_momentum,
-                                  normalize=options.normalize_centroids, init=options.centroid_init)
+                                  normalize=options.normalize_centroids, init=options.centroid_init,
+                                  update=options.centroid_update)
         self.terms: dict[str, LossTerm] = {}
         self.rebalancing: Stage | None = None
         self.teacher: nn.Module | None = None
@@ -157,7 +158,8 @@ class ICCLRun:
     @hookimpl
     def stage_end(self, run, stage):
         """The norm of every class's centroid after stage 1 (the paper's Fig. 2 shows them
-        balanced across head and tail classes), as the table ``iccl/centroid_norms.csv``."""
+        balanced across head and tail classes; 1 for every seen class with
+        ``normalize_centroids``), as the table ``iccl/centroid_norms.csv``."""
         if stage is not self.stage:
             return
         norms = self.provider.centroids.norm(dim=1).tolist()
@@ -272,7 +274,8 @@ class ICCLRun:
             if self.teacher_reuses_features:
                 logits = self.teacher(step.features[CLASSIFIER_ROLE])
             else:
-                logits = self.teacher.classifier(self.teacher.backbone(step.images[CLASSIFIER_ROLE]))
+                features = self.teacher.backbone(step.images[CLASSIFIER_ROLE])
+                logits = self.teacher.classifier(features)
         return logits.float()
 
 

@@ -21,6 +21,8 @@ from ltcore import doc, hookimpl, interval
 
 CENTROID_INITS = ("first_batch", "random")
 """Kept equal to ``ltcore_iccl.centroids.CENTROID_INITS`` (that module imports torch)."""
+CENTROID_UPDATES = ("per-sample", "batch-mean")
+"""Kept equal to ``ltcore_iccl.centroids.CENTROID_UPDATES``."""
 
 
 
@@ -54,8 +56,13 @@ class Options:
     centroid_momentum: float = doc("m of the centroid EMA (eq. 1)", default=0.99,
                                    validator=interval(0, 1, include_high=False))
     normalize_centroids: bool = doc("re-project the centroids onto the unit sphere after each "
-                                    "update (eq. 1 does not)", default=False)
-    centroid_init: str = doc("first_batch: a class's centroid starts as its first batch mean; "
+                                    "batch's update (MoPro, which the paper follows; eq. 1 as "
+                                    "written does not)", default=True)
+    centroid_update: str = doc("per-sample: the EMA steps once per sample in batch order (MoPro); "
+                               "batch-mean: once per batch with the class's batch mean",
+                               default="per-sample", validator=v.in_(CENTROID_UPDATES))
+    centroid_init: str = doc("first_batch: a class's centroid starts as the (EMA-weighted) mean "
+                             "of the batch where it is first seen; "
                              "random: random unit vectors, EMA from the first update",
                              default="first_batch", validator=v.in_(CENTROID_INITS))
     classifier_epochs: int = doc("epochs of the classifier-rebalancing stage (0: no second stage)",
@@ -93,7 +100,8 @@ def class_aware_sampler(run, gamma: float = 0.0, num_samples: int | None = None)
                              num_classes=run.dataset.num_classes)
 
 
-def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced", **agnostic_options):
+def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced",
+                   **agnostic_options):
     """Rows (class-agnostic sample, class-aware sample) as sources ('sample', 'paired')."""
     from ltcore import PluginError
 
@@ -109,7 +117,8 @@ def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced",
 
 
 def centroid_bank(run, **options):
-    """EMA class centroids of the projection embeddings (momentum, normalize, init, dim)."""
+    """EMA class centroids of the projection embeddings (momentum, normalize, init, update,
+    dim)."""
     from .centroids import centroid_bank as build
 
     return build(run, **options)

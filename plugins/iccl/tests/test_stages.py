@@ -57,7 +57,8 @@ def test_two_stages_warmup_switch_centroids_and_frozen_encoder(isolated):
     selected = ["iccl", "probe"]
     settings = resolve(plugins, selected, assignments=[
         *FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=1", "iccl.classifier_epochs=1",
-        "iccl.classifier_trainable=classifier", "iccl.centroid_momentum=0.9"],
+        "iccl.classifier_trainable=classifier", "iccl.centroid_momentum=0.9",
+        "iccl.centroid_update=batch-mean", "iccl.normalize_centroids=false"],
         overrides={"epochs": 2})
     result = train(plugins, selected, settings, progress=False)
     assert "test/acc" in result.metrics
@@ -73,7 +74,8 @@ def test_two_stages_warmup_switch_centroids_and_frozen_encoder(isolated):
     for s in interpolative:
         head, tail, mix, lam = s["mix"]
         assert lam.shape == (len(head),) and bool(((lam >= 0) & (lam <= 1)).all())
-        torch.testing.assert_close(mix, lam[:, None, None, None] * head + (1 - lam[:, None, None, None]) * tail)
+        weight = lam[:, None, None, None]
+        torch.testing.assert_close(mix, weight * head + (1 - weight) * tail)
     lams = torch.cat([s["mix"][3] for s in interpolative])
     assert lams.std() > 0.1  # one weight per sample, not per batch
 
@@ -85,7 +87,8 @@ def test_two_stages_warmup_switch_centroids_and_frozen_encoder(isolated):
                                         key=lambda m: m.step)]
 
     assert history("train", "iccl/interpolative") == [0.0, 1.0]
-    warm, inter = history("train", "train/loss/iccl-cc-warmup"), history("train", "train/loss/iccl-cc-it")
+    warm = history("train", "train/loss/iccl-cc-warmup")
+    inter = history("train", "train/loss/iccl-cc-it")
     assert warm[0] > 0 and warm[1] == 0 and inter[0] == 0 and inter[1] > 0
     ce_it = history("train", "train/loss/iccl-ce-it")
     assert ce_it[0] == 0 and ce_it[1] > 0
