@@ -99,6 +99,11 @@ class ModelConfig:
 
     backbone: str = doc("registered backbone name (ltrun plugins shows them)", default="resnet32")
     classifier: str = doc("classifier head: linear | cosine", default="linear")
+    classifier_init: str = doc("initialisation of the linear classifier: auto (the backbone's "
+                               "choice: kaiming_normal for the CIFAR ResNets as in their "
+                               "reference code, default for torchvision's) | default | "
+                               "kaiming_normal", default="auto",
+                               validator=v.in_(("auto", "default", "kaiming_normal")))
     cosine_scale: float = doc("logit scale of the cosine classifier", default=30.0,
                               validator=_positive)
     projection_hidden: int = doc("hidden width of the projection MLP", default=512,

@@ -78,7 +78,9 @@ def register_datasets(register: Register[DatasetFactory]) -> None:
 def register_backbones(register: Register[BackboneFactory]) -> None:
     """Register feature extractors: ``register(name, factory, doc="")``.
 
-    ``factory(in_channels: int) -> torch.nn.Module`` with an integer attribute ``feature_dim``.
+    ``factory(in_channels: int) -> torch.nn.Module`` with an integer attribute ``feature_dim``
+    and, optionally, ``classifier_init`` (``default`` | ``kaiming_normal``): the initialisation
+    its reference code gives the linear classifier on top (``model.classifier_init = auto``).
     """
 
 

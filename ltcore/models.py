@@ -1,7 +1,8 @@
 """Backbones and heads, and the bundle a stage trains.
 
 ``resnet32`` is the CIFAR ResNet of the LDAM-DRW code (16/32/64 channels, option-A zero-padding
-shortcuts, Kaiming init, 64-d pooled feature); ``resnet8/20/56`` are the same family with 1/3/9
+shortcuts, Kaiming init, 64-d pooled feature; it asks for a Kaiming-normal classifier as that
+code gives its final linear layer); ``resnet8/20/56`` are the same family with 1/3/9
 blocks per stage. ``resnet50`` and ``resnext50`` are torchvision's ImageNet models without their
 final fully-connected layer.
 """
@@ -54,6 +55,7 @@ class CifarResNet(nn.Module):
                 planes_in = planes
         self.layers = nn.Sequential(*layers)
         self.feature_dim = 64
+        self.classifier_init = "kaiming_normal"
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -83,11 +85,31 @@ def torchvision_resnet(name: str):
     return factory
 
 
-class LinearClassifier(nn.Linear):
-    """A linear classifier; ``weight`` rows are the class vectors."""
+CLASSIFIER_INITS = ("default", "kaiming_normal")
+"""Initialisations of the linear classifier: ``default`` is ``nn.Linear``'s (Kaiming uniform,
+``a = sqrt(5)``, as torchvision's ImageNet ResNets keep it); ``kaiming_normal`` draws the weight
+from ``kaiming_normal_`` as the reference CIFAR ResNet code does for every linear layer (the
+bias keeps ``nn.Linear``'s)."""
 
-    def __init__(self, in_dim: int, num_classes: int):
+
+class LinearClassifier(nn.Linear):
+    """A linear classifier; ``weight`` rows are the class vectors.
+
+    ``init`` is one of :data:`CLASSIFIER_INITS`; ``reset_parameters`` redraws with it, so a
+    classifier re-initialised later (cRT, ICCL) starts as the first one did.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, init: str = "default"):
+        if init not in CLASSIFIER_INITS:
+            raise ValueError(f"classifier init must be one of {', '.join(CLASSIFIER_INITS)}, "
+                             f"not {init!r}")
+        object.__setattr__(self, "init", init)  # read by reset_parameters inside __init__
         super().__init__(in_dim, num_classes)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.init == "kaiming_normal":
+            nn.init.kaiming_normal_(self.weight)
 
 
 class CosineClassifier(nn.Module):

@@ -352,7 +352,12 @@ class Run:
         cfg = self.config.model
         net = self.component("backbone", backbone or cfg.backbone)(self.dataset.channels)
         head = self.component("head", classifier)
-        options = {"scale": cfg.cosine_scale} if classifier == "cosine" else {}
+        options = {}
+        if classifier == "cosine":
+            options = {"scale": cfg.cosine_scale}
+        elif classifier == "linear":
+            options = {"init": (getattr(net, "classifier_init", "default")
+                                if cfg.classifier_init == "auto" else cfg.classifier_init)}
         return ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options)).to(self.device)
 
     def projection_head(self, model: ModelBundle | None = None) -> nn.Module:
@@ -429,15 +434,21 @@ class Run:
 
         return resolve_uri(self.config.tracking.uri)
 
-    def autocast(self):
-        """The run's mixed precision as a context: bf16 autocast on CUDA (``precision`` auto or
-        bf16), on the CPU only with ``precision = "bf16"``, else nothing."""
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype :meth:`autocast` computes matrix products in: bf16 on CUDA (``precision``
+        auto or bf16) and on the CPU with ``precision = "bf16"``, else float32."""
         precision = self.config.precision
-        if self.device.type == "cuda" and precision in ("auto", "bf16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return nullcontext()
+        if precision == "bf16" or (self.device.type == "cuda" and precision == "auto"):
+            return torch.bfloat16
+        return torch.float32
+
+    def autocast(self):
+        """The run's mixed precision as a context: autocast to :attr:`compute_dtype` where that
+        is bf16, else nothing."""
+        if self.compute_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def epoch_seed(self, stage: Stage, epoch: int) -> int:
         """The seed of ``epoch`` of ``stage``, from the run seed: derive a plugin's own random

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from ltcore.models import CifarResNet, CosineClassifier, MLPHead, torchvision_resnet
+from ltcore.config import resolve
+from ltcore.engine.runs import prepare
+from ltcore.models import (CifarResNet, CosineClassifier, LinearClassifier, MLPHead,
+                           torchvision_resnet)
+from ltcore.plugins import Plugins
+from ltcore.testing import FAST_SETTINGS
 
 
 def test_resnet32_is_the_ldam_variant():
@@ -33,3 +38,39 @@ def test_cosine_classifier_is_scaled_cosine():
 def test_mlp_head_shape():
     head = MLPHead(64, 128, hidden=512)
     assert head(torch.randn(3, 64)).shape == (3, 128)
+
+
+def test_linear_classifier_default_init_is_nn_linear_and_kaiming_normal_is_the_reference():
+    torch.manual_seed(3)
+    default = LinearClassifier(64, 10)
+    torch.manual_seed(3)
+    plain = torch.nn.Linear(64, 10)
+    assert torch.equal(default.weight, plain.weight) and torch.equal(default.bias, plain.bias)
+
+    torch.manual_seed(3)
+    kaiming = LinearClassifier(64, 1000, init="kaiming_normal")
+    torch.manual_seed(3)
+    expected = torch.nn.Linear(64, 1000)  # the same draws: nn.Linear's, then kaiming_normal_
+    torch.nn.init.kaiming_normal_(expected.weight)
+    assert torch.equal(kaiming.weight, expected.weight)
+    assert torch.equal(kaiming.bias, expected.bias)
+    # kaiming_normal_ (fan_in, ReLU gain): standard deviation sqrt(2 / fan_in)
+    assert abs(kaiming.weight.std().item() - (2 / 64) ** 0.5) < 0.005
+    torch.manual_seed(4)
+    kaiming.reset_parameters()  # a later re-initialisation (cRT, ICCL) uses the same init
+    assert abs(kaiming.weight.std().item() - (2 / 64) ** 0.5) < 0.005
+    with pytest.raises(ValueError, match="kaiming_normal"):
+        LinearClassifier(4, 2, init="xavier")
+
+
+@pytest.mark.parametrize("assignment, backbone, expected", [
+    ("model.classifier_init=auto", "resnet8", "kaiming_normal"),
+    ("model.classifier_init=auto", "resnet50", "default"),
+    ("model.classifier_init=default", "resnet8", "default"),
+    ("model.classifier_init=kaiming_normal", "resnet50", "kaiming_normal"),
+])
+def test_classifier_init_follows_the_backbone_unless_set(assignment, backbone, expected):
+    plugins = Plugins()
+    settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, assignment])
+    run = prepare(plugins, ["ce"], settings)
+    assert run.build_model("linear", backbone=backbone).classifier.init == expected

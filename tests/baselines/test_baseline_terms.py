@@ -307,7 +307,7 @@ def test_crt_and_lws_stages_follow_the_main_stage(plugins, order):
 def test_crt_reinitialisation_is_seeded_and_fresh(plugins):
     from ltcore.builtin.crt import reinitialise
 
-    run = assemble(plugins, ["ce", "crt"])
+    run = assemble(plugins, ["ce", "crt"], "model.classifier_init=default")
     classifier = run.model.classifier
     with torch.no_grad():
         classifier.weight.fill_(3.0)
@@ -322,6 +322,21 @@ def test_crt_reinitialisation_is_seeded_and_fresh(plugins):
     assert all(torch.equal(first[k], v) for k, v in classifier.state_dict().items())
     reinitialise(classifier, 124)
     assert not torch.equal(first["weight"], classifier.weight)
+
+
+def test_crt_reinitialises_with_the_classifiers_own_init(plugins):
+    from ltcore.builtin.crt import reinitialise
+    from ltcore.models import LinearClassifier
+
+    run = assemble(plugins, ["ce", "crt"])  # a CIFAR ResNet: Kaiming-normal classifier
+    classifier = run.model.classifier
+    assert classifier.init == "kaiming_normal"
+    reinitialise(classifier, 123)
+    torch.manual_seed(123)
+    expected = LinearClassifier(classifier.in_features, classifier.out_features,
+                                init="kaiming_normal")
+    assert torch.equal(classifier.weight, expected.weight)
+    assert torch.equal(classifier.bias, expected.bias)
 
 
 def test_crt_reinitialises_a_cosine_classifier_too(plugins):

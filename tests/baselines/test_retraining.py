@@ -13,6 +13,7 @@ from ltcore import hookimpl
 from ltcore.config import resolve
 from ltcore.engine.runs import prepare, train
 from ltcore.evaluation import model_outputs
+from ltcore.models import LinearClassifier
 from ltcore.plugins import Plugins
 from ltcore.testing import FAST_SETTINGS
 
@@ -63,7 +64,9 @@ def test_crt_then_lws_train_only_what_they_should(store):
     # the encoder (BatchNorm statistics included) is frozen in both retraining stages
     assert all(torch.equal(main[k], crt[k]) and torch.equal(crt[k], lws[k]) for k in backbone)
     # cRT starts from a seeded re-initialisation, not from the main stage's classifier
-    expected = torch.nn.Linear(main["classifier.weight"].shape[1], main["classifier.weight"].shape[0])
+    # the classifier's own init: Kaiming normal on the CIFAR ResNet (model.classifier_init auto)
+    expected = LinearClassifier(main["classifier.weight"].shape[1],
+                                main["classifier.weight"].shape[0], init="kaiming_normal")
     expected.register_parameter("lws_scale", torch.nn.Parameter(torch.ones(10)))
     reinitialise(expected, reinitialisation_seed(SimpleNamespace(config=SimpleNamespace(seed=0))))
     started = spy.at_start["classifier"]

@@ -84,6 +84,20 @@ def gml_loss(
                                       temperature, alpha, bank_valid=bank_valid, exclude=exclude)
 
 
+def similarities_to_keys(query: Tensor, keys: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+    """``query @ normalize(keys).T`` [B, K] with the normalisation applied to the product's
+    columns instead of the keys' rows, and the normalised keys [K, D].
+
+    The same values as ``query @ F.normalize(keys).T`` up to rounding; the division of
+    the K x D keys and its backward become a scaling of the B x K product (K = 16,384 queue
+    entries against B = 128 queries at the ImageNet-LT size). ``keys`` are cast to float32;
+    the normalised keys are for inspection, the loss does not go through them.
+    """
+    keys = keys.float()
+    inverse_norms = keys.square().sum(dim=1).clamp_min(eps * eps).rsqrt()
+    return (query @ keys.T) * inverse_norms, keys * inverse_norms.unsqueeze(1)
+
+
 def gml_loss_from_similarities(
     similarities: Tensor,
     labels: Tensor,

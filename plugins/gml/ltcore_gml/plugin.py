@@ -246,6 +246,8 @@ class GMLRun:
 
 @hookimpl
 def setup_run(run):
+    import torch
+
     from ltcore import MLPHead, logit_adjusted_term
 
     from . import teacher as teachers
@@ -291,8 +293,11 @@ def setup_run(run):
 
     features_mode = options.queue_contents == TEACHER_FEATURES
     width = teacher.feature_dim if features_mode else cfg.projection_dim
+    # teacher features in the compute dtype: the key MLP's autocast would round them to it
+    # anyway, so the queue takes half the memory and no per-step cast where that is bf16
     queue = run.build("memory-bank", "class-queue", size=options.queue_size,
                       min_size=options.queue_min, dim=width,
+                      dtype=run.compute_dtype if features_mode else torch.float32,
                       overflow=options.queue_overflow)
     if options.queue_init == "random":
         fill_random(queue)

@@ -2,8 +2,9 @@
 
 Per step, once (whichever term asks first): the frozen teacher embeds the key view (and, for
 distillation, the classifier view) without gradient; the batch is enqueued before the loss;
-the contrast set is the queue, projected by the trainable key MLP (in the run's compute
-precision) and L2-normalised, and the query-bank similarities are computed once. The terms
+the contrast set is the queue (teacher features stored in the run's compute dtype), projected
+by the trainable key MLP (in the run's compute precision) and L2-normalised, and the
+query-bank similarities are computed once (the normalisation applied to the product). The terms
 are ``L_GML`` (eq. 4/10, over the queue, ``tau_g`` detached), the temperature loss (the same
 formula with detached similarities and the query's own image left out; it alone trains
 ``tau_g``) and ``L_KD`` (KL(teacher || student) at temperature 4 on the x30 cosine logits).
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from ltcore import LossTerm, Step
 
 from .bank import Temperature, with_fresh_rows
-from .loss import gml_loss_from_similarities, temperature_loss_from_similarities
+from .loss import (gml_loss_from_similarities, similarities_to_keys,
+                   temperature_loss_from_similarities)
 from .queue import ClassWiseQueue
 
 EXTRA = "gml"
@@ -97,11 +99,12 @@ class GMLStudent:
         key_labels = step.targets(self.key_role)
         key_indices = step.indices[views[self.key_role].source]
         queue = self.queue
+        query = step.embeddings[self.query_role]
         if self.contents == TEACHER_FEATURES:
             queue.enqueue(key_features, key_labels, key_indices)
             with step.run.autocast():
-                projected = self.key_head(queue.features().float())
-            bank = F.normalize(projected.float(), dim=1)
+                projected = self.key_head(queue.features())
+            similarities, bank = similarities_to_keys(query, projected)
         else:
             with step.run.autocast():
                 projected = self.key_head(key_features)
@@ -109,10 +112,10 @@ class GMLStudent:
             slot, writer, _ = queue.slots(key_labels)
             queue.enqueue(fresh, key_labels, key_indices)
             bank = with_fresh_rows(queue.features().float(), fresh, slot, writer)
-        query = step.embeddings[self.query_role]
+            similarities = query @ bank.T
         out.update(query=query, labels=step.targets(self.query_role),
                    indices=step.indices[views[self.query_role].source], bank=bank,
-                   similarities=query @ bank.T, bank_labels=queue.labels(),
+                   similarities=similarities, bank_labels=queue.labels(),
                    bank_indices=queue.indices(), bank_valid=queue.valid())
         return out
 

@@ -363,3 +363,23 @@ def test_from_similarities_forms_give_the_same_losses_and_gradients():
     assert torch.equal(shared, direct)
     for a, b in zip(torch.autograd.grad(shared, (query, log_tau)), direct_grads):
         assert torch.equal(a, b)
+
+
+def test_similarities_to_keys_is_the_product_with_normalised_keys():
+    from ltcore_gml.loss import similarities_to_keys
+
+    generator = torch.Generator().manual_seed(5)
+    query = F.normalize(torch.randn(6, 8, generator=generator, dtype=torch.float64), dim=1)
+    keys = 3 * torch.randn(40, 8, generator=generator, dtype=torch.float64)
+    keys[7] = 0  # a zero key gives zero similarities, as F.normalize's eps does
+    similarities, normalised = similarities_to_keys(query.float(), keys.float())
+    direct = torch.stack([torch.stack([q @ k / max(k.norm(), 1e-12) for k in keys]) for q in query])
+    torch.testing.assert_close(similarities.double(), direct, atol=1e-6, rtol=0)
+    assert torch.equal(similarities[:, 7], torch.zeros(6))
+    torch.testing.assert_close(normalised.double(), F.normalize(keys, dim=1), atol=1e-6, rtol=0)
+    # gradients as through F.normalize
+    keys32 = keys.float().requires_grad_()
+    similarities_to_keys(query.float(), keys32)[0].square().sum().backward()
+    reference = keys.float().requires_grad_()
+    (query.float() @ F.normalize(reference, dim=1).T).square().sum().backward()
+    torch.testing.assert_close(keys32.grad, reference.grad, atol=1e-5, rtol=1e-5)
