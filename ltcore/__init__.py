@@ -36,6 +36,7 @@ _EXPORTS = {
     # plugins, training and saved runs
     "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",
     "resume": "engine.runs", "Result": "engine.runs", "load_saved_run": "engine.runs",
+    "find_run_folder": "engine.runs",
     "load_safely": "engine.checkpoints",
     # errors users see
     "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",

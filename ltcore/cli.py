@@ -77,7 +77,8 @@ def plugins_of(ctx):
 @click.option("--preset", "presets", multiple=True, metavar="NAME",
               help="Recipe of the selected plugins, e.g. cifar10-lt.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="TOML configuration file (format of --print-config).")
+              help="TOML configuration file (format of --print-config); its plugins unless "
+                   "--plugin is given.")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Set any configuration key, e.g. --set optim.lr=0.2 --set bcl.temperature=0.1.")
 @click.option("--dataset", help="Dataset name (ltrun datasets lists them).")
@@ -92,7 +93,8 @@ def plugins_of(ctx):
 @click.option("--experiment", help="MLflow experiment name.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db).")
 @click.option("--output", type=click.Path(file_okay=False), help="Checkpoints and reports folder.")
-@click.option("--resume", metavar="RUN_ID", help="Continue a run from its last checkpoint.")
+@click.option("--resume", metavar="RUN", help="Continue a run from its last checkpoint: its id, "
+              "its folder's name or 'last' (the run started last under --output).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -118,31 +120,19 @@ def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_conf
         output = options.get("output") or "runs"
         result = runs.resume(plugins, resume, output, progress=not no_progress, echo=click.echo)
     else:
-        selected = plugins.select(list(plugin_names) or runs.DEFAULT_PLUGINS)
+        from .config import plugins_in_file
+
+        recorded = plugins_in_file(config_file) if config_file and not plugin_names else []
+        selected = plugins.select(list(plugin_names) or recorded or runs.DEFAULT_PLUGINS)
         overrides = {RUN_OPTIONS[k]: v for k, v in options.items() if v is not None}
         settings = resolve(plugins, selected, presets, config_file, assignments, overrides)
         if print_config:
-            click.echo(f"# plugins: {' '.join(selected)}")
-            click.echo(settings.to_toml(), nl=False)
+            click.echo(settings.to_toml(selected), nl=False)
             return
         result = runs.train(plugins, selected, settings, progress=not no_progress,
                             echo=click.echo)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"run {result.run_id} finished; checkpoints in {result.run_dir}")
-    click.echo(format_metrics(result.metrics))
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    splits: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        split, _, name = key.partition("/")
-        splits.setdefault(split, {})[name] = value
-    lines = []
-    for split, values in splits.items():
-        shown = "  ".join(f"{k} {v:.2f}" for k, v in values.items())
-        lines.append(f"{split:>5}: {shown}")
-    return "\n".join(lines)
 
 
 @cli.command("plugins")
@@ -215,6 +205,8 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor):
         for c in plugins.components["dataset"].values():
             click.echo(f"{c.name:18} {c.doc}  [{c.plugin}]")
         return
+    import torch
+
     from .config import RunConfig, structure
     from .metrics import shot_groups
 
@@ -222,16 +214,25 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor):
     if imbalance_factor is not None:
         values["imbalance_factor"] = imbalance_factor
     cfg = structure(RunConfig, values)
-    ds = plugins.component("dataset", dataset).obj(cfg)
-    counts = ds.class_counts
+    factory = plugins.component("dataset", dataset).obj
+    formula = getattr(factory, "class_counts", None)
+    if formula is not None:  # from the construction: no image read, nothing downloaded
+        counts = torch.tensor(formula(cfg))
+        names = [str(i) for i in range(len(counts))]
+        click.echo(f"{dataset}: {int(counts.sum())} training images in {len(counts)} classes, "
+                   f"imbalance factor {cfg.imbalance_factor:g} (counts from the dataset's "
+                   "construction; no image was read)")
+    else:
+        ds = factory(cfg)
+        counts, names = ds.class_counts, ds.classes
+        click.echo(f"{ds.name}: {len(ds.train)} training images in {ds.num_classes} classes, "
+                   f"imbalance factor {cfg.imbalance_factor:g} (source {ds.source})")
+        for split, data in ds.eval_splits().items():
+            click.echo(f"{split}: {len(data)} images")
     groups = shot_groups(counts, cfg.eval.many_threshold, cfg.eval.few_threshold)
     group_of = {int(i): g for g, idx in groups.items() for i in idx}
-    click.echo(f"{ds.name}: {len(ds.train)} training images in {ds.num_classes} classes, "
-               f"imbalance factor {cfg.imbalance_factor:g} (source {ds.source})")
-    for split, data in ds.eval_splits().items():
-        click.echo(f"{split}: {len(data)} images")
     click.echo(f"{'class':>5}  {'name':20} {'count':>6}  group")
-    for i, (name, n) in enumerate(zip(ds.classes, counts.tolist())):
+    for i, (name, n) in enumerate(zip(names, counts.tolist())):
         click.echo(f"{i:>5}  {name[:20]:20} {n:>6}  {group_of.get(i, '')}")
     click.echo("groups: " + ", ".join(f"{g} {len(idx)} classes" for g, idx in groups.items()))
 
@@ -264,10 +265,11 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
 
     \b
     Examples:
-      ltrun evaluate --checkpoint runs/RUN_ID/model.pt
-      ltrun evaluate --checkpoint runs/RUN_ID/model.pt --set eval.posthoc_la_tau=1
-      ltrun evaluate --checkpoint runs/RUN_ID/model.pt --test-shift --ratios 50,10,1,0.1,0.02
+      ltrun evaluate --checkpoint runs/RUN/model.pt
+      ltrun evaluate --checkpoint runs/RUN/model.pt --set eval.posthoc_la_tau=1
+      ltrun evaluate --checkpoint runs/RUN/model.pt --test-shift --ratios 50,10,1,0.1,0.02
     """
+    from .engine.console import final_lines
     from .engine.runs import evaluate_checkpoint, evaluate_checkpoint_shifted
 
     overrides = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir),
@@ -281,7 +283,7 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
         click.echo(json.dumps(result, indent=2) if as_json else format_shift_table(result))
         return
     figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments)
-    click.echo(json.dumps(figures, indent=2) if as_json else format_metrics(figures))
+    click.echo(json.dumps(figures, indent=2) if as_json else "\n".join(final_lines(figures)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -339,8 +339,13 @@ class Settings:
             out[name] = attrs.asdict(options)
         return out
 
-    def to_toml(self) -> str:
-        return dump_toml(self.to_dict())
+    def to_toml(self, selected: list[str] | None = None) -> str:
+        """The settings as TOML (what ``--config`` reads), headed by the plugin selection
+        (``plugins = [...]``) when ``selected`` is given, so the file alone reruns the run."""
+        tree = self.to_dict()
+        if selected is not None:
+            tree = {PLUGINS_KEY: list(selected), **tree}
+        return dump_toml(tree)
 
     def flat(self) -> dict[str, Any]:
         """Dotted key -> value, for MLflow params."""
@@ -424,7 +429,9 @@ def resolve(plugins, selected: list[str], presets: list[str] = (), config_file: 
                               f"{', '.join(known) or 'none'}")
         layers.extend(nest(_for_selected(p.settings, plugins, selected)) for p in found)
     if config_file:
-        layers.append(read_toml(config_file))
+        layer = read_toml(config_file)
+        layer.pop(PLUGINS_KEY, None)  # the selection: read by plugins_in_file
+        layers.append(layer)
     layers.append(nest(dict(parse_assignment(a) for a in assignments)))
     layers.append(nest(overrides or {}))
     merged: dict[str, Any] = {}
@@ -444,4 +451,38 @@ def resolve(plugins, selected: list[str], presets: list[str] = (), config_file: 
         if key in plugins.options or key in plugins.info:
             raise ConfigError(f"options of plugin {key!r} were set, but it is not selected; "
                               f"add --plugin {key}")
-    return Settings(run=structure(RunConfig, merged), plugins=plugin_options)
+    run = structure(RunConfig, merged)
+    check_components(plugins, run)
+    return Settings(run=run, plugins=plugin_options)
+
+
+def check_components(plugins, run: RunConfig) -> None:
+    """Refuse component names nothing registered, naming the key and the registered names."""
+    from .errors import PluginError
+
+    named = [("dataset", "dataset", run.dataset),
+             ("model.backbone", "backbone", run.model.backbone),
+             ("model.classifier", "head", run.model.classifier),
+             ("sampler", "sampler", run.sampler),
+             *[(f"views.{branch}", "view", name) for branch, name in
+               (("classifier", run.views.classifier), ("contrastive", run.views.contrastive))
+               if name != "auto"],
+             *[("eval.metrics", "metric", name) for name in run.eval.metrics]]
+    for key, kind, name in named:
+        try:
+            plugins.component(kind, name)
+        except PluginError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+PLUGINS_KEY = "plugins"
+"""The top-level key of a configuration file that holds the plugin selection, in order."""
+
+
+def plugins_in_file(path: str | Path) -> list[str]:
+    """The plugin selection a configuration file records (``plugins = [...]``), or []."""
+    selection = read_toml(path).get(PLUGINS_KEY, [])
+    if not isinstance(selection, list) or not all(isinstance(p, str) for p in selection):
+        raise ConfigError(f"configuration file {str(path)!r}: {PLUGINS_KEY} must be a list of "
+                          f"plugin names, not {selection!r}")
+    return selection

@@ -153,7 +153,9 @@ def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
     Per class (seeded): 30 images for test, 20 for validation, the rest is the training pool
     (124 to 133 per class) made long-tailed with the standard profile and n_max = 124, so IF 10
     gives 124 ... 12 images. Images are upsampled to ``image_size`` and replicated to 3 channels
-    so every CIFAR pipeline and model applies unchanged.
+    so every CIFAR pipeline and model applies unchanged. Both training branches use the
+    ``standard`` view (random crop and flip): AutoAugment's and SimAugment's colour and
+    geometric changes erase the strokes of digits upsampled from 8 x 8.
     """
     from sklearn.datasets import load_digits
 
@@ -171,7 +173,8 @@ def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
     mean, std = channel_stats(train.images)
     return Dataset("digits-lt", [str(d) for d in range(10)], train,
                    Split(labels[val_idx], images[val_idx]), Split(labels[test_idx], images[test_idx]),
-                   mean, std, image_size, source="sklearn.datasets.load_digits")
+                   mean, std, image_size, source="sklearn.datasets.load_digits",
+                   classifier_view="standard", contrastive_view="standard")
 
 
 # -- CIFAR ---------------------------------------------------------------------------------

@@ -70,7 +70,9 @@ def register_datasets(register: Register[DatasetFactory]) -> None:
     """Register datasets: ``register(name, factory, doc="")``.
 
     ``factory(config: RunConfig) -> Dataset`` builds the long-tailed training split and the
-    balanced validation/test splits.
+    balanced validation/test splits. A factory may have an attribute ``class_counts(config) ->
+    list[int]``, the training split's per-class counts from its construction alone:
+    ``ltrun datasets`` then prints them without reading (or downloading) any image.
     """
 
 

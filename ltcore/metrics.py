@@ -34,8 +34,10 @@ def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> T
     return flat.reshape(num_classes, num_classes)
 
 
-def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """``[C]`` float accuracy of each class: correct predictions / samples of that class.
+def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int,
+                       dtype: torch.dtype | None = None) -> Tensor:
+    """``[C]`` accuracy of each class: correct predictions / samples of that class, in
+    ``dtype`` (default: torch's default dtype).
 
     Classes with no sample in ``labels`` get NaN (their accuracy is undefined).
     """
@@ -43,7 +45,7 @@ def per_class_accuracy(predictions: Tensor, labels: Tensor, num_classes: int) ->
     labels = torch.as_tensor(labels).long().to(predictions.device)
     totals = torch.bincount(labels, minlength=num_classes)
     correct = torch.bincount(labels[predictions == labels], minlength=num_classes)
-    return correct.to(torch.get_default_dtype()) / totals
+    return correct.to(dtype or torch.get_default_dtype()) / totals
 
 
 def shot_groups(class_counts: Tensor, many: int = 100, few: int = 20) -> dict[str, Tensor]:
@@ -80,15 +82,14 @@ def group_accuracy(per_class_acc: Tensor, groups: dict[str, Tensor]) -> dict[str
     }
 
 
-def harmonic_mean_accuracy(per_class_acc: Tensor, eps: float = 1e-12) -> Tensor:
-    """Harmonic mean of per-class accuracies: ``C / sum_c 1 / max(a_c, eps)``.
-
-    The ``eps`` floor keeps the result finite: a class at accuracy 0 contributes ``1/eps``,
-    so the harmonic mean is at most ``C * eps`` (0 at any reporting precision). It exposes
-    the worst classes, as reported by RCL.
+def harmonic_mean_accuracy(per_class_acc: Tensor) -> Tensor:
+    """Harmonic mean of per-class accuracies: ``C / sum_c 1 / a_c``, exactly 0 when a class is
+    at accuracy 0 (the limit of the formula). It exposes the worst classes, as reported by RCL.
     """
     per_class_acc = torch.as_tensor(per_class_acc)
-    return per_class_acc.numel() / torch.reciprocal(per_class_acc.clamp_min(eps)).sum()
+    if bool((per_class_acc == 0).any()):
+        return torch.zeros((), dtype=per_class_acc.dtype, device=per_class_acc.device)
+    return per_class_acc.numel() / torch.reciprocal(per_class_acc).sum()
 
 
 def expected_calibration_error(probabilities: Tensor, labels: Tensor, bins: int = 15) -> Tensor:

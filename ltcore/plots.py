@@ -90,26 +90,51 @@ def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Seque
     return path
 
 
-def accuracy_curves_png(accuracy: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path,
-                        loss: dict[str, tuple[Sequence[int], Sequence[float]]] | None = None,
+Curve = tuple[Sequence[int], Sequence[float]]
+"""One run's (0-based epochs, values)."""
+
+
+def mean_curve(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean and standard deviation (``ddof = 1``; 0 for one run) over the runs that have
+    each epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for epochs, values in curves:
+        for epoch, value in zip(epochs, values):
+            by_epoch.setdefault(int(epoch), []).append(float(value))
+    epochs = np.array(sorted(by_epoch))
+    mean = np.array([np.mean(by_epoch[e]) for e in epochs])
+    std = np.array([np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else 0.0 for e in epochs])
+    return epochs, mean, std
+
+
+def accuracy_curves_png(accuracy: dict[str, Sequence[Curve]], path: Path,
+                        loss: dict[str, Sequence[Curve]] | None = None,
                         boundaries: Sequence[int] = (), ylabel: str = "validation accuracy (%)",
                         title: str = "accuracy per epoch") -> Path:
     """Accuracy (left) and, when given, training loss (right) against the epoch, one colour per
-    run (the same colour in both panels); dotted vertical lines where a new stage starts."""
+    group of runs (the same colour in both panels): the mean over the group's runs (its seeds),
+    with a band of +- one standard deviation where it has more than one; dotted vertical lines
+    where a new stage starts."""
     panels = [("accuracy", accuracy, ylabel)]
     if loss:
         panels.append(("loss", loss, "training loss (weighted sum of terms)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), squeeze=False)
     labels = list(dict.fromkeys([*accuracy, *(loss or {})]))
     colour_of = dict(zip(labels, run_colours(len(labels))))
-    for ax, (kind, curves, label) in zip(axes[0], panels):
-        for name, (epochs, values) in curves.items():
-            epochs = np.asarray(epochs) + 1
-            ax.plot(epochs, values, marker="o", markersize=3, linewidth=1.4,
-                    color=colour_of[name], label=name)
+    for ax, (kind, groups, label) in zip(axes[0], panels):
+        last = 0
+        for name, runs in groups.items():
+            epochs, mean, std = mean_curve(runs)
+            epochs = epochs + 1
+            shown = f"{name} (mean of {len(runs)})" if len(runs) > 1 else name
+            ax.plot(epochs, mean, marker="o", markersize=3, linewidth=1.4,
+                    color=colour_of[name], label=shown)
+            if len(runs) > 1:
+                ax.fill_between(epochs, mean - std, mean + std, color=colour_of[name],
+                                alpha=0.2, linewidth=0)
+            last = max(last, int(epochs.max()) if len(epochs) else 0)
         for b in boundaries:
             ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1)
-        last = max((len(e) and max(e) for e, _ in curves.values()), default=0) + 1
         ax.set_xlim(0.5, last + 0.5)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_xlabel("epoch")
@@ -118,7 +143,7 @@ def accuracy_curves_png(accuracy: dict[str, tuple[Sequence[int], Sequence[float]
         if kind == "accuracy":
             ax.set_ylim(bottom=0)
     axes[0][0].legend(loc="lower right", fontsize="small", ncol=_legend_columns(len(accuracy)),
-                      title="run")
+                      title="runs (band: +- 1 std over seeds)")
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)

@@ -103,6 +103,9 @@ class Stage:
     sampler_options: dict = attrs.Factory(dict)
     evaluate: bool = True
     classifier_loss_is_default: bool = False
+    epochs_setting: str = ""
+    """The configuration key that sets ``epochs`` (e.g. ``crt.epochs``), shown in the run's
+    plan; ``epochs`` (``--epochs``) for the main stage."""
 
     def add_view(self, role: str, pipeline: str | None, *, source: str = "sample",
                  forward: bool = True, classify: bool = False, embed: bool = False) -> str:
@@ -296,12 +299,20 @@ class Run:
         self.modules = nn.ModuleDict()
         self.model = self.build_model(self.config.model.classifier)
         self.add_module("model", self.model)
-        self.stages: list[Stage] = [self.new_stage("train", self.config.epochs, plugin="core")]
+        self.stages: list[Stage] = [self.new_stage("train", self.config.epochs, plugin="core",
+                                                       epochs_setting="epochs")]
         self.metrics: list[str] = []
         """Registered metrics the selected plugins asked for, besides ``eval.metrics``."""
         self.recorder = RunRecorder()
         self.run_id: str | None = None
         """The MLflow id of the run's parent run while it is trained."""
+
+    @property
+    def run_name(self) -> str:
+        """``bcl+rcl-digits-lt-s0-1a2b3c4d``: the plugins, dataset, seed and the id's first 8
+        characters; the MLflow run's name and its folder's."""
+        name = f"{'+'.join(self.selected)}-{self.dataset.name}-s{self.config.seed}"
+        return f"{name}-{self.run_id[:8]}" if self.run_id else name
 
     # -- assembling ---------------------------------------------------------------------------
 

@@ -166,6 +166,14 @@ def run_numbers(client, run_id: str) -> dict:
     return numbers
 
 
+def run_folder(output, run_id: str) -> Path:
+    """The folder of run ``run_id`` under the ``output`` folder (runs are in folders named
+    after them, ``bcl-digits-lt-s0-1a2b3c4d``)."""
+    from .engine.runs import find_run_folder
+
+    return find_run_folder(output, run_id)[0]
+
+
 def environment_fingerprint() -> dict:
     """What bit-identical numbers depend on besides the code: the torch build and the CPU
     kernels it dispatches to."""
@@ -222,7 +230,7 @@ def train_and_evaluate(ltrun, args) -> dict:
     assert result.exit_code == 0, result.stderr
     run_id = re.search(r"run (\S+) finished", result.output).group(1)
     numbers = run_numbers(mlflow_client(), run_id)
-    model = str(Path("runs") / run_id / "model.pt")
+    model = str(run_folder("runs", run_id) / "model.pt")
     for name, extra in EVALUATIONS.items():
         evaluated = ltrun("evaluate", "--checkpoint", model, "--json", *extra)
         assert evaluated.exit_code == 0, evaluated.stderr
@@ -363,7 +371,8 @@ def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
     for stage in client.search_runs([parent.info.experiment_id],
                                     f"tags.`mlflow.parentRunId` = '{run_id}'"):
         assert stage.info.status == "FINISHED", stage.data.tags.get("ltcore.stage")
-    evaluated = ltrun("evaluate", "--checkpoint", str(Path("runs") / run_id / "model.pt"), "--json")
+    evaluated = ltrun("evaluate", "--checkpoint", str(run_folder("runs", run_id) / "model.pt"),
+                      "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
     figures = json.loads(evaluated.output)
     for split in splits:

@@ -48,7 +48,8 @@ def direct_figures(predictions, labels, class_counts, many=100, few=20):
     for name, classes in groups.items():
         present = [per_class[c] for c in classes if c in per_class]
         figures[name] = 100 * sum(present) / len(present) if present else None
-    figures["hmean"] = 100 * len(per_class) / sum(1 / max(a, 1e-12) for a in per_class.values())
+    figures["hmean"] = (0.0 if min(per_class.values()) == 0 else
+                        100 * len(per_class) / sum(1 / a for a in per_class.values()))
     return figures
 
 

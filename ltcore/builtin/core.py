@@ -31,6 +31,18 @@ def _cifar100(config):
     return cifar_lt(100, config.data_dir, config.imbalance_factor)
 
 
+def _cifar_counts(n_max: int, num_classes: int):
+    def class_counts(config) -> list[int]:
+        from ltcore.data import long_tail_counts
+
+        return long_tail_counts(n_max, num_classes, config.imbalance_factor)
+    return class_counts
+
+
+_cifar10.class_counts = _cifar_counts(5000, 10)
+_cifar100.class_counts = _cifar_counts(500, 100)
+
+
 def _imagefolder(config):
     """DIR/train/<class>/... made long-tailed; DIR/val and DIR/test as evaluation splits."""
     from ltcore.data import imagefolder_lt

@@ -145,6 +145,7 @@ def setup_run(run):
     options = run.option(PLUGIN)
     stage = run.build("stage", "classifier-retraining", epochs=options.epochs, lr=options.lr,
                       sampler=options.sampler, view=options.view)
+    stage.epochs_setting = f"{PLUGIN}.epochs"
     stage.set_classifier_loss(classifier_term("crt-ce", PLUGIN, F.cross_entropy))
     run.add_stage(stage, after=run.main_stage.name)
     run.register(Retraining(stage, reinitialisation_seed(run)), PLUGIN)

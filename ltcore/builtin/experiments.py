@@ -189,7 +189,7 @@ def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, gro
 @click.option("--device", default="cpu", show_default=True,
               help="Device for recomputing model outputs.")
 @click.option("--runs-dir", type=click.Path(file_okay=False),
-              help="Where runs/<id>/model.pt are (default: each run's --output).")
+              help="The folder holding the run folders with model.pt (default: each run's --output).")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Dataset folder, when it moved since training.")
 def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, group_by, status,

@@ -96,6 +96,7 @@ def setup_run(run):
     stage = run.build("stage", "classifier-retraining", name=STAGE, plugin=PLUGIN,
                       epochs=options.epochs, lr=options.lr, sampler=options.sampler,
                       view=options.view)
+    stage.epochs_setting = f"{PLUGIN}.epochs"
     stage.set_classifier_loss(classifier_term("lws-ce", PLUGIN, F.cross_entropy))
     after = crt.STAGE if any(s.name == crt.STAGE for s in run.stages) else run.main_stage.name
     run.add_stage(stage, after=after)

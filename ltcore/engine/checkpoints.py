@@ -20,6 +20,8 @@ from ..run import Run
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
+BEST_MODEL = "model_best.pt"
+"""The run with its last evaluated stage's model at the stage's best epoch on validation."""
 
 
 def run_state(run: Run) -> dict[str, Any]:

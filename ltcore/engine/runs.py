@@ -16,7 +16,7 @@ import attrs
 import torch
 
 from .. import __version__
-from ..config import Settings, flatten, parse_assignment, resolve
+from ..config import Settings, flatten, parse_assignment, plugins_in_file, resolve
 from ..data import Dataset
 from ..errors import ConfigError, DataError, LtcoreError, RunStopped
 from ..files import remove_stale, write_text
@@ -24,12 +24,43 @@ from ..plugins import Plugins
 from ..run import Run
 from ..tracking import Tracker, connect, resolve_uri
 from . import checkpoints
-from .trainer import Trainer
+from .console import final_lines
+from .trainer import LOG, Trainer
 
 DEFAULT_PLUGINS = ["ce"]
 CONFIG = "config.toml"
-PLUGINS_LINE = "# plugins: "
-"""The first line of a run's ``config.toml``: the selected plugins, in order."""
+"""A run's settings and plugin selection; ``ltrun --config`` reruns the run from it."""
+RUN_ID = "run_id"
+"""The file in a run's folder that holds its MLflow run id."""
+LAST = "last"
+"""What ``ltrun --resume`` takes for the most recently started run under the output folder."""
+
+
+def find_run_folder(output: str | Path, reference: str) -> tuple[Path, str]:
+    """The folder and MLflow id of the run ``reference`` names under ``output``: its id, its
+    name (the folder's), or ``last`` (the run whose folder was made last)."""
+    root = Path(output)
+    folders = [f for f in root.iterdir() if f.is_dir()] if root.is_dir() else []
+
+    def recorded_id(folder: Path) -> str | None:
+        path = folder / RUN_ID
+        return path.read_text().strip() if path.is_file() else None
+
+    if reference == LAST:
+        started = [f for f in folders if recorded_id(f)]
+        if not started:
+            raise DataError(f"no run under {str(root)!r} to resume; give --output if the runs "
+                            "are elsewhere")
+        folder = max(started, key=lambda f: (f / RUN_ID).stat().st_mtime_ns)
+        return folder, recorded_id(folder)
+    # a folder made just before its id was written ends with the id's first 8 characters
+    named = [f for f in folders if f.name == reference or recorded_id(f) == reference
+             or (recorded_id(f) is None and f.name.endswith(f"-{reference[:8]}"))]
+    if not named:
+        raise DataError(f"no run {reference!r} under {str(root)!r} (a run is named by its id, "
+                        f"its folder's name or '{LAST}'); give the run's --output directory if "
+                        "it was not 'runs'")
+    return named[0], recorded_id(named[0]) or reference
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,17 +166,19 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     # check the tracking store before building the data: an unreachable server fails in seconds
     tracker = Tracker(resolve_uri(settings.run.tracking.uri), settings.run.tracking.experiment)
     run = prepare(plugins, selected, settings)
-    run.run_id = tracker.start("+".join(selected), run_tags(run))
-    run_dir = Path(run.config.output) / run.run_id
+    run.run_id = tracker.start(run.run_name, run_tags(run))
+    tracker.set_tags(run.run_id, {"mlflow.runName": run.run_name})  # now with the id
+    run_dir = Path(run.config.output) / run.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / CONFIG, f"{PLUGINS_LINE}{' '.join(selected)}\n" + settings.to_toml())
+    write_text(run_dir / RUN_ID, run.run_id + "\n")
+    write_text(run_dir / CONFIG, settings.to_toml(selected))
     return _start(run, tracker, run_dir, progress, echo, "started")
 
 
 def _start(run: Run, tracker: Tracker, run_dir: Path, progress: bool, echo: Echo | None,
            how: str, resumed: bool = False) -> Result:
     """The first checkpoint, the run's params and configuration, then training."""
-    trainer = Trainer(run, tracker, run_dir, progress)
+    trainer = Trainer(run, tracker, run_dir, progress, echo)
     trainer.resumed = resumed
     trainer.save(0, 0, None)
     tracker.log_params(run.run_id, run_params(run))
@@ -153,11 +186,11 @@ def _start(run: Run, tracker: Tracker, run_dir: Path, progress: bool, echo: Echo
     return _finish(trainer, echo, how)
 
 
-def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool = True,
+def resume(plugins: Plugins, reference: str, output: str = "runs", progress: bool = True,
            echo: Echo | None = None) -> Result:
-    """Continue a run from its last checkpoint, in the same MLflow runs. A run stopped before
-    its first checkpoint starts over from its ``config.toml``."""
-    folder = Path(output) / run_id
+    """Continue a run (its id, name or ``last``) from its last checkpoint, in the same MLflow
+    runs. A run stopped before its first checkpoint starts over from its ``config.toml``."""
+    folder, run_id = find_run_folder(output, reference)
     path = folder / checkpoints.CHECKPOINT
     if not path.exists():
         if (folder / CONFIG).is_file():
@@ -173,7 +206,7 @@ def resume(plugins: Plugins, run_id: str, output: str = "runs", progress: bool =
     run.run_id = run_id
     tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
     tracker.reopen(run_id)
-    trainer = Trainer(run, tracker, folder, progress)
+    trainer = Trainer(run, tracker, folder, progress, echo)
     trainer.restore(checkpoint)
     return _finish(trainer, echo, f"resumed from the checkpoint {trainer.saved}")
 
@@ -183,8 +216,7 @@ def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
     """Train a run that stopped before its first checkpoint from the start, in its MLflow run."""
     remove_stale(folder)
     config = folder / CONFIG
-    first = config.read_text().splitlines()[0]
-    selected = plugins.select(first[len(PLUGINS_LINE):].split())
+    selected = plugins.select(plugins_in_file(config))
     run = prepare(plugins, selected, resolve(plugins, selected, config_file=str(config)))
     run.run_id = run_id
     tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
@@ -210,9 +242,10 @@ def close_unstarted(run_id: str, folder: Path) -> str:
 
 def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
-    if echo is not None:
-        echo(f"run {parent} {how}; checkpoints in {trainer.run_dir}; continue an interrupted "
-             f"run with: {trainer.resume_command()}")
+    trainer.say(f"run {parent} {how}; continue an interrupted run with: "
+                f"{trainer.resume_command()}")
+    for line in trainer.console.plan(trainer.run_dir, run.tracking_uri):
+        trainer.say(line)
     try:
         with trainer.stop:
             metrics = trainer.train()
@@ -233,7 +266,14 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     final_model = trainer.run_dir / checkpoints.MODEL
     checkpoints.write(final_model, checkpoints.run_state(run))
     tracker.log_artifact(parent, str(final_model), "checkpoints")
+    best_model = trainer.run_dir / checkpoints.BEST_MODEL
+    if trainer.write_best_model(best_model):
+        tracker.log_artifact(parent, str(best_model), "checkpoints")
     tracker.log_metrics(parent, dict(metrics), step=0)
+    trainer.say(f"run {parent} finished ({run.run_name}); files in {trainer.run_dir}")
+    for line in final_lines(metrics):
+        trainer.say(line)
+    tracker.log_artifact(parent, str(trainer.run_dir / LOG))
     tracker.end(parent)  # sends what is still queued first
     warnings = []
     if tracker.summary():

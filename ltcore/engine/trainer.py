@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from ..run import LossTerm, Run, Stage, Step
 from ..tracking import Tracker
 from . import checkpoints
 from .backends import batch_rows, stage_views
+from .console import Console
 from .interrupts import EpochProgress, StopSignals
 from .schedule import (build_optimizer, learning_rate, parameter_groups, set_learning_rate,
                        trained_parameters)
@@ -91,14 +92,32 @@ class NonFinite:
             f"then continue with {trainer.resume_command()}")
 
 
-class Trainer:
-    """Trains a run's stages and records them."""
+def copy_state(module: torch.nn.Module, device: str | None = None) -> dict:
+    """A copy of ``module``'s state dict (tensors detached, on ``device`` when given; extra
+    states deep-copied)."""
+    import copy
 
-    def __init__(self, run: Run, tracker: Tracker, run_dir: Path, progress: bool = True):
+    return {k: (v.detach().to(device) if device else v.detach()).clone() if torch.is_tensor(v)
+            else copy.deepcopy(v) for k, v in module.state_dict().items()}
+
+
+LOG = "log.txt"
+"""The run's console lines (plan, epochs, final figures), also an MLflow artifact."""
+METRICS_CSV = "metrics.csv"
+"""The run's per-epoch figures, a row per epoch (1-based) of every stage."""
+
+
+class Trainer:
+    """Trains a run's stages and records them; ``echo`` prints the console lines."""
+
+    def __init__(self, run: Run, tracker: Tracker, run_dir: Path, progress: bool = True,
+                 echo=None):
         self.run = run
         self.tracker = tracker
         self.run_dir = run_dir
         self.progress = progress
+        self.echo = echo
+        self.console = Console(run)
         run.recorder.attach(tracker, run.run_id, run_dir)
         self.stage_runs: dict[str, str] = {}
         self.position = (0, 0)
@@ -110,6 +129,9 @@ class Trainer:
         self.saved = "none"
         """What the checkpoint on disk holds, in words (for messages)."""
         self._resumed_epoch: tuple[EpochProgress, dict] | None = None
+        self.best: dict | None = None
+        """The current stage's best epoch on validation: ``stage``, ``epoch``, ``val_acc`` and
+        the stage model's ``state`` (on the CPU)."""
         self.resumed = False
         """Whether the run continues what another process started (its MLflow runs may hold
         records made after the checkpoint)."""
@@ -121,10 +143,12 @@ class Trainer:
 
     def save(self, stage_index: int, next_epoch: int, optimizer,
              progress: EpochProgress | None = None) -> None:
-        """Write the checkpoint: at ``next_epoch`` of stage ``stage_index``, or inside that
-        epoch at ``progress``. A full disk keeps the previous checkpoint and says which it is."""
+        """Write ``metrics.csv`` and the checkpoint: at ``next_epoch`` of stage ``stage_index``,
+        or inside that epoch at ``progress``. A full disk keeps the previous checkpoint and says
+        which it is."""
         saved = self.describe(stage_index, next_epoch, progress)
         try:
+            self.write_history()
             checkpoints.write(self.checkpoint_path(), {
                 **checkpoints.run_state(self.run),
                 "position": (stage_index, next_epoch),
@@ -135,6 +159,7 @@ class Trainer:
                 "tracking_journal": self.tracker.journal(),
                 "history": self.history,
                 "final": self.final,
+                "best": self.best,
                 "saved": saved,
             })
         except StorageError as exc:
@@ -167,6 +192,7 @@ class Trainer:
         self.optimizer_state = checkpoint["optimizer"]
         self.history = list(checkpoint["history"])
         self.final = dict(checkpoint["final"])
+        self.best = checkpoint.get("best")
         self.saved = checkpoint["saved"]
         progress = EpochProgress.from_state(checkpoint["epoch_progress"])
         if progress is not None:
@@ -175,6 +201,25 @@ class Trainer:
         self.tracker.load_journal(checkpoint.get("tracking_journal"))
         for run_id in {m[0] for m in self.tracker.pending}:
             self.tracker.drop_logged(run_id, "train/loss")
+
+    def say(self, line: str) -> None:
+        """Print ``line`` (when the run has a console) and add it to the run's text log."""
+        if self.echo is not None:
+            self.echo(line)
+        try:
+            with open(self.run_dir / LOG, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except OSError:  # a full disk: the next checkpoint says so; the console has the line
+            pass
+
+    def write_history(self) -> None:
+        """The per-epoch figures so far as ``metrics.csv``: a row per epoch of every stage."""
+        columns = ["stage", "epoch"]
+        for row in self.history:
+            columns += [k for k in row if k not in columns]
+        write_csv(self.run_dir / METRICS_CSV, columns,
+                  [[row.get(k, "") if k != "epoch" else row[k] + 1 for k in columns]
+                   for row in self.history])
 
     def resume_command(self) -> str:
         output = self.run.config.output
@@ -203,7 +248,8 @@ class Trainer:
                 self.stage_runs[stage.name] = found
         if stage.name not in self.stage_runs:
             self.stage_runs[stage.name] = self.tracker.start(
-                stage.name, {"ltcore.stage": stage.name, "ltcore.stage_plugin": stage.plugin},
+                f"{self.run.run_name}/{stage.name}",
+                {"ltcore.stage": stage.name, "ltcore.stage_plugin": stage.plugin},
                 parent_id=self.run.run_id)
             self.tracker.log_params(self.stage_runs[stage.name], {
                 "stage.epochs": stage.epochs, "stage.lr": stage.optim.lr,
@@ -260,7 +306,12 @@ class Trainer:
                 if stage.evaluate and (last or (epoch + 1) % run.config.eval.every == 0):
                     evaluation = self.evaluate(stage, last)
                     metrics.update(evaluation.figures())
+                    self.keep_if_best(stage, epoch, metrics)
+                    if last and self.best is not None and self.best["stage"] == stage.name:
+                        # in the last epoch's record, so a resume sends or skips them with it
+                        metrics.update(self.best_figures(stage, evaluation))
                 run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
+                self.say(self.console.epoch(stage, epoch, metrics, self.console.steps[stage.name]))
                 self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
                 self.save(index, epoch + 1, optimizer)
@@ -271,8 +322,12 @@ class Trainer:
             if evaluation is None or not evaluation.final:  # resumed after the last epoch
                 evaluation = self.evaluate(stage, True)
             self.report_stage(stage, run_id, evaluation)
+        if not metrics:  # resumed after the stage's last epoch: that epoch's record
+            metrics = next((row for row in reversed(self.history) if row["stage"] == stage.name),
+                           {})
         if metrics:
-            self.final = {k: v for k, v in metrics.items() if not k.startswith("train/")}
+            self.final = {k: v for k, v in metrics.items()
+                          if not k.startswith("train/") and k not in ("stage", "epoch")}
         self.save(index + 1, 0, None)
         self.tracker.end(run_id)
         run.hooks.stage_end(run=run, stage=stage)
@@ -329,9 +384,59 @@ class Trainer:
                 self.stopped(stage, epoch, (i + 1, steps_per_epoch))
         return sums / max(1, steps_per_epoch), seen, before + time.perf_counter() - t0
 
-    def evaluate(self, stage: Stage, final: bool) -> Evaluation:
+    # -- the best epoch on validation --
+
+    def keep_if_best(self, stage: Stage, epoch: int, figures: dict[str, float]) -> None:
+        """Keep the stage model's weights when ``val/acc`` is the stage's best so far (the
+        earliest epoch of a tie)."""
+        accuracy = figures.get("val/acc")
+        if accuracy is None:
+            return
+        best = self.best
+        if best is None or best["stage"] != stage.name or accuracy > best["val_acc"]:
+            self.best = {"stage": stage.name, "epoch": epoch, "val_acc": accuracy,
+                         "state": copy_state(stage.model, "cpu")}
+
+    def best_figures(self, stage: Stage, last: Evaluation) -> dict[str, float]:
+        """Every figure of the best epoch's model on every evaluation split, as ``best/...``,
+        with ``best/epoch`` (1-based); ``last`` is the stage's final evaluation. They are
+        recorded with the stage's last epoch."""
+        best = self.best
+        if best["epoch"] == stage.epochs - 1:
+            figures = last.figures()
+        else:
+            with self.best_weights(stage):
+                figures = self.evaluate(stage, True).figures()
+        return {**{f"best/{k}": v for k, v in figures.items()},
+                "best/epoch": float(best["epoch"] + 1)}
+
+    @contextmanager
+    def best_weights(self, stage: Stage):
+        """The stage model holds the best epoch's weights inside the block."""
+        last = copy_state(stage.model)
+        stage.model.load_state_dict(self.best["state"])
         try:
-            return self.run.evaluate(stage.model, stage=stage, final=final)
+            yield
+        finally:
+            stage.model.load_state_dict(last)
+
+    def write_best_model(self, path: Path) -> bool:
+        """Save the run as :data:`checkpoints.MODEL` does, with the last evaluated stage's
+        model at its best epoch on validation; False when no stage had a validation split."""
+        if self.best is None:
+            return False
+        stage = self.run.stage(self.best["stage"])
+        with self.best_weights(stage):
+            checkpoints.write(path, {**checkpoints.run_state(self.run),
+                                     "best_epoch": (stage.name, self.best["epoch"] + 1)})
+        return True
+
+    def evaluate(self, stage: Stage, final: bool) -> Evaluation:
+        """The stage's evaluation: validation only after an epoch, every evaluation split at
+        the stage's end (test figures are never there to choose epochs by)."""
+        splits = None if final else [s for s in self.run.dataset.eval_splits() if s != "test"]
+        try:
+            return self.run.evaluate(stage.model, splits, stage=stage, final=final)
         except torch.OutOfMemoryError as exc:
             size = self.run.config.eval.batch_size
             raise DeviceMemoryError(

@@ -121,14 +121,21 @@ def final_metrics(client, run, select: str = "last") -> dict[str, float]:
     """The accuracy figures of a parent run.
 
     ``last``: the parent's final figures (the last stage's last epoch), falling back to the last
-    stage run's last logged step. ``best-val``: every figure at the epoch of the last stage with
-    the highest ``val/acc`` (the earliest such epoch), the reading the papers' reference code
-    does not use on the test set and we do on the validation split.
+    stage run's last logged step. ``best-val``: every figure of the last stage's model at its
+    epoch with the highest ``val/acc`` (the earliest such epoch; the ``best/...`` figures a run
+    records, test included), the reading the papers' reference code does not use on the test
+    set and we do on the validation split. Runs recorded before those figures existed are read
+    from the stage's per-epoch history.
     """
-    figures = {k: v for k, v in run.data.metrics.items() if "/" in k and k.split("/")[0] in
+    metrics = run.data.metrics
+    figures = {k: v for k, v in metrics.items() if "/" in k and k.split("/")[0] in
                ("val", "test")}
     if select == "last" and figures:
         return figures
+    if select == "best-val" and "best/epoch" in metrics:
+        best = {k.removeprefix("best/"): v for k, v in metrics.items() if k.startswith("best/")}
+        best["epoch"] -= 1  # 0-based, as the history's steps
+        return best
     stage = last_stage_run(client, run)
     if stage is None:
         return figures

@@ -29,6 +29,8 @@ class RunDetail:
 
     run_id: str
     label: str
+    group: str
+    """The run's group (its label without the seed): curves are averaged over a group."""
     dataset: str
     imbalance_factor: str
     classes: list[str] | None = None
@@ -43,8 +45,8 @@ class RunDetail:
     notes: list[str] = attrs.Factory(list)
 
 
-def run_label(run, group_by: Sequence[str]) -> str:
-    """``bcl,rcl IF=100 seed=0``: the group values of the run plus its seed."""
+def run_label(run, group_by: Sequence[str], seed: bool = True) -> str:
+    """``bcl,rcl IF=100 seed=0``: the group values of the run plus (with ``seed``) its seed."""
     parts = []
     for key in group_by:
         value = run_value(run, key)
@@ -54,7 +56,8 @@ def run_label(run, group_by: Sequence[str]) -> str:
             parts.append(value)
         elif value:
             parts.append(f"{key.split('.')[-1]}={value}")
-    parts.append(f"seed={run_value(run, 'seed')}")
+    if seed:
+        parts.append(f"seed={run_value(run, 'seed')}")
     return " ".join(p for p in parts if p)
 
 
@@ -84,11 +87,15 @@ def stage_curves(client, run, keys: Sequence[str] = ("val/acc", "train/loss")):
 def model_file(client, run, runs_dir: str | None, scratch: Path) -> Path | None:
     """The run's ``model.pt``: under ``runs_dir`` (or the run's ``output`` param), else the
     ``checkpoints/model.pt`` artifact downloaded to ``scratch``."""
-    candidates = []
-    if runs_dir:
-        candidates.append(Path(runs_dir) / run.info.run_id / "model.pt")
-    candidates.append(Path(run.data.params.get("output", "runs")) / run.info.run_id / "model.pt")
-    for path in candidates:
+    from ..engine.checkpoints import MODEL
+    from ..engine.runs import find_run_folder
+    from ..errors import DataError
+
+    for root in [*([runs_dir] if runs_dir else []), run.data.params.get("output", "runs")]:
+        try:
+            path = find_run_folder(root, run.info.run_id)[0] / MODEL
+        except DataError:
+            continue
         if path.is_file():
             return path
     try:
@@ -190,7 +197,7 @@ class ReportOptions:
                         validator=attrs.validators.gt(0))
     log: bool = doc("log the plots as MLflow artifacts", default=True)
     device: str = doc("device the model outputs are recomputed on", default="cpu")
-    runs_dir: str | None = doc("folder holding runs/<id>/model.pt (default: each run's output "
+    runs_dir: str | None = doc("folder holding each run folder's model.pt (default: each run's output "
                                "setting)", default=None)
     data_dir: str | None = doc("dataset folder, when it moved since training", default=None)
 
@@ -221,6 +228,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
         scratch = Path(tmp)
         for run in runs:
             detail = RunDetail(run.info.run_id, run_label(run, comparison.group_by),
+                               run_label(run, comparison.group_by, seed=False) or "all runs",
                                run_value(run, "dataset"), run_value(run, "imbalance_factor"))
             try:
                 detail.curves, detail.boundaries = stage_curves(client, run)
@@ -267,17 +275,21 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                             "left end."))
         with_curves = [d for d in group if d.curves.get("val/acc")]
         if with_curves:
+            accuracy: dict[str, list] = {}
+            loss: dict[str, list] = {}
+            for d in with_curves:
+                accuracy.setdefault(d.group, []).append(d.curves["val/acc"])
+                if "train/loss" in d.curves:
+                    loss.setdefault(d.group, []).append(d.curves["train/loss"])
             path = plots.accuracy_curves_png(
-                {d.label: d.curves["val/acc"] for d in with_curves},
-                plot_dir / f"accuracy_vs_epoch_{tag}.png",
-                loss={d.label: d.curves["train/loss"] for d in with_curves
-                      if "train/loss" in d.curves},
+                accuracy, plot_dir / f"accuracy_vs_epoch_{tag}.png", loss=loss,
                 boundaries=sorted({b for d in with_curves for b in d.boundaries}),
                 title=f"accuracy and training loss per epoch ({where})")
             figures.append(("Accuracy vs epoch", path,
                             f"{where}: validation accuracy (left) and training loss (right) after "
                             "each epoch, all stages end to end (dotted lines: a new stage), one "
-                            "colour per run."))
+                            "colour per plugin set: the mean over its seeds, with a band of +- "
+                            "one standard deviation."))
         with_cm = [d for d in group if d.confusion is not None][:options.max_runs]
         if with_cm:
             path = plots.confusion_matrices_png(
@@ -363,7 +375,8 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
         for section, items in sections.items():
             out += [f"## {section}", ""]
             for path, caption in items:
-                out += [f"![{caption}]({path.relative_to(output).as_posix()})", "", caption, ""]
+                link = path.relative_to(output).as_posix()
+                out += [f"[![{caption}]({link})]({link})", "", caption, ""]
         if notes:
             out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
         return "\n".join(out)
@@ -371,8 +384,8 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
     out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(title)}</title>",
            "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
            "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;"
-           "padding:3px 8px;text-align:right}th{background:#eee}figure{display:inline-block;"
-           "margin:1em;max-width:560px;vertical-align:top}img{max-width:100%}"
+           "padding:3px 8px;text-align:right}th{background:#eee}figure{display:block;"
+           "margin:1em 0}img{width:100%;height:auto}"
            "figcaption{font-size:85%;color:#333}</style></head><body>",
            f"<h1>{esc(title)}</h1>",
            f"<p>{len({r for row in comparison.rows for r in row.run_ids})} runs, made {when}.</p>",
@@ -380,8 +393,10 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
     for section, items in sections.items():
         out.append(f"<h2>{esc(section)}</h2>")
         for path, caption in items:
-            out.append(f"<figure><img src='{esc(path.relative_to(output).as_posix())}' "
-                       f"alt='{esc(caption)}'><figcaption>{esc(caption)}</figcaption></figure>")
+            link = esc(path.relative_to(output).as_posix())
+            out.append(f"<figure><a href='{link}'><img src='{link}' alt='{esc(caption)}'></a>"
+                       f"<figcaption>{esc(caption)} (click for the full-size image)"
+                       "</figcaption></figure>")
     if notes:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     out.append("</body></html>")

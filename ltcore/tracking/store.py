@@ -227,16 +227,22 @@ def unreachable(uri: str, exc: BaseException) -> TrackingError:
                          "MLFLOW_TRACKING_URI elsewhere")
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The experiment tag that makes the MLflow UI open ltcore's experiments in its model-training
+view (not the GenAI one)."""
+
+
 def experiment_id(client, name: str, create: bool = True) -> str | None:
-    """The id of experiment ``name`` (created when missing and ``create``; two processes may
-    race to create it, the loser finds the winner's)."""
+    """The id of experiment ``name`` (created when missing and ``create``, marked as a
+    model-training experiment; two processes may race to create it, the loser finds the
+    winner's)."""
     found = retry_locked(client.get_experiment_by_name, name)
     if found is not None:
         return found.experiment_id
     if not create:
         return None
     try:
-        return retry_locked(client.create_experiment, name)
+        return retry_locked(client.create_experiment, name, tags=EXPERIMENT_KIND)
     except Exception:
         found = retry_locked(client.get_experiment_by_name, name)
         if found is None:

@@ -43,8 +43,8 @@ def test_per_class_accuracy_draws_every_run_in_its_colour(tmp_path):
 
 def test_curves_confusion_grid_and_tsne(tmp_path):
     rng = np.random.default_rng(1)
-    accuracy = {f"run {i}": (list(range(6)), list(np.linspace(10, 60 + i, 6))) for i in range(3)}
-    loss = {name: (e, list(np.linspace(2.3, 0.5, 6))) for name, (e, _) in accuracy.items()}
+    accuracy = {f"run {i}": [(list(range(6)), list(np.linspace(10, 60 + i, 6)))] for i in range(3)}
+    loss = {name: [(runs[0][0], list(np.linspace(2.3, 0.5, 6)))] for name, runs in accuracy.items()}
     path = plots.accuracy_curves_png(accuracy, tmp_path / "curves.png", loss=loss, boundaries=[3])
     assert opened(path).size == (1300, 460)
     for colour in plots.run_colours(3):
@@ -66,3 +66,19 @@ def test_curves_confusion_grid_and_tsne(tmp_path):
     assert image.size[0] > 850  # widened to fit the legends beside the axes
     for colour in plots.run_colours(10):
         assert colour_pixels(path, colour, tolerance=40) > 5
+
+
+def test_curves_of_a_group_are_its_mean_with_a_band_of_one_standard_deviation(tmp_path):
+    seeds = [([0, 1, 2], [10.0, 20.0, 30.0]), ([0, 1, 2], [14.0, 26.0, 30.0]),
+             ([0, 1], [12.0, 23.0])]  # a run that stopped after two epochs
+    epochs, mean, std = plots.mean_curve(seeds)
+    assert epochs.tolist() == [0, 1, 2]
+    assert mean.tolist() == [12.0, 23.0, 30.0]
+    assert std[0] == pytest.approx(2.0) and std[1] == pytest.approx(3.0) and std[2] == 0.0
+    banded = plots.accuracy_curves_png({"bcl": seeds}, tmp_path / "band.png")
+    single = plots.accuracy_curves_png({"bcl": seeds[:1]}, tmp_path / "single.png")
+    blue = plots.run_colours(1)[0]
+    # the band is the line's colour at alpha 0.2 on white: pixels only the banded plot has
+    pale = tuple(1 - 0.2 * (1 - c) for c in blue[:3])
+    # (a single run's line has a few such pixels at its anti-aliased edges)
+    assert colour_pixels(banded, pale) > 5000 > 50 * colour_pixels(single, pale)

@@ -48,6 +48,9 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     images = sorted(re.findall(r"<img src='([^']+)'", html))
     for name in images:
         check_png(out / name)
+    # every figure is as wide as the page and links to its full-size file
+    assert "max-width:560px" not in html and "img{width:100%;height:auto}" in html
+    assert sorted(re.findall(r"<a href='([^']+)'><img src='\1'", html)) == images
     per_class = check_png(out / "plots" / "per_class_accuracy_digits-lt-if100.png")
     # one colour per run: both runs' markers are drawn (tab10 blue and orange)
     assert pixels_near(per_class, TAB10_BLUE) > 50 and pixels_near(per_class, TAB10_ORANGE) > 50
@@ -69,3 +72,5 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     text = (isolated / "md" / "report.md").read_text()
     assert text.startswith("# ltcore report: sweep r1")
     assert "| plugins | runs |" in text and text.count("![") == 3 and "tsne" not in text
+    links = re.findall(r"\[!\[[^]]*\]\(([^)]+)\)\]\(([^)]+)\)", text)
+    assert len(links) == 3 and all(image == target for image, target in links)

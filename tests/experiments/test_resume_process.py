@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from ltcore.testing import FAST, mlflow_client, recorded_runs
+from ltcore.testing import FAST, mlflow_client, recorded_runs, run_folder
 
 EPOCHS = 2
 
@@ -40,7 +40,7 @@ def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
         log.close()
     assert proc.returncode == -signal.SIGKILL
     (checkpoint,) = isolated.glob("runs/*/checkpoint.pt")
-    run_id = checkpoint.parent.name
+    run_id = (checkpoint.parent / "run_id").read_text().strip()
     stage_index, next_epoch = torch.load(checkpoint, weights_only=True)["position"]
     assert stage_index == 0 and 1 <= next_epoch < EPOCHS  # killed mid-training
     client = mlflow_client(f"sqlite:///{isolated / 'mlflow.db'}")
@@ -54,8 +54,10 @@ def test_killed_process_resumes_into_the_same_mlflow_run(ltrun, isolated):
     (stage,) = recorded_runs(client, nested=True)
     assert parent.info.run_id == run_id and parent.info.status == "FINISHED"
     assert stage.info.status == "FINISHED"
-    for key in ("train/loss", "train/lr", "val/acc", "test/acc"):
+    for key in ("train/loss", "train/lr", "val/acc"):
         steps = [m.step for m in client.get_metric_history(stage.info.run_id, key)]
         assert sorted(steps) == list(range(EPOCHS)), (key, steps)
+    steps = [m.step for m in client.get_metric_history(stage.info.run_id, "test/acc")]
+    assert steps == [EPOCHS - 1]  # the test split at the stage's end only
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [0]
-    assert os.path.isfile(isolated / "runs" / run_id / "model.pt")
+    assert os.path.isfile(run_folder(isolated / "runs", run_id) / "model.pt")

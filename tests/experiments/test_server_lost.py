@@ -7,7 +7,7 @@ import torch
 
 from ltcore import cli, hookimpl
 from ltcore.plugins import Plugins
-from ltcore.testing import FAST
+from ltcore.testing import FAST, run_folder
 
 
 class ServerKiller:
@@ -40,10 +40,10 @@ def test_training_survives_the_server_going_away(ltrun, mlflow_server, monkeypat
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert any(f"tracking store at {mlflow_server.uri} stopped answering" in w for w in warnings)
     assert any("not logged" in w and "metric values" in w for w in warnings), result.stderr
-    assert f"runs/{run_id}" in result.stderr  # where the checkpoint and files are
+    run_dir = run_folder(isolated / "runs", run_id)
+    assert f"runs/{run_dir.name}" in result.stderr  # where the checkpoint and files are
     assert "Traceback" not in result.stderr
 
-    run_dir = isolated / "runs" / run_id
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["position"] == (1, 0)  # every stage finished
     steps = sorted({(m[1], m[4]) for m in checkpoint["pending_metrics"]})

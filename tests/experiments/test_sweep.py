@@ -2,6 +2,7 @@
 cells recorded as FAILED runs, and re-running a sweep to complete it."""
 
 import json
+import re
 
 import pytest
 
@@ -90,6 +91,9 @@ def test_parallel_subprocess_cells_and_a_failed_cell(ltrun, isolated, tiny):
     assert record.info.status == "FAILED"
     assert record.data.metrics["cells/finished"] == 1 and record.data.metrics["cells/failed"] == 1
     assert (isolated / "runs" / "sweeps" / "s1" / "summary.csv").is_file()
+    # a cell's log shows its plan and a line per epoch, as the console of a run does
+    log = (isolated / "runs" / "sweeps" / "s1" / "cell-000.log").read_text()
+    assert "plan: 1 stage, 1 epoch in all" in log and re.search(r"^train 1/1  loss ", log, re.M)
 
     again = ltrun(*args)  # the same sweep id: only what did not finish runs again
     assert again.exit_code == 1

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from ltcore.testing import FAST
+from ltcore.testing import FAST, run_folder
 
 RECIPE = ["--plugin", "kcl", "--plugin", "lws", "--epochs", "2", "--set", "lws.epochs=1", *FAST]
 
@@ -24,7 +24,7 @@ def finish(ltrun_process, run_id, reference, evaluate=False):
     """The last resume runs to the end; the run has exactly the reference's numbers; its files
     load with tensors and plain values only, and (``evaluate``) ``ltrun evaluate`` reads its
     model."""
-    folder = ltrun_process.folder / "runs" / run_id
+    folder = run_folder(ltrun_process.folder / "runs", run_id)
     final = ltrun_process.start("--resume", run_id, "--no-progress")
     assert final.wait() == 0, final.err
     assert f"run {run_id} finished" in final.out
@@ -45,7 +45,7 @@ def test_a_kill_while_saving_and_a_signal_then_resumes_end_as_an_uninterrupted_r
     assert reference.code == 0, reference.err
     first = ltrun_process.start(*RECIPE)
     run_id = first.run_id()
-    folder = ltrun_process.folder / "runs" / run_id
+    folder = run_folder(ltrun_process.folder / "runs", run_id)
     assert first.kill_when(folder / ".checkpoint.pt.tmp")  # the checkpoint after an epoch
     first.wait()
     second = ltrun_process.start("--resume", run_id, "--no-progress")
@@ -64,12 +64,12 @@ def test_resumes_after_kills_end_with_the_numbers_of_an_uninterrupted_run(ltrun_
 
     first = ltrun_process.start(*RECIPE)  # killed while writing its first checkpoint
     runs = ltrun_process.folder / "runs"
-    while not runs.is_dir() or not [p for p in runs.iterdir() if p.name != reference.run_id()]:
+    while not runs.is_dir() or not [p for p in runs.iterdir() if not p.name.endswith(reference.run_id()[:8])]:
         time.sleep(0.01)
-    (folder,) = [p for p in runs.iterdir() if p.name != reference.run_id()]
+    (folder,) = [p for p in runs.iterdir() if not p.name.endswith(reference.run_id()[:8])]
     assert first.kill_when(folder / ".checkpoint.pt.tmp")
     first.wait()
-    run_id = folder.name
+    run_id = (folder / "run_id").read_text().strip()  # written before the first checkpoint
 
     def resume():
         return ltrun_process.start("--resume", run_id, "--no-progress")

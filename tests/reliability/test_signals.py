@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from ltcore.testing import FAST
+from ltcore.testing import FAST, run_folder
 
 LONG = ["--plugin", "kcl", "--epochs", "30", *FAST]
 
@@ -36,7 +36,7 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_command(ltrun
     (stage,) = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{run_id}'")
     assert stage.info.status == "KILLED"
-    checkpoint = torch.load(ltrun_process.folder / "runs" / run_id / "checkpoint.pt",
+    checkpoint = torch.load(run_folder(ltrun_process.folder / "runs", run_id) / "checkpoint.pt",
                             weights_only=True)
     epoch = checkpoint["position"][1]
     progress = checkpoint["epoch_progress"]
@@ -55,7 +55,7 @@ def test_resuming_a_run_stopped_before_its_first_checkpoint_closes_it(ltrun_proc
 
     tracker = Tracker(ltrun_process.uri, "ltcore")
     run_id = tracker.start("ce", {"ltcore.plugins": "ce"})
-    (ltrun_process.folder / "runs" / run_id).mkdir(parents=True)
+    (ltrun_process.folder / "runs" / f"ce-digits-lt-s0-{run_id[:8]}").mkdir(parents=True)
     resumed = ltrun_process("--resume", run_id)
     assert resumed.code == 2
     (error,) = [line for line in resumed.err.splitlines() if line.startswith("Error:")]

@@ -96,6 +96,7 @@ def register_losses(register):
 
 CIFAR = {
     "model.backbone": "resnet32", "model.classifier": "cosine",
+    "views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment",
     "model.projection_hidden": 512, "model.projection_dim": 128,
     "batch_size": 256, "optim.lr": 0.15, "optim.momentum": 0.9, "optim.weight_decay": 5e-4,
     "schedule.kind": "step", "imbalance_factor": 100.0,
@@ -111,8 +112,6 @@ IMAGENET = {
 
 @hookimpl
 def register_presets(register):
-    register("default", {"views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment"},
-             "BCL's views: autoaugment-cutout for the classifier, simaugment for both contrastive views")
     for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
         base = {**CIFAR, "dataset": name}
         register(name, {**base, "epochs": 200, "schedule.warmup_epochs": 5,

@@ -41,7 +41,11 @@ def fake_step(run, batch=8):
 
 
 def test_recipe_views_losses_and_weights(plugins):
-    run = bcl_run(plugins)
+    # the paper's views come with the CIFAR presets; without one, the dataset's views
+    assert {r: v.pipeline for r, v in bcl_run(plugins).main_stage.views.items()} == {
+        "cls": "standard", "con0": "standard", "con1": "standard"}
+    run = bcl_run(plugins, "dataset=digits-lt", "imbalance_factor=10", "epochs=2",
+                  presets=["cifar10-lt"])
     stage = run.main_stage
     assert {r: v.pipeline for r, v in stage.views.items()} == {
         "cls": "autoaugment-cutout", "con0": "simaugment", "con1": "simaugment"}

@@ -295,7 +295,8 @@ def setup_run(run):
 
     if options.classifier_epochs:
         second = run.new_stage("classifier", options.classifier_epochs, plugin=PLUGIN,
-                               trainable="classifier")
+                               trainable="classifier",
+                               epochs_setting=f"{PLUGIN}.classifier_epochs")
         second.optim = OptimConfig(lr=options.classifier_lr, momentum=options.classifier_momentum,
                                    weight_decay=options.classifier_weight_decay)
         second.schedule = ScheduleConfig(kind=options.classifier_schedule, warmup_epochs=0)

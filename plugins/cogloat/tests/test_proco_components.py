@@ -128,7 +128,7 @@ def test_refresh_selects_a_k_center_coreset_and_averages_two_augmented_views(mak
         assert torch.equal(coreset, expected_coreset)
 
         seed = epoch_seed(run.config.seed, 0, 0) ^ 0x50726F436F
-        transform = run.plugins.component("view", "simaugment").obj.make_batched(
+        transform = run.plugins.component("view", run.config.views.contrastive).obj.make_batched(
             ds.image_size, ds.mean, ds.std)
         generator = torch.Generator().manual_seed(seed)
         images = ds.train.images[coreset]

@@ -45,7 +45,8 @@ def test_stopped_cogloat_proco_runs_resume_to_identical_metrics(isolated):
     with pytest.raises(RunStopped):
         train(plugins, [*selected, "signal"], settings, progress=False)
     assert stopper.sent
-    interrupted = sorted((p for p in (isolated / "runs").iterdir() if p.name != full.run_id),
+    interrupted = sorted((p for p in (isolated / "runs").iterdir()
+                          if (p / "run_id").read_text().strip() != full.run_id),
                          key=lambda p: (p / "config.toml").stat().st_mtime)
     assert len(interrupted) == 2
     progress = [torch.load(p / "checkpoint.pt", weights_only=True)["epoch_progress"]

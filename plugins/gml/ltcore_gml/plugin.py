@@ -266,6 +266,8 @@ def setup_run(run):
                                   backbone=options.teacher_backbone or run.config.model.backbone,
                                   epochs=options.teacher_epochs, la_tau=options.teacher_la_tau,
                                   plugin=PLUGIN)
+        teacher_stage.epochs_setting = (f"{PLUGIN}.teacher_epochs" if options.teacher_epochs
+                                        else f"--epochs, as {PLUGIN}.teacher_epochs = 0")
         teacher = teacher_stage.model
         run.add_module(teachers.TEACHER_MODULE, teacher)
         run.add_stage(teacher_stage, before=stage.name)

@@ -83,8 +83,8 @@ def locate(source: str, output: str, tracking_uri: str) -> tuple[Path, str | Non
     """The file behind ``gml.teacher``, and a temporary folder to delete after loading.
 
     ``source`` is a path to an ltcore ``model.pt`` / ``checkpoint.pt`` (or a run folder holding
-    one), or an MLflow run id: its ``<output>/<id>/model.pt`` when present, else its
-    ``checkpoints/model.pt`` artifact, downloaded with the MLflow client.
+    one), or an MLflow run id or run folder name: the run folder's ``model.pt`` under ``output``
+    when present, else its ``checkpoints/model.pt`` artifact, downloaded with the MLflow client.
     """
     path = Path(source).expanduser()
     if path.is_file():
@@ -94,7 +94,12 @@ def locate(source: str, output: str, tracking_uri: str) -> tuple[Path, str | Non
             if (path / name).is_file():
                 return path / name, None
         raise DataError(f"gml.teacher: folder {source!r} holds no model.pt or checkpoint.pt")
-    local = Path(output) / source / "model.pt"
+    from ltcore import find_run_folder
+
+    try:
+        local = find_run_folder(output, source)[0] / "model.pt"
+    except DataError:
+        local = Path(output) / source / "model.pt"
     if local.is_file():
         return local, None
     if not _RUN_ID.match(source):

@@ -38,7 +38,8 @@ def test_killed_student_stage_resumes_to_identical_metrics(isolated):
     with pytest.raises(KeyboardInterrupt):
         train(plugins, ["gml", "killer"], resolve(plugins, ["gml", "killer"], assignments=assignments,
                                                   overrides={"epochs": 2}), progress=False)
-    run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
+    run_id = next(ids for p in (isolated / "runs").iterdir()
+                  if (ids := (p / "run_id").read_text().strip()) != full.run_id)
     resumed = resume(plugins, run_id, progress=False)
     assert resumed.metrics == full.metrics
     ours = torch.load(resumed.run_dir / "model.pt", weights_only=False)["modules"]

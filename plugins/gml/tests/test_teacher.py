@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from ltcore.testing import FAST, mlflow_client, recorded_runs
+from ltcore.testing import FAST, mlflow_client, recorded_runs, run_folder
 
 TINY = [*FAST, "--epochs", "1", "--imbalance-factor", "100", "--set", "views.classifier=standard",
         "--set", "views.contrastive=standard", "--set", "gml.queue_size=256"]
@@ -27,7 +27,8 @@ def teacher_run(tmp_path_factory):
         os.chdir(before)
     assert code == 0, f"ltrun --plugin gml exited with {code}"
     (run_dir,) = (folder / "runs").iterdir()
-    return {"folder": folder, "uri": uri, "run_id": run_dir.name, "model": run_dir / "model.pt"}
+    return {"folder": folder, "uri": uri, "run_id": (run_dir / "run_id").read_text().strip(),
+            "model": run_dir / "model.pt"}
 
 
 def _teacher_state(path):
@@ -85,7 +86,7 @@ def test_teacher_from_a_model_file_skips_the_teacher_stage(ltrun, teacher_run, i
                    "--tracking-uri", teacher_run["uri"])
     run_id = _finished_run(result)
     _student_only(mlflow_client(teacher_run["uri"]), run_id)
-    _assert_same_teacher(isolated / "runs" / run_id / "model.pt", teacher_run["model"])
+    _assert_same_teacher(run_folder(isolated / "runs", run_id) / "model.pt", teacher_run["model"])
 
 
 def test_teacher_from_a_run_id_in_the_output_folder(ltrun, teacher_run, isolated, monkeypatch):
@@ -99,16 +100,16 @@ def test_teacher_from_a_run_id_in_the_output_folder(ltrun, teacher_run, isolated
     run_id = _finished_run(result)
     _student_only(mlflow_client(teacher_run["uri"]), run_id)
     # The reused teacher, its recorded architecture included, is what this run saved in turn.
-    _assert_same_teacher(output / run_id / "model.pt", teacher_run["model"])
+    _assert_same_teacher(run_folder(output, run_id) / "model.pt", teacher_run["model"])
 
 
 def test_teacher_from_a_run_id_downloaded_from_mlflow(ltrun, teacher_run, isolated):
-    assert not (isolated / "runs" / teacher_run["run_id"]).exists()
+    assert not (isolated / "runs").exists()  # not in this folder: downloaded from MLflow
     result = ltrun("--plugin", "gml", *TINY, "--set", f"gml.teacher={teacher_run['run_id']}",
                    "--tracking-uri", teacher_run["uri"])
     run_id = _finished_run(result)
     _student_only(mlflow_client(teacher_run["uri"]), run_id)
-    _assert_same_teacher(isolated / "runs" / run_id / "model.pt", teacher_run["model"])
+    _assert_same_teacher(run_folder(isolated / "runs", run_id) / "model.pt", teacher_run["model"])
 
 
 def test_the_students_model_can_be_the_teacher(ltrun, teacher_run, isolated):
@@ -116,7 +117,7 @@ def test_the_students_model_can_be_the_teacher(ltrun, teacher_run, isolated):
                    "--set", "gml.teacher_module=model", "--set", "gml.distill=false",
                    "--tracking-uri", teacher_run["uri"])
     run_id = _finished_run(result)
-    mine = _teacher_state(isolated / "runs" / run_id / "model.pt")
+    mine = _teacher_state(run_folder(isolated / "runs", run_id) / "model.pt")
     student = torch.load(teacher_run["model"], weights_only=False)["modules"]
     assert torch.equal(mine["teacher.backbone.conv1.weight"], student["model.backbone.conv1.weight"])
 

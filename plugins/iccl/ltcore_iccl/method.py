@@ -386,6 +386,7 @@ def add_rebalancing_stage(run: "Run", state: ICCLRun) -> "Stage":
     opts, cfg = state.options, run.config
     frozen = opts.classifier_trainable == "classifier"
     stage = run.new_stage(STAGE, opts.classifier_epochs, plugin=PLUGIN,
+                          epochs_setting=f"{PLUGIN}.classifier_epochs",
                           trainable="classifier" if frozen else "all",
                           sampler_options={"gamma": opts.classifier_gamma})
     if not frozen:

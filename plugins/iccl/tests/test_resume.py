@@ -6,7 +6,7 @@ import torch
 from ltcore_iccl.method import FineTuneGroups
 
 from ltcore import ModelBundle, Plugins, RunStopped, hookimpl, resolve, resume, train
-from ltcore.testing import FAST_SETTINGS, SignalAtStep, mlflow_client, recorded_runs
+from ltcore.testing import FAST_SETTINGS, mlflow_client, recorded_runs, run_folder, SignalAtStep
 
 SETTINGS = [*FAST_SETTINGS, "imbalance_factor=100", "iccl.warmup_epochs=0", "iccl.classifier_epochs=2",
             "iccl.classifier_trainable=all", "iccl.encoder_lr_scale=0.5"]
@@ -87,8 +87,9 @@ def test_fine_tuned_stage_and_resume_inside_it(isolated):
     except KeyboardInterrupt:
         pass
     assert killer.fired
-    run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
-    saved = torch.load(isolated / "runs" / run_id / "checkpoint.pt", weights_only=False)
+    run_id = next(ids for p in (isolated / "runs").iterdir()
+                  if (ids := (p / "run_id").read_text().strip()) != full.run_id)
+    saved = torch.load(run_folder(isolated / "runs", run_id) / "checkpoint.pt", weights_only=False)
     assert saved["position"] == (1, 1) and saved["plugin_objects"]["iccl"]["teacher_snapshot"] is True
     assert any(k.startswith("iccl_teacher.") for k in saved["modules"])
 
@@ -116,5 +117,6 @@ def test_run_stopped_by_sigterm_inside_an_interpolating_epoch_resumes_identicall
     with pytest.raises(RunStopped, match="epoch 2/2 after step 3/5") as stopped:
         train(plugins, ["iccl", "signal"], settings, progress=False)
     assert stopped.value.signal_name == "SIGTERM" and stopper.sent
-    run_id = next(p.name for p in (isolated / "runs").iterdir() if p.name != full.run_id)
+    run_id = next(ids for p in (isolated / "runs").iterdir()
+                  if (ids := (p / "run_id").read_text().strip()) != full.run_id)
     assert resume(plugins, run_id, progress=False).metrics == full.metrics

@@ -143,6 +143,7 @@ def compose_run(run):
 
 CIFAR = {
     "model.backbone": "resnet32", "model.classifier": "cosine",
+    "views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment",
     "model.projection_hidden": 512, "model.projection_dim": 128,
     "batch_size": 256, "optim.lr": 0.2, "optim.momentum": 0.9, "optim.weight_decay": 5e-4,
     "schedule.kind": "step", "schedule.warmup_epochs": 5, "schedule.milestones": [160, 180],
@@ -176,10 +177,6 @@ def register_reference_results(register):
 
 @hookimpl
 def register_presets(register):
-    register("default",
-             {"views.classifier": "autoaugment-cutout", "views.contrastive": "simaugment"},
-             "RCL's views (BCL's): autoaugment-cutout for the classifier, simaugment for both "
-             "contrastive views")
     for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
         register(name, {**CIFAR, "dataset": name},
                  f"RCL paper, CIFAR-{classes}-LT IF 100, ResNet-32, 200 epochs, lr 0.2, LA tau "

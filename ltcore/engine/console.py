@@ -1,0 +1,146 @@
+"""What a run prints: its plan before training and one line per epoch.
+
+The plan names the run, where it is tracked, the device and precision, then each stage with
+its epochs (and the setting that changes them), steps per epoch, sampler, learning rate, loss
+terms with their weights and views. Stages so short that they cannot learn much get a warning
+there. Each epoch then prints one persistent line: stage, epoch/total, loss, validation accuracy
+with many/medium/few, epoch time and the time left for the whole run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from .backends import batch_rows
+
+if TYPE_CHECKING:
+    from ..run import Run, Stage
+
+FEW_STEPS_PER_EPOCH = 10
+"""Fewer optimiser steps per epoch than this get a warning in the plan."""
+
+FEW_STEPS_PER_STAGE = 100
+"""Fewer optimiser steps in a whole training stage than this get a warning in the plan."""
+
+
+def steps_per_epoch(run: Run, stage: Stage) -> int:
+    """Optimiser steps in one epoch of ``stage``: its sampler's draws in batches."""
+    import torch
+
+    try:
+        draws = len(run.build("sampler", stage.sampler, **stage.sampler_options))
+    except Exception:  # no length, or not buildable yet: the stage's start reports the latter
+        draws = len(run.dataset.train)
+    return len(batch_rows(torch.arange(draws), run.config.batch_size))
+
+
+def option_name(stage: Stage) -> str:
+    """How a user sets the stage's epochs: ``--epochs`` for the main stage, else its key."""
+    return "--epochs" if stage.epochs_setting == "epochs" else stage.epochs_setting
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 10 min``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class Console:
+    """The lines of a run's plan and of its epochs; estimates the time left from the seconds
+    per step so far."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.steps = {stage.name: steps_per_epoch(run, stage) for stage in run.stages}
+        self.started = time.perf_counter()
+        self.steps_done = 0
+
+    def plan(self, run_dir, tracking: str) -> list[str]:
+        """The lines printed before training (warnings start with ``warning:``)."""
+        run, cfg = self.run, self.run.config
+        total_epochs = sum(stage.epochs for stage in run.stages)
+        lines = [f"{run.run_name}: {'+'.join(run.selected)} on {run.dataset.name} "
+                 f"({len(run.dataset.train)} training images, {run.dataset.num_classes} "
+                 f"classes), seed {cfg.seed}",
+                 f"tracked in {tracking}, experiment {cfg.tracking.experiment!r}; files in "
+                 f"{run_dir}",
+                 f"device {run.device}, compute {str(run.compute_dtype).removeprefix('torch.')}, "
+                 f"batch {cfg.batch_size}, model {cfg.model.backbone} + "
+                 f"{cfg.model.classifier} classifier",
+                 f"plan: {plural(len(run.stages), 'stage')}, "
+                 f"{plural(total_epochs, 'epoch')} in all"]
+        warnings = []
+        for number, stage in enumerate(run.stages, 1):
+            steps = self.steps[stage.name]
+            setting = f", set by {option_name(stage)}" if stage.epochs_setting else ""
+            lines.append(f"  {number}. {stage.name} ({stage.plugin}): "
+                         f"{plural(stage.epochs, 'epoch')}{setting}; {steps} steps per epoch, "
+                         f"sampler {stage.sampler}, lr {stage.optim.lr:g} {stage.schedule.kind}, "
+                         f"trains "
+                         f"{'the classifier only' if stage.trainable == 'classifier' else 'all'}")
+            lines.append("     losses: " + ", ".join(f"{term.weight:g} x {term.name}"
+                                                     for term in stage.losses))
+            lines.append("     views: " + ", ".join(f"{role} = {view.pipeline}"
+                                                    for role, view in stage.views.items()))
+            if stage.epochs and (steps < FEW_STEPS_PER_EPOCH
+                                 or steps * stage.epochs < FEW_STEPS_PER_STAGE):
+                warnings.append(
+                    f"warning: stage {stage.name!r} makes {steps} optimiser steps per epoch "
+                    f"({len(run.dataset.train)} images, batch {cfg.batch_size}) and "
+                    f"{steps * stage.epochs} in all: too few to learn much; lower --batch-size "
+                    f"or raise {option_name(stage) or 'its epochs'}")
+        return lines + warnings
+
+    def epoch(self, stage: Stage, epoch: int, metrics: dict[str, float],
+              steps: int) -> str:
+        """The line of a finished epoch (``steps`` trained in it), with the time left."""
+        self.steps_done += steps
+        elapsed = time.perf_counter() - self.started
+        index = self.run.stages.index(stage)
+        left = (stage.epochs - epoch - 1) * self.steps[stage.name] + sum(
+            s.epochs * self.steps[s.name] for s in self.run.stages[index + 1:])
+        per_step = elapsed / max(self.steps_done, 1)
+        width = len(str(stage.epochs))
+        parts = [f"{stage.name} {epoch + 1:>{width}}/{stage.epochs}",
+                 f"loss {metrics['train/loss']:.4f}"]
+        if "val/acc" in metrics:
+            parts.append(f"val {metrics['val/acc']:5.2f}%" + "".join(
+                f" {group} {metrics[f'val/{group}']:.1f}" for group in ("many", "medium", "few")
+                if not math.isnan(metrics.get(f"val/{group}", math.nan))))
+        parts.append(f"{metrics['train/epoch_time']:.1f} s")
+        parts.append(f"left {duration(left * per_step)}" if left else "done")
+        return "  ".join(parts)
+
+
+def final_lines(metrics: dict[str, float]) -> list[str]:
+    """The final figures, a line per split: the last epoch's, then the best epoch's on
+    validation (``best/...``) when that was another epoch."""
+    best = {k.removeprefix("best/"): v for k, v in metrics.items() if k.startswith("best/")}
+    last = {k: v for k, v in metrics.items() if not k.startswith("best/")}
+    lines = split_lines(last, "")
+    epoch = best.pop("epoch", None)
+    if best and any(last.get(k) != v for k, v in best.items()):
+        lines.append(f"best epoch on validation: {epoch:.0f}")
+        lines += split_lines(best, "best ")
+    return lines
+
+
+def split_lines(metrics: dict[str, float], prefix: str) -> list[str]:
+    splits: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        split, _, name = key.partition("/")
+        splits.setdefault(split, {})[name] = value
+    return [f"{prefix + split:>10}: " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+            for split, values in splits.items()]
