@@ -237,14 +237,8 @@ class GMLProblem:
                                        self.log_temperature, bank_valid=self.valid)
         torch.autograd.grad(loss, self.trained)
 
-    def shared_step(self, precision: str) -> None:
-        """The step now: the queue stored and the key MLP run in the compute precision, one
-        similarity product shared by both losses, normalised after the product."""
-        device = self.queue.device.type
-        bf16 = precision == "bf16"
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            projected = self.key_head(self.queue_bf16 if bf16 else self.queue)
-        similarities, _ = similarities_to_keys(self.query, projected)
+    def losses_and_backward(self, similarities: torch.Tensor) -> None:
+        """Both losses from the shared similarities, and the backward to what is trained."""
         tau = self.log_temperature.exp().detach()
         loss = gml_loss_from_similarities(similarities, self.labels, self.bank_labels,
                                           self.prior, tau, bank_valid=self.valid)
@@ -253,6 +247,15 @@ class GMLProblem:
             self.prior, self.log_temperature, bank_valid=self.valid)
         torch.autograd.grad(loss, self.trained)
 
+    def shared_step(self, precision: str) -> None:
+        """The step now: the queue stored and the key MLP run in the compute precision, one
+        similarity product shared by both losses, normalised after the product."""
+        device = self.queue.device.type
+        bf16 = precision == "bf16"
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            projected = self.key_head(self.queue_bf16 if bf16 else self.queue)
+        similarities, _ = similarities_to_keys(self.query, projected)
+        self.losses_and_backward(similarities)
 
     def stored_keys_step(self, precision: str) -> None:
         """The step of the ``key-embeddings`` option: the key MLP over the batch only."""
@@ -262,13 +265,7 @@ class GMLProblem:
         fresh = F.normalize(projected.float(), dim=1)
         bank = with_fresh_rows(self.stored_keys, fresh, self.slots, self.writers)
         similarities = self.query @ bank.T
-        tau = self.log_temperature.exp().detach()
-        loss = gml_loss_from_similarities(similarities, self.labels, self.bank_labels,
-                                          self.prior, tau, bank_valid=self.valid)
-        loss = loss + temperature_loss_from_similarities(
-            similarities, self.labels, self.bank_labels, self.bank_indices, self.indices,
-            self.prior, self.log_temperature, bank_valid=self.valid)
-        torch.autograd.grad(loss, self.trained)
+        self.losses_and_backward(similarities)
 
 
 def gml_rows(args, device: torch.device, precisions: list[str]) -> list[dict]:
