@@ -103,10 +103,9 @@ class Console:
                     f"or raise {option_name(stage) or 'its epochs'}")
         return lines + warnings
 
-    def epoch(self, stage: Stage, epoch: int, metrics: dict[str, float],
-              steps: int) -> str:
-        """The line of a finished epoch (``steps`` trained in it), with the time left."""
-        self.steps_done += steps
+    def epoch(self, stage: Stage, epoch: int, metrics: dict[str, float]) -> str:
+        """The line of a finished epoch, with the time left."""
+        self.steps_done += self.steps[stage.name]
         elapsed = time.perf_counter() - self.started
         index = self.run.stages.index(stage)
         left = (stage.epochs - epoch - 1) * self.steps[stage.name] + sum(

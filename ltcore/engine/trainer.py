@@ -311,7 +311,7 @@ class Trainer:
                         # in the last epoch's record, so a resume sends or skips them with it
                         metrics.update(self.best_figures(stage, evaluation))
                 run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
-                self.say(self.console.epoch(stage, epoch, metrics, self.console.steps[stage.name]))
+                self.say(self.console.epoch(stage, epoch, metrics))
                 self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
                 self.save(index, epoch + 1, optimizer)
