@@ -112,10 +112,9 @@ def test_resume_takes_the_id_the_name_or_last(finished, ltrun, monkeypatch):
 
 
 def test_print_config_records_the_plugins_and_reruns_alone(ltrun, tmp_path):
-    result = ltrun("--plugin", "bcl", "--plugin", "rcl", "--set", "rcl.compression_epoch=3",
-                   "--print-config")
+    result = ltrun("--plugin", "ce", "--plugin", "crt", "--set", "crt.epochs=3", "--print-config")
     assert result.exit_code == 0, result.stderr
-    assert result.output.splitlines()[0] == 'plugins = ["bcl", "rcl"]'
+    assert result.output.splitlines()[0] == 'plugins = ["ce", "crt"]'
     saved = tmp_path / "saved.toml"
     saved.write_text(result.output)
     again = ltrun("--config", str(saved), "--print-config")
