@@ -12,7 +12,7 @@ from importlib import import_module
 
 import pluggy
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""

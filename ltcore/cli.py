@@ -26,10 +26,16 @@ RUN_OPTIONS = {
 """CLI option -> configuration key, applied after --set."""
 
 
-def load_plugins():
-    from .plugins import Plugins
+def load_plugins(ctx):
+    """The installed plugins, less those switched off with ``--disable-plugin``; a warning for
+    each that failed to load. The names switched off join ``LTCORE_DISABLE_PLUGINS``, so the
+    ltrun processes a command starts (sweeps) leave them off too."""
+    from .plugins import DISABLE_ENV, Plugins, disabled_by_environment
 
-    plugins = Plugins()
+    disable = tuple(ctx.find_root().params.get("disabled_plugins") or ())
+    if disable:
+        os.environ[DISABLE_ENV] = ",".join(sorted(disabled_by_environment() | set(disable)))
+    plugins = Plugins(disable=disable)
     for info in plugins.broken():
         click.echo(f"warning: plugin {info.name!r} ({info.module}) failed to load and is "
                    f"unavailable: {info.error}", err=True)
@@ -44,7 +50,7 @@ class LtrunGroup(click.Group):
             self._plugins_loaded = True
             ctx.ensure_object(dict)
             try:
-                plugins = load_plugins()
+                plugins = load_plugins(ctx)
             except LtcoreError as exc:
                 click.echo(f"warning: {exc}", err=True)
                 return
@@ -66,7 +72,7 @@ class LtrunGroup(click.Group):
 def plugins_of(ctx):
     ctx.ensure_object(dict)
     if "plugins" not in ctx.obj:
-        ctx.obj["plugins"] = load_plugins()
+        ctx.obj["plugins"] = load_plugins(ctx)
     return ctx.obj["plugins"]
 
 
@@ -76,6 +82,8 @@ def plugins_of(ctx):
               help="Method plugin to use; repeat to compose (default: ce).")
 @click.option("--preset", "presets", multiple=True, metavar="NAME",
               help="Recipe of the selected plugins, e.g. cifar10-lt.")
+@click.option("--disable-plugin", "disabled_plugins", multiple=True, metavar="NAME",
+              help="Leave an installed plugin unloaded (also: LTCORE_DISABLE_PLUGINS=a,b).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="TOML configuration file (format of --print-config); its plugins unless "
                    "--plugin is given.")
@@ -100,8 +108,8 @@ def plugins_of(ctx):
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="ltcore")
 @click.pass_context
-def cli(ctx, plugin_names, presets, config_file, assignments, resume, print_config, no_progress,
-        debug, **options):
+def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, resume,
+        print_config, no_progress, debug, **options):
     """Train a long-tailed recognition run composed from plugins.
 
     \b
@@ -151,20 +159,41 @@ def plugins_command(ctx, options_of, as_json):
         for c in plugins.components_of(name):
             components.setdefault(c.kind, []).append(c.name)
         rows.append({"name": name, "version": info.version, "distribution": info.distribution,
-                     "builtin": info.builtin, "error": info.error, "components": components,
+                     "builtin": info.builtin, "supports": info.supports,
+                     "disabled": info.disabled, "error": info.error,
+                     "hooks": plugins.hooks_of(name), "components": components,
                      "presets": sorted(plugins.presets.get(name, {}))})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
         origin = "built-in" if row["builtin"] else row["distribution"]
-        click.echo(f"{row['name']} {row['version']} ({origin})")
+        supports = f"ltcore {row['supports']}" if row["supports"] else "no ltcore range declared"
+        click.echo(f"{row['name']} {row['version']} ({origin}; {supports})")
+        if row["disabled"]:
+            click.echo("    switched off (--disable-plugin or LTCORE_DISABLE_PLUGINS)")
         if row["error"]:
             click.echo(f"    FAILED TO LOAD: {row['error']}")
+        if row["hooks"]:
+            click.echo(f"    hooks: {', '.join(row['hooks'])}")
         for kind, names in row["components"].items():
             click.echo(f"    {kind}: {', '.join(names)}")
         if row["presets"]:
             click.echo(f"    presets: {', '.join(row['presets'])}")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Where to write the distribution's folder.")
+@click.pass_context
+def new_plugin_command(ctx, name, directory):
+    """Write a new plugin distribution ltcore-NAME, ready to install and test."""
+    from .scaffold import write_plugin
+
+    target = write_plugin(name, directory, taken=set(plugins_of(ctx).info))
+    click.echo(f"wrote {target}/\n  pip install -e {target}\n  pytest {target / 'tests'}\n"
+               f"  ltrun --plugin {name} --epochs 1")
 
 
 def describe_options(plugins, name: str) -> str:

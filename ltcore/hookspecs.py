@@ -99,7 +99,7 @@ def register_heads(register: Register[HeadFactory]) -> None:
 def register_views(register: Register[ViewPipeline]) -> None:
     """Register view pipelines (augmentations): ``register(name, pipeline, doc="")``.
 
-    ``pipeline`` is a :class:`~ltcore.protocols.ViewPipeline` (for example an
+    ``pipeline`` is a :class:`ltcore.protocols.ViewPipeline` (for example an
     :class:`ltcore.ViewPipeline`): a per-image reference transform and, where supported, a
     batched implementation with per-sample randomness.
     """
@@ -109,7 +109,7 @@ def register_views(register: Register[ViewPipeline]) -> None:
 def register_samplers(register: Register[SamplerFactory]) -> None:
     """Register training samplers: ``register(name, factory, doc="")``.
 
-    ``factory(run: Run, **options) -> Sampler`` (:class:`~ltcore.protocols.Sampler`).
+    ``factory(run: Run, **options) -> Sampler`` (see :class:`ltcore.protocols.Sampler`).
     """
 
 

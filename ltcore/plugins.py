@@ -10,6 +10,7 @@ one run: the core, the plugins it selected and the plugin objects it registers.
 from __future__ import annotations
 
 import importlib
+import os
 from importlib import metadata
 from typing import Any, Callable
 
@@ -20,6 +21,9 @@ from . import __version__, hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "ltcore"
+
+DISABLE_ENV = "LTCORE_DISABLE_PLUGINS"
+"""Environment variable naming installed plugins to leave unloaded, separated by commas."""
 
 CORE = "core"
 """Name of the built-in plugin that provides datasets, models, views, samplers and metrics."""
@@ -88,26 +92,68 @@ class PluginInfo:
     version: str
     builtin: bool
     error: str | None = None
+    supports: str = ""
+    """The ltcore versions the plugin declares it supports (``>=1.0,<2``), from its
+    distribution's requirement on ``ltcore``; empty when it declares none."""
+    disabled: bool = False
+
+
+def supported_core_versions(distribution: metadata.Distribution | None) -> str:
+    """The version range of ``ltcore`` that ``distribution`` requires (``">=1.0,<2"``), or ""."""
+    from packaging.requirements import Requirement
+
+    for line in (distribution.requires or []) if distribution else []:
+        requirement = Requirement(line)
+        if requirement.name == "ltcore" and not requirement.marker:  # lower bounds first
+            return ",".join(sorted(map(str, requirement.specifier),
+                                   key=lambda s: (not s.startswith(">"), s)))
+    return ""
+
+
+def core_mismatch(supports: str) -> str | None:
+    """Why this ltcore cannot load a plugin built for ``supports``, or None when it can."""
+    from packaging.specifiers import SpecifierSet
+
+    if supports and not SpecifierSet(supports).contains(__version__, prereleases=True):
+        return f"it supports ltcore {supports}, and this is ltcore {__version__}"
+    return None
+
+
+def disabled_by_environment() -> set[str]:
+    """The plugin names listed in ``LTCORE_DISABLE_PLUGINS``."""
+    return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
 
 
 class Plugins:
     """All installed plugins with their components, options and presets.
 
     ``extra`` maps names to plugin objects registered in addition to the installed ones (tests and
-    notebooks use it to add a plugin without packaging it).
+    notebooks use it to add a plugin without packaging it). Installed plugins named in
+    ``disable`` or in ``LTCORE_DISABLE_PLUGINS`` are listed but not imported; an installed
+    plugin whose declared ltcore range excludes this version is not imported either, and
+    selecting it says why.
     """
 
-    def __init__(self, extra: dict[str, object] | None = None):
+    def __init__(self, extra: dict[str, object] | None = None, disable: tuple[str, ...] = ()):
         self.pm = pluggy.PluginManager("ltcore")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
         for name, module in BUILTIN_PLUGINS.items():
             self._load(name, lambda module=module: importlib.import_module(module),
-                       module, "ltcore", __version__, builtin=True)
+                       module, "ltcore", __version__, builtin=True, supports=f"=={__version__}")
+        disabled = set(disable) | disabled_by_environment()
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
-            self._load(ep.name, ep.load, ep.value, dist, version, builtin=False)
+            self._load(ep.name, ep.load, ep.value, dist, version, builtin=False,
+                       supports=supported_core_versions(ep.dist), disabled=ep.name in disabled)
+        installed = sorted(name for name, info in self.info.items() if not info.builtin)
+        unknown = sorted(disabled - set(installed))
+        if unknown:
+            raise PluginError(f"cannot switch off {', '.join(unknown)} (--disable-plugin or "
+                              f"{DISABLE_ENV}): no installed plugin has that name; installed: "
+                              f"{', '.join(installed) or 'none'} (built-in plugins cannot be "
+                              "switched off)")
         for name, obj in (extra or {}).items():
             self._load(name, lambda obj=obj: obj, repr(obj), "-", "-", builtin=False)
         try:
@@ -124,12 +170,21 @@ class Plugins:
     # -- loading ----------------------------------------------------------------------------
 
     def _load(self, name: str, load: Callable[[], object], module: str, distribution: str,
-              version: str, builtin: bool) -> None:
+              version: str, builtin: bool, supports: str = "", disabled: bool = False) -> None:
         if name in self.info:
             raise PluginError(f"two plugins are named {name!r}: {self.info[name].module} "
                               f"({self.info[name].distribution}) and {module} ({distribution})")
-        info = PluginInfo(name, module, distribution, version, builtin)
+        info = PluginInfo(name, module, distribution, version, builtin, supports=supports,
+                          disabled=disabled)
         self.info[name] = info
+        if disabled:
+            return
+        mismatch = core_mismatch(supports)
+        if mismatch:
+            info.error = (f"{distribution} {version} was built for another ltcore: {mismatch}; "
+                          f"install a release of {distribution} that supports ltcore "
+                          f"{__version__}, or switch it off with --disable-plugin {name}")
+            return
         try:
             self.pm.register(load(), name=name)
         except pluggy.PluginValidationError as exc:
@@ -213,7 +268,7 @@ class Plugins:
         a run (``setup_run``, run-time or lifecycle hooks). Plugins that only register components
         or commands, such as ``core``, are always on and not selectable."""
         return sorted(name for name, info in self.info.items()
-                      if not info.error and self._takes_part_in_runs(name))
+                      if not info.error and not info.disabled and self._takes_part_in_runs(name))
 
     def _takes_part_in_runs(self, name: str) -> bool:
         plugin = self.pm.get_plugin(name)
@@ -224,6 +279,9 @@ class Plugins:
         """Check the names given with ``--plugin``; raise naming what is installed."""
         for name in names:
             info = self.info.get(name)
+            if info is not None and info.disabled:
+                raise PluginError(f"plugin {name!r} ({info.distribution}) is switched off "
+                                  f"(--disable-plugin or {DISABLE_ENV}); select it without that")
             if info is None or (not info.error and name not in self.available()):
                 raise PluginError(f"unknown plugin {name!r}; installed plugins: "
                                   f"{', '.join(self.available())}")
@@ -235,7 +293,8 @@ class Plugins:
         return list(names)
 
     def broken(self) -> list[PluginInfo]:
-        """Plugins whose import failed."""
+        """Plugins that failed to load: their import or registration failed, or they were built
+        for another ltcore version."""
         return [info for info in self.info.values() if info.error]
 
     def component(self, kind: str, name: str) -> Component:
@@ -245,6 +304,11 @@ class Plugins:
             known = ", ".join(sorted(table)) or "none"
             raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
         return table[name]
+
+    def hooks_of(self, plugin: str) -> list[str]:
+        """The hooks ``plugin`` implements (none when it did not load)."""
+        loaded = self.pm.get_plugin(plugin)
+        return sorted(c.name for c in self.pm.get_hookcallers(loaded) or []) if loaded else []
 
     def components_of(self, plugin: str) -> list[Component]:
         """Every component ``plugin`` registered, by kind."""

@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from ltcore import hookimpl
+from ltcore import __version__, hookimpl
 from ltcore.errors import PluginError
 from ltcore.plugins import Plugins
 
@@ -80,7 +80,7 @@ def test_ltrun_plugins_lists_baselines_with_components(ltrun):
     result = ltrun("plugins")
     assert result.exit_code == 0, result.stderr
     for name in BASELINES:
-        assert f"\n{name} 0.1.0 (built-in)" in "\n" + result.output
+        assert f"\n{name} {__version__} (built-in; ltcore =={__version__})" in "\n" + result.output
     assert "loss: la-ce" in result.output
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from ltcore import hookimpl
+from ltcore import __version__, hookimpl
 from ltcore.config import resolve
 from ltcore.engine.runs import resume, train
 from ltcore.errors import NonFiniteLossError
@@ -25,7 +25,7 @@ def test_main_job_records_a_finished_mlflow_run(ltrun, isolated):
     (stage,) = only_run(client, nested=True)
     assert parent.info.status == "FINISHED" and stage.info.status == "FINISHED"
     assert parent.data.tags["plugins"] == "la" and parent.data.tags["dataset"] == "digits-lt"
-    assert parent.data.params["plugin.la.version"] == "ltcore 0.1.0"
+    assert parent.data.params["plugin.la.version"] == f"ltcore {__version__}"
     assert parent.data.params["la.tau"] == "1.0"
     for key in ("train/loss", "train/loss/la-ce", "train/lr", "train/epoch_time",
                 "train/samples_per_s", "val/acc", "val/many", "val/medium", "val/few",

@@ -29,7 +29,7 @@ class ServerKiller:
 def test_training_survives_the_server_going_away(ltrun, mlflow_server, monkeypatch, tiny,
                                                  isolated):
     killer = ServerKiller(mlflow_server)
-    monkeypatch.setattr(cli, "load_plugins", lambda: Plugins(extra={"server-killer": killer}))
+    monkeypatch.setattr(cli, "load_plugins", lambda ctx: Plugins(extra={"server-killer": killer}))
     result = ltrun("--plugin", "ce", "--plugin", "server-killer", "--tracking-uri",
                    mlflow_server.uri, *tiny, "--epochs", "2", *FAST)
 

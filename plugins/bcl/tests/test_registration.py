@@ -20,4 +20,4 @@ def test_unknown_plugin_lists_installed_names():
 def test_ltrun_plugins_lists_entry_point_plugins(ltrun):
     result = ltrun("plugins")
     assert result.exit_code == 0, result.stderr
-    assert "bcl 0.1.0 (ltcore-bcl)" in result.output
+    assert "bcl 0.1.0 (ltcore-bcl; ltcore >=1.0,<2)" in result.output

@@ -1,8 +1,23 @@
-"""Pytest helpers for ltcore and its plugins (``pytest_plugins = ["ltcore.testing"]``).
+"""The test kit of ltcore and its plugins: a pytest plugin, registered by installing ltcore.
 
-Every test gets its own working directory, MLflow store and dataset cache (``isolated``);
-``ltrun`` calls the CLI in-process and returns its exit code, stdout and stderr; ``FAST`` are
-the options that keep a training test to seconds on two CPU cores.
+Fixtures (any test may request them; none is applied unasked, so installing ltcore changes no
+other project's tests):
+
+- ``isolated``: the test runs in its own working directory with its own MLflow store, dataset
+  cache and one torch thread. Every fixture below uses it; a plugin's ``conftest.py`` applies
+  it to every test with ``@pytest.fixture(autouse=True) def _isolated(isolated): ...``.
+- ``ltrun``: the CLI in-process, returning exit code, stdout and stderr.
+- ``ltcore_plugins``: a plugin manager holding the built-in plugins and only the installed
+  plugins named (plus test plugin objects).
+- ``tiny_data``: the embedded long-tailed digits dataset.
+- ``make_run`` / ``make_step``: an assembled, untrained run of the given plugins on the
+  tiny data, and a training step of it with real images through the stage's views.
+- ``one_epoch_run``: one epoch of ``ltrun --plugin ...`` and what it recorded.
+
+Contract checks a plugin's tests call: :func:`check_loss_matches_reference`,
+:func:`check_loss_finite_on_label_edge_cases`, :func:`check_composes_with_rcl` and
+:func:`check_state_round_trip`. ``FAST`` are the options that keep a training test to seconds
+on two CPU cores.
 """
 
 from __future__ import annotations
@@ -13,7 +28,7 @@ import pytest
 
 from ltcore import hookimpl
 
-SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
+SHARED_CIFAR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10-jpeg"
 """The real CIFAR-10 JPEG tree shipped beside the repository, when present."""
 
 FAST = ["--set", "model.backbone=resnet8", "--set", "views.workers=0", "--batch-size", "64",
@@ -24,7 +39,7 @@ FAST_SETTINGS = ["model.backbone=resnet8", "views.workers=0", "batch_size=64"]
 """The same as ``--set`` assignments, for :func:`ltcore.config.resolve`."""
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def one_torch_thread():
     """One intra-op thread per test process: tests run one process per core (``pytest -n``),
     and oversubscribed threads make small models many times slower."""
@@ -47,9 +62,10 @@ def mlflow_store_template(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch, mlflow_store_template):
-    """Run the test in ``tmp_path`` with a private MLflow store and dataset cache."""
+@pytest.fixture
+def isolated(tmp_path, monkeypatch, mlflow_store_template, one_torch_thread):
+    """Run the test in ``tmp_path`` with a private MLflow store and dataset cache, and one torch
+    thread."""
     import shutil
 
     shutil.copyfile(mlflow_store_template, tmp_path / "mlflow.db")
@@ -57,6 +73,7 @@ def isolated(tmp_path, monkeypatch, mlflow_store_template):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("LTCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LTCORE_DISABLE_PLUGINS", "")  # restored after the test, whoever set it
     return tmp_path
 
 
@@ -69,7 +86,7 @@ class CliResult:
 
 def invoke_ltrun(*args: str) -> int:
     """Run ``ltrun args`` in this process; its exit code."""
-    from .cli import main
+    from ..cli import main
 
     try:
         main(list(args))
@@ -79,7 +96,7 @@ def invoke_ltrun(*args: str) -> int:
 
 
 @pytest.fixture
-def ltrun(capsys):
+def ltrun(capsys, isolated):
     """Call the ``ltrun`` entry point in-process: ``ltrun("--plugin", "la", ...)``."""
 
     def call(*args: str) -> CliResult:
@@ -92,22 +109,120 @@ def ltrun(capsys):
 
 def tiny_dataset(imbalance_factor: float = 10.0):
     """The embedded long-tailed digits (``digits-lt``): real images, ten classes, in memory."""
-    from .data import digits_lt
+    from ..data import digits_lt
 
     return digits_lt(imbalance_factor)
+
+
+@pytest.fixture
+def tiny_data(isolated):
+    """:func:`tiny_dataset` with its default imbalance factor 10."""
+    return tiny_dataset()
+
+
+def plugins_holding(*names: str, extra: dict[str, object] | None = None):
+    """A :class:`~ltcore.Plugins` with the built-in plugins, the installed plugins ``names``
+    (the others switched off) and the test plugin objects ``extra``."""
+    from importlib import metadata
+
+    from ..plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, Plugins
+
+    installed = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    missing = sorted(set(names) - installed - set(extra or {}) - set(BUILTIN_PLUGINS))
+    if missing:
+        pytest.skip(f"plugin {', '.join(missing)} is not installed")
+    return Plugins(extra=extra, disable=tuple(sorted(installed - set(names))))
+
+
+@pytest.fixture
+def ltcore_plugins(isolated):
+    """``ltcore_plugins("demo", "rcl", extra={"probe": obj})``: :func:`plugins_holding`."""
+    return plugins_holding
+
+
+def assemble_run(selected: list[str], *assignments: str, epochs: int = 1, plugins=None):
+    """The run ``selected`` assemble on the tiny data with :data:`FAST_SETTINGS` on the CPU,
+    untrained (:func:`ltcore.prepare`); ``assignments`` are ``--set`` strings."""
+    from ..config import resolve
+    from ..engine.runs import prepare
+
+    plugins = plugins or plugins_holding(*selected)
+    settings = resolve(plugins, list(selected), assignments=[*FAST_SETTINGS, "device=cpu",
+                                                             *assignments],
+                       overrides={"epochs": epochs})
+    return prepare(plugins, list(selected), settings)
+
+
+@pytest.fixture
+def make_run(isolated):
+    """``make_run(["demo", "rcl"], "demo.weight=0.5", epochs=1, plugins=None)``: an assembled,
+    untrained run (:func:`assemble_run`)."""
+    return assemble_run
+
+
+def training_step(run, stage=None, batch_size: int = 16, epoch: int = 0):
+    """The first step of ``epoch`` of ``stage`` (the main stage by default) as the engine makes
+    it: indices from the stage's sampler, images through its views. Pass it to :func:`forward`
+    for the losses."""
+    import torch
+
+    from ..engine.backends import stage_views
+    from ..run import Step
+
+    stage = stage or run.main_stage
+    sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
+    sources = tuple(getattr(sampler, "sources", ("sample",)))
+    seed = run.epoch_seed(stage, epoch)
+    order = sampler.epoch_indices(epoch, torch.Generator().manual_seed(seed))
+    if order.dim() == 1:
+        order = order.unsqueeze(1)
+    views = stage_views(run, stage, sources)
+    batch = next(iter(views.epoch(order[:batch_size], sources, batch_size, seed, 0, None)))
+    return Step(run, stage, epoch, 0, batch.indices, batch.labels, batch.images)
+
+
+@pytest.fixture
+def make_step(isolated):
+    """``make_step(run, stage=None, batch_size=16, epoch=0)``: :func:`training_step`."""
+    return training_step
+
+
+class EpochRun:
+    """What :func:`run_one_epoch` ran: the run's id, its folder, the parent run's final metrics
+    and the CLI's output."""
+
+    def __init__(self, run_id: str, folder: Path, metrics: dict[str, float], output: str):
+        self.run_id, self.folder, self.metrics, self.output = run_id, folder, metrics, output
+
+
+def run_one_epoch(ltrun, *args: str) -> EpochRun:
+    """``ltrun args --epochs 1`` with :data:`FAST`; asserts that it finished."""
+    import re
+
+    result = ltrun(*args, "--epochs", "1", *FAST)
+    assert result.exit_code == 0, result.stderr
+    run_id = re.search(r"run (\S+) finished", result.output).group(1)
+    metrics = mlflow_client().get_run(run_id).data.metrics
+    return EpochRun(run_id, run_folder("runs", run_id), dict(metrics), result.output)
+
+
+@pytest.fixture
+def one_epoch_run(ltrun):
+    """``one_epoch_run("--plugin", "demo", "--set", "demo.weight=0.5")``: :func:`run_one_epoch`."""
+    return lambda *args: run_one_epoch(ltrun, *args)
 
 
 def forward(run, step) -> list:
     """What the engine computes for one training step before the backward: the stacked forward
     of the step's views, the run-time hooks, then every loss term of the stage (unweighted)."""
-    from .engine.trainer import forward as engine_forward
+    from ..engine.trainer import forward as engine_forward
 
     return engine_forward(run, step)
 
 
 def parameter_groups(run, stage) -> list[dict]:
     """The parameter groups the optimiser of ``stage`` will hold (after the plugins' hooks)."""
-    from .engine.schedule import parameter_groups as groups
+    from ..engine.schedule import parameter_groups as groups
 
     return groups(run, stage)
 
@@ -169,7 +284,7 @@ def run_numbers(client, run_id: str) -> dict:
 def run_folder(output, run_id: str) -> Path:
     """The folder of run ``run_id`` under the ``output`` folder (runs are in folders named
     after them, ``bcl-digits-lt-s0-1a2b3c4d``)."""
-    from .engine.runs import find_run_folder
+    from ..engine.runs import find_run_folder
 
     return find_run_folder(output, run_id)[0]
 
@@ -314,7 +429,7 @@ def make_benchmark_tree(root: Path, benchmark: str = "imagenet-lt", train_counts
 
     from PIL import Image
 
-    from .data import SPLIT_LISTS
+    from ..data import SPLIT_LISTS
 
     rng = random.Random(seed)
     files = dict(zip(("train", "val", "test"), SPLIT_LISTS[benchmark]))
@@ -378,3 +493,10 @@ def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
     for split in splits:
         assert figures[f"{split}/acc"] == parent.data.metrics[f"{split}/acc"]
     return figures
+
+
+
+from .contracts import (  # noqa: E402, F401 - re-exported; the checks build on the helpers above
+    LABEL_EDGE_CASES, check_composes_with_rcl, check_loss_finite_on_label_edge_cases,
+    check_loss_matches_reference, check_state_round_trip,
+)

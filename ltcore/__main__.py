@@ -1,0 +1,5 @@
+"""``python -m ltcore``: the ``ltrun`` command."""
+
+from .cli import main
+
+main()
