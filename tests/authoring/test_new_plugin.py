@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from ltcore import __version__
 from ltcore.scaffold import supported_range, write_plugin
@@ -32,8 +33,7 @@ def _rcl_installed() -> bool:
 def test_the_range_is_this_minor_release_up_to_the_next_major():
     assert supported_range("1.0.0") == ">=1.0,<2"
     assert supported_range("1.4.2") == ">=1.4,<2"
-    assert __version__ in __import__("packaging.specifiers").specifiers.SpecifierSet(
-        supported_range())
+    assert __version__ in SpecifierSet(supported_range())
 
 
 def test_names_and_folders_are_checked(tmp_path, ltrun):
