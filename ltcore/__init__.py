@@ -21,6 +21,7 @@ _EXPORTS = {
     # assembling a run and what loss terms see
     "Run": "run", "Stage": "run", "ViewSpec": "run", "LossTerm": "run", "Step": "run",
     "ContrastSet": "run", "RunRecorder": "run", "CLASSIFIER_ROLE": "run", "epoch_seed": "run",
+    "World": "distributed",
     "classifier_term": "terms", "logit_adjusted_term": "terms", "supcon_term": "terms",
     # options and configuration
     "doc": "config", "interval": "config", "OptimConfig": "config", "ScheduleConfig": "config",

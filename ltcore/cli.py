@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .errors import LtcoreError, RunStopped
+from .errors import ConfigError, LtcoreError, RunStopped
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -106,10 +106,13 @@ def plugins_of(ctx):
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--nproc", type=click.IntRange(min=1), metavar="N",
+              help="Train with N processes on this machine (torchrun --standalone "
+                   "--nproc-per-node N; docs/distributed.md).")
 @click.version_option(package_name="ltcore")
 @click.pass_context
 def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, resume,
-        print_config, no_progress, debug, **options):
+        print_config, no_progress, debug, nproc, **options):
     """Train a long-tailed recognition run composed from plugins.
 
     \b
@@ -315,10 +318,41 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
     click.echo(json.dumps(figures, indent=2) if as_json else "\n".join(final_lines(figures)))
 
 
+def nproc_launch(args: list[str]) -> list[str] | None:
+    """For ``ltrun --nproc N ...`` outside torchrun: the torchrun command that starts N ranks of
+    ``ltrun ...`` on this machine (None without ``--nproc`` or under torchrun)."""
+    from .distributed import launched_by_torchrun
+
+    if args and args[0] in cli.commands:
+        return None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return None
+        if arg == "--nproc" or arg.startswith("--nproc="):
+            value = arg.partition("=")[2] if "=" in arg else (args[i + 1] if i + 1 < len(args)
+                                                              else "")
+            rest = args[:i] + args[i + (1 if "=" in arg else 2):]
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"--nproc expects a number of processes, got {value!r}")
+            if launched_by_torchrun():
+                return None
+            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={value}", "-m", "ltcore", *rest]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn user errors into one-paragraph messages."""
+    from .distributed import launched_by_torchrun, leave
+
     args = sys.argv[1:] if argv is None else argv
+    rank = os.environ.get("RANK", "0") if launched_by_torchrun() else "0"
+    prefix = f"[rank {rank}] " if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else ""
     try:
+        launch = nproc_launch(args)
+        if launch is not None:
+            sys.stdout.flush()
+            os.execv(launch[0], launch)
         cli.main(args=args, prog_name="ltrun", standalone_mode=False)
     except RunStopped as exc:
         click.echo(str(exc), err=True)
@@ -326,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     except LtcoreError as exc:
         if "--debug" in args:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"{prefix}Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
@@ -336,3 +370,5 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    finally:
+        leave()

@@ -170,6 +170,22 @@ class TrackingConfig:
 
 
 @attrs.define(kw_only=True)
+class DistributedConfig:
+    """Training over several processes started by torchrun (docs/distributed.md)."""
+
+    backend: str = doc("auto (nccl on CUDA, gloo on the CPU) | nccl | gloo", default="auto",
+                       validator=v.in_(("auto", "nccl", "gloo")))
+    timeout_s: float = doc("seconds a rank waits for the others in a collective before the "
+                           "run fails (a crashed or hung rank)", default=300.0,
+                           validator=_positive)
+    sync_batchnorm: bool = doc("BatchNorm statistics over the global batch (SyncBatchNorm; "
+                               "CUDA only)", default=False)
+    find_unused_parameters: bool = doc("let DistributedDataParallel skip parameters a step "
+                                       "does not use (needed when a plugin's terms switch "
+                                       "branches on and off; false is faster)", default=True)
+
+
+@attrs.define(kw_only=True)
 class RunConfig:
     """Everything a run needs besides the plugins' own options."""
 
@@ -178,7 +194,8 @@ class RunConfig:
     imbalance_factor: float = doc("n_max / n_min of the long-tailed training split",
                                   default=10.0, validator=_positive)
     epochs: int = doc("epochs of the main stage", default=10, validator=_positive)
-    batch_size: int = doc("training batch size (images, before views)", default=128,
+    batch_size: int = doc("training batch size (images, before views; over all ranks of a "
+                          "distributed run)", default=128,
                           validator=_positive)
     sampler: str = doc("registered training sampler", default="instance-balanced")
     seed: int = doc("seed of initialisation, sampling and augmentation (0 <= seed < 2^63)",
@@ -197,6 +214,7 @@ class RunConfig:
     views: ViewsConfig = field(factory=ViewsConfig)
     eval: EvalConfig = field(factory=EvalConfig)
     tracking: TrackingConfig = field(factory=TrackingConfig)
+    distributed: DistributedConfig = field(factory=DistributedConfig)
 
 
 # -- parsing and structuring ----------------------------------------------------------------

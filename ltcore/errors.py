@@ -53,3 +53,10 @@ class TrackingError(LtcoreError):
 class StorageError(LtcoreError):
     """A file could not be written (no space left, a quota, a read-only disk); the previous
     version of the file is kept."""
+
+
+class RankFailure(LtcoreError):
+    """A rank of a distributed run failed, or stopped answering the others, and so the run
+    ended; the message names the rank and its error."""
+
+    exit_code = 1

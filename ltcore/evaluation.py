@@ -180,6 +180,12 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
     the CPU (one copy per split). Use :func:`evaluate`, which adds the plugins' adjustments."""
     was_training = model.training
     model.eval()
+    world = run.world
+    shard = world.distributed and len(split) >= world.size
+    if shard:  # each rank its consecutive share, gathered in order
+        shares = world.shares(len(split))
+        start = sum(shares[:world.rank])
+        split = subset(split, slice(start, start + shares[world.rank]))
     logits, feats = [], []
     try:
         with run.autocast():
@@ -190,7 +196,18 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
                     feats.append(f.float())
     finally:
         model.train(was_training)
-    return torch.cat(logits).cpu(), (torch.cat(feats).cpu() if keep_features else None)
+    logits = torch.cat(logits)
+    feats = torch.cat(feats) if keep_features else None
+    if shard:
+        logits = world.gather(logits, shares)
+        feats = world.gather(feats, shares) if keep_features else None
+    return logits.cpu(), (feats.cpu() if keep_features else None)
+
+
+def subset(split: Split, rows: slice) -> Split:
+    """The samples ``rows`` of ``split``."""
+    return Split(split.labels[rows], None if split.images is None else split.images[rows],
+                 None if split.paths is None else split.paths[rows])
 
 
 def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:

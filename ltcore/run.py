@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import OptimConfig, RunConfig, ScheduleConfig, Settings
 from .data import Dataset
+from .distributed import SINGLE, World
 from .errors import PluginError
 from .models import MLPHead, ModelBundle
 from .plugins import Plugins
@@ -187,7 +188,15 @@ class ContrastSet:
 
 @attrs.define(eq=False)
 class Step:
-    """One training step's tensors, shared by the run-time hooks and the loss terms."""
+    """One training step's tensors, shared by the run-time hooks and the loss terms.
+
+    In a distributed run (:mod:`ltcore.distributed`) ``indices`` and ``labels`` hold the global
+    batch, every rank's samples rank by rank, and ``images`` this rank's share of it; from
+    ``adjust_embeddings`` on, ``features``, ``logits`` and ``embeddings`` hold the global batch
+    too (gathered, with gradients flowing back to each rank). A per-sample tensor a plugin
+    makes from ``images`` becomes global with :meth:`gather`; a global one is cut to this
+    rank's share with :meth:`local`.
+    """
 
     run: "Run"
     stage: Stage
@@ -203,6 +212,20 @@ class Step:
     """Per-step values plugins pass between their hooks and loss terms (e.g. mixing weights)."""
     term: LossTerm | None = None
     """The loss term being computed (set while ``term(step)`` runs)."""
+    shares: list[int] | None = None
+    """How many samples of the global batch each rank holds (None: one process)."""
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``tensor`` (one row per sample of this rank's share), as the
+        global batch; gradients flow back to this rank's rows. The tensor in one process."""
+        return self.run.world.gather(tensor, self.shares)
+
+    def local(self, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global per-sample ``tensor``. The tensor in one process."""
+        if self.shares is None:
+            return tensor
+        start = sum(self.shares[:self.run.world.rank])
+        return tensor[start:start + self.shares[self.run.world.rank]]
 
     def targets(self, role: str) -> torch.Tensor:
         """Labels of the samples behind view ``role``."""
@@ -284,8 +307,10 @@ class Run:
     """A training run being assembled by the selected plugins and then trained by the engine."""
 
     def __init__(self, settings: Settings, plugins: Plugins, selected: list[str],
-                 dataset: Dataset, device: torch.device):
+                 dataset: Dataset, device: torch.device, world: World = SINGLE):
         self.settings = settings
+        self.world = world
+        """The processes training this run together (:mod:`ltcore.distributed`)."""
         self.config: RunConfig = settings.run
         self.options: dict[str, Any] = settings.plugins
         self.plugins = plugins

@@ -40,6 +40,38 @@ def selection_options(fn):
     return fn
 
 
+LAUNCH = [
+    click.option("--launcher", type=click.Choice(["local", "submitit-local", "slurm"]),
+                 default="local", show_default=True,
+                 help="How cells run: ltrun subprocesses here (local), or submitit jobs on this "
+                      "machine (submitit-local) or on a SLURM cluster (slurm, one job array). "
+                      "The options below apply to the submitit launchers; see "
+                      "docs/distributed.md."),
+    click.option("--slurm-partition", metavar="NAME", help="SLURM partition of the jobs."),
+    click.option("--slurm-account", metavar="NAME", help="SLURM account of the jobs."),
+    click.option("--slurm-qos", metavar="NAME", help="SLURM quality of service of the jobs."),
+    click.option("--gpus-per-cell", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="GPUs of each cell's job (0: none requested; submitit-local hands out "
+                      "this machine's GPUs in blocks of N)."),
+    click.option("--cpus-per-cell", type=click.IntRange(min=1),
+                 help="CPUs of each cell's job (and OMP_NUM_THREADS = N / ranks)."),
+    click.option("--time-limit", type=click.IntRange(min=1), metavar="MINUTES",
+                 help="Wall-clock limit of each cell's job (default: 1440 on SLURM, none with "
+                      "submitit-local)."),
+    click.option("--array-parallelism", type=click.IntRange(min=1),
+                 help="Jobs running at once (default: --max-parallel)."),
+    click.option("--nproc-per-cell", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Ranks per cell: above 1 a cell is `ltrun --nproc N ...`, its ranks "
+                      "started by torchrun inside the cell (inside its job)."),
+]
+
+
+def launch_options(fn):
+    for option in reversed(LAUNCH):
+        fn = option(fn)
+    return fn
+
+
 def _splits(split: str) -> list[str]:
     return ["val", "test"] if split == "both" else [split]
 
@@ -75,9 +107,11 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
 @click.option("--devices", metavar="LIST", help="Devices handed out to cells round-robin, "
               "e.g. cuda:0,cuda:1.")
 @click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells trained at once, each an ltrun subprocess.")
+              help="Cells trained at once, each an ltrun subprocess (with a submitit "
+                   "launcher: the default of --array-parallelism).")
 @click.option("--in-process", is_flag=True,
               help="Train cells one after another in this process instead of subprocesses.")
+@launch_options
 @click.option("--sweep-id", metavar="ID", help="Id of the sweep (default: new); reusing one "
               "runs only its cells that have not finished.")
 @click.option("--experiment", default="ltcore", show_default=True, help="MLflow experiment.")
@@ -88,7 +122,9 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
 @click.option("--dry-run", is_flag=True, help="Print the cells' ltrun commands and exit.")
 @click.argument("run_options", nargs=-1, type=click.UNPROCESSED)
 def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_parallel, in_process,
-                  sweep_id, experiment, tracking_uri, output, dry_run, run_options):
+                  launcher, slurm_partition, slurm_account, slurm_qos, gpus_per_cell,
+                  cpus_per_cell, time_limit, array_parallelism, nproc_per_cell, sweep_id,
+                  experiment, tracking_uri, output, dry_run, run_options):
     """Train every combination of plugin sets, seeds, imbalance factors and --grid values.
 
     Any other ltrun option (--epochs, --preset, --set KEY=VALUE, --dataset, ...) is passed to
@@ -96,9 +132,12 @@ def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_para
     as FAILED and the sweep goes on. The exit code is 1 when a cell failed.
 
     \b
-    Example:
+    Examples:
       ltrun sweep --plugins bcl --plugins bcl+rcl --seeds 0,1 --imbalance-factors 10,100 \\
           --grid optim.lr=0.1,0.2 --epochs 200 --max-parallel 2
+      ltrun sweep --plugins bcl --seeds 0-4 --epochs 200 --launcher slurm \\
+          --slurm-partition gpu --gpus-per-cell 1 --cpus-per-cell 8 --time-limit 600 \\
+          --array-parallelism 5 --tracking-uri http://mlflow.example:5000
     """
     import shlex
     import sys
@@ -117,13 +156,18 @@ def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_para
                           ex.parse_floats(imbalance_factors, "--imbalance-factors"),
                           ex.parse_grid(grid), ex.split_values(devices) if devices else ())
     sweep = ex.Sweep(sweep_id or ex.new_sweep_id(), cells, common, experiment,
-                     tracking_uri or "", output)
+                     tracking_uri or "", output, nproc_per_cell)
+    runner = ex.Launcher(launcher, slurm_partition, slurm_account, slurm_qos, gpus_per_cell,
+                         cpus_per_cell, time_limit, array_parallelism)
+    runner.check(in_process, bool(devices), nproc_per_cell)
+    if runner.submitit and not dry_run:
+        ex.import_submitit()
     ex.validate_cells(sweep)
     if dry_run:
         for cell in cells:
-            click.echo(f"[{cell.index}] ltrun {shlex.join(sweep.cell_args(cell))}")
+            click.echo(f"[{cell.index}] ltrun {shlex.join(sweep.command_args(cell))}")
         return
-    results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo)
+    results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo, launcher=runner)
     click.echo("")
     click.echo(ex.format_sweep_summary(sweep, results))
     if any(r.status in ("FAILED", "NOT_RUN") for r in results):

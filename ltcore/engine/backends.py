@@ -24,18 +24,26 @@ from ..views.files import EncodedImages, as_list, decode
 
 @attrs.define
 class Batch:
+    """One step's samples: ``indices`` and ``labels`` of the global batch, ``images`` of this
+    rank's share; ``shares`` are the ranks' sample counts (None in one process)."""
+
     indices: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
     images: dict[str, torch.Tensor]
+    shares: list[int] | None = None
 
 
-def batch_rows(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Consecutive batches of an epoch's index rows; a final batch of one sample is dropped
-    (BatchNorm cannot train on it)."""
+def batch_rows(order: torch.Tensor, batch_size: int, ranks: int = 1) -> list[torch.Tensor]:
+    """Consecutive global batches of an epoch's index rows; a final batch that would leave a
+    rank fewer than two samples is dropped (BatchNorm cannot train on one)."""
     rows = list(order.split(batch_size))
-    if len(rows) > 1 and len(rows[-1]) < 2:
+    if len(rows) > 1 and len(rows[-1]) < 2 * ranks:
         rows.pop()
     return rows
+
+
+def _shares(run: Run, rows: torch.Tensor) -> list[int] | None:
+    return run.world.shares(len(rows)) if run.world.distributed else None
 
 
 class BatchedViews:
@@ -49,23 +57,29 @@ class BatchedViews:
             ds.image_size, ds.mean, ds.std) for role, v in stage.views.items() if v.pipeline}
         self.sources = {role: v.source for role, v in stage.views.items() if v.pipeline}
         self.device = run.device
+        self.run = run
         self.generator: torch.Generator | None = None
         """The generator of the epoch being made (its state goes into a mid-epoch checkpoint)."""
 
     def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
               start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
         """The epoch's batches from batch ``start`` on; ``state`` is the generator's state at
-        that batch (from :meth:`generator_state` when the epoch stopped)."""
-        self.generator = generator = torch.Generator(device=self.device).manual_seed(seed)
+        that batch (from :meth:`generator_state` when the epoch stopped). Each rank makes the
+        views of its share with a generator seeded by its own seed (:meth:`World.seed`)."""
+        world = self.run.world
+        self.generator = generator = torch.Generator(device=self.device).manual_seed(
+            world.seed(seed))
         if state is not None:
             generator.set_state(state)
         order = order.to(self.device)
-        for rows in batch_rows(order, batch_size)[start:]:
+        column = {s: i for i, s in enumerate(sources)}
+        for rows in batch_rows(order, batch_size, world.size)[start:]:
             indices = {s: rows[:, i] for i, s in enumerate(sources)}
             labels = {s: self.labels[idx] for s, idx in indices.items()}
-            images = {role: fn(self.images[indices[self.sources[role]]], generator)
+            mine = world.local(rows)
+            images = {role: fn(self.images[mine[:, column[self.sources[role]]]], generator)
                       for role, fn in self.views.items()}
-            yield Batch(indices, labels, images)
+            yield Batch(indices, labels, images, _shares(self.run, rows))
 
     def generator_state(self) -> torch.Tensor | None:
         return None if self.generator is None else self.generator.get_state()
@@ -128,12 +142,15 @@ class ReferenceViews:
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=run.device.type == "cuda")
         self.device = run.device
+        self.run = run
 
     def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
               start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
         """The epoch's batches from batch ``start`` on (every image's randomness depends on its
-        position in the epoch only, so there is no generator state)."""
-        all_rows = batch_rows(order.cpu(), batch_size)
+        position in the epoch only, so there is no generator state, and a rank makes exactly
+        the views one process would make of its share)."""
+        world = self.run.world
+        all_rows = batch_rows(order.cpu(), batch_size, world.size)
         self.batches.keys = []
         position = 0
         for rows in all_rows:
@@ -141,13 +158,14 @@ class ReferenceViews:
             for row in rows.tolist():
                 keys.append((seed, position, row))
                 position += 1
-            self.batches.keys.append(keys)
+            lo = sum(world.shares(len(keys))[:world.rank]) if world.distributed else 0
+            self.batches.keys.append(keys[lo:lo + len(world.local(rows))])
         all_rows, self.batches.keys = all_rows[start:], self.batches.keys[start:]
         for rows, images in zip(all_rows, self.loader):
             indices = {s: rows[:, i].to(self.device) for i, s in enumerate(sources)}
             labels = {s: self.labels[rows[:, i]].to(self.device) for i, s in enumerate(sources)}
             yield Batch(indices, labels, {r: x.to(self.device, non_blocking=True)
-                                          for r, x in images.items()})
+                                          for r, x in images.items()}, _shares(self.run, rows))
 
     def generator_state(self) -> None:
         return None
@@ -174,27 +192,32 @@ class FileBatchedViews:
             batch_sampler=self.batches, num_workers=workers, persistent_workers=workers > 0,
             collate_fn=as_list, pin_memory=run.device.type == "cuda")
         self.device = run.device
+        self.run = run
         self.generator: torch.Generator | None = None
 
     def epoch(self, order: torch.Tensor, sources: tuple[str, ...], batch_size: int, seed: int,
               start: int = 0, state: torch.Tensor | None = None) -> Iterator[Batch]:
-        """As :meth:`BatchedViews.epoch`; a batch reads the files of the sources its views use."""
-        self.generator = generator = torch.Generator(device=self.device).manual_seed(seed)
+        """As :meth:`BatchedViews.epoch`; a batch reads the files of the sources its views use
+        (of this rank's share)."""
+        world = self.run.world
+        self.generator = generator = torch.Generator(device=self.device).manual_seed(
+            world.seed(seed))
         if state is not None:
             generator.set_state(state)
-        all_rows = batch_rows(order.cpu(), batch_size)[start:]
+        all_rows = batch_rows(order.cpu(), batch_size, world.size)[start:]
         used = [self.column[s] for s in self.used]
-        self.batches.keys = [rows[:, used].flatten().tolist() for rows in all_rows]
+        self.batches.keys = [world.local(rows)[:, used].flatten().tolist() for rows in all_rows]
         for rows, items in zip(all_rows, self.loader):
+            shares = _shares(self.run, rows)
             rows = rows.to(self.device)
             indices = {s: rows[:, i] for i, s in enumerate(sources)}
             labels = {s: self.labels[idx] for s, idx in indices.items()}
-            flat = rows[:, used].flatten().tolist()
+            flat = world.local(rows)[:, used].flatten().tolist()
             decoded = decode(items, [self.paths[i] for i in flat], self.device)
             images_of = {s: decoded[k::len(used)] for k, s in enumerate(self.used)}
             images = {role: fn.from_images(images_of[self.sources[role]], generator)
                       for role, fn in self.views.items()}
-            yield Batch(indices, labels, images)
+            yield Batch(indices, labels, images, shares)
 
     def generator_state(self) -> torch.Tensor | None:
         return None if self.generator is None else self.generator.get_state()

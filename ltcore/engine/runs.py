@@ -18,11 +18,12 @@ import torch
 from .. import __version__
 from ..config import Settings, flatten, parse_assignment, plugins_in_file, resolve
 from ..data import Dataset
-from ..errors import ConfigError, DataError, LtcoreError, RunStopped
+from ..distributed import SINGLE, World, join
+from ..errors import ConfigError, DataError, LtcoreError, RankFailure, RunStopped
 from ..files import remove_stale, write_text
 from ..plugins import Plugins
 from ..run import Run
-from ..tracking import Tracker, connect, resolve_uri
+from ..tracking import SilentTracker, Tracker, connect, resolve_uri
 from . import checkpoints
 from .console import final_lines
 from .trainer import LOG, Trainer
@@ -73,20 +74,56 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare(plugins: Plugins, selected: list[str], settings: Settings) -> Run:
+def join_world(settings: Settings) -> World:
+    """This process's place among the ranks torchrun started (one process without torchrun)."""
+    cfg = settings.run
+    return join(resolve_device(cfg.device), cfg.distributed.backend, cfg.distributed.timeout_s)
+
+
+def new_tracker(settings: Settings, world: World) -> Tracker | SilentTracker:
+    """The run's MLflow tracker: rank 0's records the run; the other ranks' record nothing."""
+    cfg = settings.run.tracking
+    if not world.is_main:
+        return SilentTracker(resolve_uri(cfg.uri), cfg.experiment)
+    return Tracker(resolve_uri(cfg.uri), cfg.experiment)
+
+
+def prepare(plugins: Plugins, selected: list[str], settings: Settings,
+            world: World = SINGLE) -> Run:
     """Build the dataset and model, let the selected plugins set the run up and compose it, and
-    check what they built."""
+    check what they built. In a distributed run each rank trains on its local GPU."""
     cfg = settings.run
     device = resolve_device(cfg.device)
+    if cfg.distributed.sync_batchnorm and device.type != "cuda":
+        raise ConfigError("distributed.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm "
+                          "does not run on the CPU)")
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
     dataset = plugins.component("dataset", cfg.dataset).obj(cfg)
     settings = with_dataset_views(settings, dataset)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    run = Run(settings, plugins, selected, dataset, device)
+    run = Run(settings, plugins, selected, dataset, device, world)
     run.hooks.setup_run(run=run)
     run.hooks.compose_run(run=run)
     finish_setup(run)
+    if world.distributed:
+        check_distributed(run)
     return run
+
+
+def check_distributed(run: Run) -> None:
+    """Refuse a batch too small for the ranks, and convert BatchNorm to SyncBatchNorm when
+    asked."""
+    cfg, world = run.config, run.world
+    if cfg.batch_size < 2 * world.size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is the global batch of {world.size} "
+                          f"ranks: it needs at least 2 samples per rank ({2 * world.size})")
+    if cfg.distributed.sync_batchnorm:
+        for module in run.modules.values():
+            if torch.nn.SyncBatchNorm.convert_sync_batchnorm(module) is not module:
+                raise ConfigError("distributed.sync_batchnorm: a run module is itself a "
+                                  "BatchNorm layer and cannot be converted in place")
 
 
 def with_dataset_views(settings: Settings, dataset: Dataset) -> Settings:
@@ -138,6 +175,12 @@ def run_params(run: Run) -> dict[str, Any]:
         info = run.plugins.info[name]
         params[f"plugin.{name}.version"] = f"{info.distribution} {info.version}"
     params["ltcore.version"] = __version__
+    world = run.world
+    params["distributed.world_size"] = world.size
+    params["distributed.backend"] = world.backend or "none"
+    shares = world.shares(run.config.batch_size)
+    params["distributed.per_rank_batch_size"] = (
+        str(shares[0]) if len(set(shares)) == 1 else f"{min(shares)}-{max(shares)}")
     return params
 
 
@@ -163,15 +206,19 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     before training starts.
     """
     selected = plugins.select(selected or DEFAULT_PLUGINS)
+    world = join_world(settings)
     # check the tracking store before building the data: an unreachable server fails in seconds
-    tracker = Tracker(resolve_uri(settings.run.tracking.uri), settings.run.tracking.experiment)
-    run = prepare(plugins, selected, settings)
-    run.run_id = tracker.start(run.run_name, run_tags(run))
-    tracker.set_tags(run.run_id, {"mlflow.runName": run.run_name})  # now with the id
+    tracker = new_tracker(settings, world)
+    run = prepare(plugins, selected, settings, world)
+    if world.is_main:
+        run.run_id = tracker.start(run.run_name, run_tags(run))
+        tracker.set_tags(run.run_id, {"mlflow.runName": run.run_name})  # now with the id
+    run.run_id = world.broadcast_object(run.run_id)
     run_dir = Path(run.config.output) / run.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / RUN_ID, run.run_id + "\n")
-    write_text(run_dir / CONFIG, settings.to_toml(selected))
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / RUN_ID, run.run_id + "\n")
+        write_text(run_dir / CONFIG, settings.to_toml(selected))
     return _start(run, tracker, run_dir, progress, echo, "started")
 
 
@@ -198,13 +245,15 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
         raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; "
                         + (close_unstarted(run_id, folder) if folder.is_dir() else
                            "give the run's --output directory if it was not 'runs'"))
-    remove_stale(folder)
     checkpoint = checkpoints.read(path)
     selected = plugins.select(checkpoint["plugins"])
     settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
-    run = prepare(plugins, selected, settings)
+    world = join_world(settings)
+    if world.is_main:
+        remove_stale(folder)
+    run = prepare(plugins, selected, settings, world)
     run.run_id = run_id
-    tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
+    tracker = new_tracker(run.settings, world)
     tracker.reopen(run_id)
     trainer = Trainer(run, tracker, folder, progress, echo)
     trainer.restore(checkpoint)
@@ -214,12 +263,15 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
 def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
                 echo: Echo | None) -> Result:
     """Train a run that stopped before its first checkpoint from the start, in its MLflow run."""
-    remove_stale(folder)
     config = folder / CONFIG
     selected = plugins.select(plugins_in_file(config))
-    run = prepare(plugins, selected, resolve(plugins, selected, config_file=str(config)))
+    settings = resolve(plugins, selected, config_file=str(config))
+    world = join_world(settings)
+    if world.is_main:
+        remove_stale(folder)
+    run = prepare(plugins, selected, settings, world)
     run.run_id = run_id
-    tracker = Tracker(resolve_uri(run.config.tracking.uri), run.config.tracking.experiment)
+    tracker = new_tracker(run.settings, world)
     tracker.reopen(run_id)
     return _start(run, tracker, folder, progress, echo,
                   "started over (it had stopped before its first checkpoint)", resumed=True)
@@ -240,31 +292,76 @@ def close_unstarted(run_id: str, folder: Path) -> str:
             f"{closed}. Start it again with the same options")
 
 
+RANK_ERROR = "error-rank{rank}.txt"
+"""Where a rank other than 0 of a distributed run leaves the error that ended it."""
+
+
+def rank_failure_message(trainer: Trainer, exc: BaseException) -> str:
+    """What ended a distributed run, in words: the errors the other ranks left (rank 0 waits a
+    few seconds for them), else this rank's own."""
+    import time
+
+    world = trainer.run.world
+    own = f"{type(exc).__name__}: {exc}".strip()
+    if not world.is_main:
+        return f"rank {world.rank} of {world.size} failed: {own}"
+    files = [trainer.run_dir / RANK_ERROR.format(rank=r) for r in range(1, world.size)]
+    deadline = time.monotonic() + 5.0
+    while not any(f.is_file() for f in files) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    reports = [f.read_text().strip() for f in files if f.is_file()]
+    if reports:
+        return "; ".join(reports) + " (rank 0 then stopped: " + own[:500] + ")"
+    return (f"rank 0 of {world.size} failed: {own}; if it waited for another rank, that rank "
+            "crashed or hung (see torchrun's report above)")
+
+
+def _record_failure(trainer: Trainer, exc: BaseException) -> None:
+    """Mark the run's MLflow runs KILLED (stopped) or FAILED with the reason; a rank other
+    than 0 leaves its error in the run folder for rank 0 to record."""
+    run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
+    world = run.world
+    if not world.is_main:
+        if not isinstance(exc, (KeyboardInterrupt, RunStopped)):
+            try:
+                write_text(trainer.run_dir / RANK_ERROR.format(rank=world.rank),
+                           rank_failure_message(trainer, exc) + "\n")
+            except OSError:
+                pass
+        return
+    status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunStopped)) else "FAILED"
+    if isinstance(exc, RunStopped):
+        tracker.set_tags(parent, {"ltcore.stopped": f"{exc.signal_name} in {exc.where}"})
+    elif isinstance(exc, LtcoreError):
+        tracker.set_tags(parent, {"ltcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
+    elif world.distributed:
+        tracker.set_tags(parent, {"ltcore.error": rank_failure_message(trainer, exc)[:5000]})
+    for run_id in trainer.stage_runs.values():
+        tracker.end(run_id, status)
+    tracker.flush()
+    tracker.end(parent, status)
+
+
 def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
     trainer.say(f"run {parent} {how}; continue an interrupted run with: "
                 f"{trainer.resume_command()}")
     for line in trainer.console.plan(trainer.run_dir, run.tracking_uri):
         trainer.say(line)
-    try:
-        with trainer.stop:
-            metrics = trainer.train()
-    except BaseException as exc:
+    with trainer.stop:  # also while a failure is recorded (torchrun stops the other ranks)
         try:
-            run.hooks.run_failed(run=run, error=exc)
-        finally:
-            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunStopped)) else "FAILED"
-            if isinstance(exc, RunStopped):
-                tracker.set_tags(parent, {"ltcore.stopped": f"{exc.signal_name} in {exc.where}"})
-            elif isinstance(exc, LtcoreError):
-                tracker.set_tags(parent, {"ltcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
-            for run_id in trainer.stage_runs.values():
-                tracker.end(run_id, status)
-            tracker.flush()
-            tracker.end(parent, status)
-        raise
+            metrics = trainer.train()
+        except BaseException as exc:
+            try:
+                run.hooks.run_failed(run=run, error=exc)
+            finally:
+                _record_failure(trainer, exc)
+            if run.world.distributed and not isinstance(exc, (LtcoreError, KeyboardInterrupt)):
+                raise RankFailure(rank_failure_message(trainer, exc)) from exc
+            raise
     final_model = trainer.run_dir / checkpoints.MODEL
-    checkpoints.write(final_model, checkpoints.run_state(run))
+    if run.world.is_main:
+        checkpoints.write(final_model, checkpoints.run_state(run))
     tracker.log_artifact(parent, str(final_model), "checkpoints")
     best_model = trainer.run_dir / checkpoints.BEST_MODEL
     if trainer.write_best_model(best_model):

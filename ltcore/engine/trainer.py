@@ -49,9 +49,55 @@ def forward(run: Run, step: Step) -> list[torch.Tensor]:
                 step.logits[role] = model.classifier(f).float()
             if view.embed:
                 step.embeddings[role] = run.embed(model, f).float()
+    if step.shares is not None:
+        gather_outputs(step)
     run.hooks.adjust_embeddings(step=step)
     run.hooks.adjust_classifier_logits(step=step)
     return [term(step).float() for term in stage.losses]
+
+
+def gather_outputs(step: Step) -> None:
+    """Replace the step's per-sample features, logits and embeddings (this rank's share) by
+    the global batch's, in one collective; gradients flow back to this rank's rows."""
+    tables = (step.features, step.logits, step.embeddings)
+    parts = [(table, role, t) for table in tables for role, t in table.items()]
+    flat = torch.cat([t.float().flatten(1) for _, _, t in parts], dim=1)
+    gathered = step.gather(flat).split([t[0].numel() for _, _, t in parts], dim=1)
+    for (table, role, t), g in zip(parts, gathered):
+        table[role] = g.reshape(len(g), *t.shape[1:]).to(t.dtype)
+
+
+class StepModule(torch.nn.Module):
+    """The modules a stage trains, with :func:`forward` as their forward: what
+    DistributedDataParallel wraps, so that every parameter a step uses, in the model or in a
+    loss term, is seen by its gradient reduction."""
+
+    def __init__(self, run: Run, modules: list[torch.nn.Module]):
+        super().__init__()
+        self.run = run
+        self.trained = torch.nn.ModuleList(modules)
+
+    def forward(self, step: Step) -> list[torch.Tensor]:
+        return forward(self.run, step)
+
+
+def distributed_step(run: Run, stage: Stage, groups: list[dict]):
+    """The stage's step for a distributed run: :func:`forward` through DistributedDataParallel
+    over the modules holding trained parameters (``forward`` itself in one process)."""
+    if not run.world.distributed:
+        return lambda step: forward(run, step)
+    trained = {id(p) for g in groups for p in g["params"]}
+    candidates = [stage.model, *run.modules.values()]
+    modules, seen = [], set()
+    for module in candidates:
+        if id(module) not in seen and any(id(p) in trained for p in module.parameters()):
+            modules.append(module)
+            seen.add(id(module))
+    if not modules:
+        return lambda step: forward(run, step)
+    return torch.nn.parallel.DistributedDataParallel(
+        StepModule(run, modules),
+        find_unused_parameters=run.config.distributed.find_unused_parameters)
 
 
 class NonFinite:
@@ -118,7 +164,8 @@ class Trainer:
         self.progress = progress
         self.echo = echo
         self.console = Console(run)
-        run.recorder.attach(tracker, run.run_id, run_dir)
+        if run.world.is_main:
+            run.recorder.attach(tracker, run.run_id, run_dir)
         self.stage_runs: dict[str, str] = {}
         self.position = (0, 0)
         self.optimizer_state = None
@@ -142,17 +189,25 @@ class Trainer:
         return self.run_dir / checkpoints.CHECKPOINT
 
     def save(self, stage_index: int, next_epoch: int, optimizer,
-             progress: EpochProgress | None = None) -> None:
+             progress: EpochProgress | None = None, per_rank: bool = False) -> None:
         """Write ``metrics.csv`` and the checkpoint: at ``next_epoch`` of stage ``stage_index``,
         or inside that epoch at ``progress``. A full disk keeps the previous checkpoint and says
-        which it is."""
+        which it is. Rank 0 writes; with ``per_rank`` (every rank calls it) the checkpoint
+        holds every rank's ``progress``."""
         saved = self.describe(stage_index, next_epoch, progress)
+        world = self.run.world
+        state = None if progress is None else progress.state_dict()
+        rank_progress = world.gather_objects(state) if per_rank and world.distributed else None
+        if not world.is_main:
+            self.saved = saved
+            return
         try:
             self.write_history()
             checkpoints.write(self.checkpoint_path(), {
                 **checkpoints.run_state(self.run),
                 "position": (stage_index, next_epoch),
-                "epoch_progress": None if progress is None else progress.state_dict(),
+                "epoch_progress": state,
+                "rank_progress": rank_progress,
                 "optimizer": optimizer.state_dict() if optimizer is not None else None,
                 "stage_runs": self.stage_runs,
                 "pending_metrics": self.tracker.pending,
@@ -194,7 +249,7 @@ class Trainer:
         self.final = dict(checkpoint["final"])
         self.best = checkpoint.get("best")
         self.saved = checkpoint["saved"]
-        progress = EpochProgress.from_state(checkpoint["epoch_progress"])
+        progress = EpochProgress.from_state(self.own_progress(checkpoint))
         if progress is not None:
             self._resumed_epoch = (progress, checkpoint["plugin_objects"])
         self.tracker.pending = [tuple(m) for m in checkpoint["pending_metrics"]]
@@ -202,8 +257,22 @@ class Trainer:
         for run_id in {m[0] for m in self.tracker.pending}:
             self.tracker.drop_logged(run_id, "train/loss")
 
+    def own_progress(self, checkpoint: dict) -> dict | None:
+        """This rank's progress through a stopped epoch: its own when the checkpoint holds every
+        rank's, else rank 0's (the views' generator then starts afresh on the other ranks)."""
+        world, state = self.run.world, checkpoint["epoch_progress"]
+        by_rank = checkpoint.get("rank_progress")
+        if state is None or world.rank == 0:
+            return state
+        if by_rank is not None and len(by_rank) == world.size:
+            return by_rank[world.rank]
+        return {**state, "views_state": None}
+
     def say(self, line: str) -> None:
-        """Print ``line`` (when the run has a console) and add it to the run's text log."""
+        """Print ``line`` (when the run has a console) and add it to the run's text log; on
+        rank 0 only in a distributed run."""
+        if not self.run.world.is_main:
+            return
         if self.echo is not None:
             self.echo(line)
         try:
@@ -220,6 +289,19 @@ class Trainer:
         write_csv(self.run_dir / METRICS_CSV, columns,
                   [[row.get(k, "") if k != "epoch" else row[k] + 1 for k in columns]
                    for row in self.history])
+
+    def stopping(self, agree: bool) -> bool:
+        """Whether a stop signal was received. In a distributed run the ranks agree (any rank's
+        signal stops them all at the same step), at the steps where ``agree`` only."""
+        world = self.run.world
+        if not world.distributed:
+            return self.stop.received is not None
+        if not agree:
+            return False
+        if world.any(self.stop.received is not None, self.run.device):
+            self.stop.received = self.stop.received or "a signal to another rank"
+            return True
+        return False
 
     def resume_command(self) -> str:
         output = self.run.config.output
@@ -271,6 +353,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         evaluation: Evaluation | None = None
         with trained_parameters(stage, groups):
+            step_fn = distributed_step(run, stage, groups)
             optimizer = build_optimizer(run, stage, groups)
             if self.optimizer_state is not None:
                 optimizer.load_state_dict(self.optimizer_state)
@@ -278,8 +361,8 @@ class Trainer:
             for epoch in range(start_epoch, stage.epochs):
                 t0 = time.perf_counter()
                 seed = run.epoch_seed(stage, epoch)
-                torch.manual_seed(seed)
-                random.seed(seed)
+                torch.manual_seed(run.world.seed(seed))
+                random.seed(run.world.seed(seed))
                 lr = learning_rate(stage, epoch)
                 set_learning_rate(optimizer, lr)
                 run.hooks.epoch_start(run=run, stage=stage, epoch=epoch)
@@ -294,7 +377,9 @@ class Trainer:
                     run.run_plugins.load_state_dict(objects)
                     progress.restore_random_states()
                 sums, seen, elapsed = self.train_epoch(index, stage, views, order, sources,
-                                                       optimizer, epoch, seed, t0, progress)
+                                                       optimizer, epoch, seed, t0, progress,
+                                                       step_fn)
+                run.world.broadcast_buffers(run.modules)  # rank 0's BatchNorm statistics
                 metrics = {"train/lr": lr, "train/epoch_time": elapsed,
                            "train/samples_per_s": seen / max(elapsed, 1e-9)}
                 total = 0.0
@@ -316,7 +401,7 @@ class Trainer:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
                 self.save(index, epoch + 1, optimizer)
                 self.tracker.flush()  # what is not sent stays in the checkpoint
-                if self.stop.received and not last:
+                if self.stopping(True) and not last:
                     self.stopped(stage, epoch + 1, None)
         if stage.evaluate:
             if evaluation is None or not evaluation.final:  # resumed after the last epoch
@@ -333,9 +418,10 @@ class Trainer:
         run.hooks.stage_end(run=run, stage=stage)
 
     def train_epoch(self, index: int, stage: Stage, views, order, sources, optimizer, epoch: int,
-                    seed: int, t0: float, progress: EpochProgress | None):
-        """The epoch's steps (from ``progress.step`` when it continues a stopped epoch): the
-        mean of each loss term, the samples seen and the seconds trained."""
+                    seed: int, t0: float, progress: EpochProgress | None, step_fn):
+        """The epoch's steps (from ``progress.step`` when it continues a stopped epoch), each
+        through ``step_fn`` (:func:`distributed_step`): the mean of each loss term, the samples
+        seen and the seconds trained."""
         run = self.run
         stage.model.train()
         if stage.trainable == "classifier":
@@ -346,7 +432,7 @@ class Trainer:
         seen = progress.seen if progress else 0
         before = progress.elapsed if progress else 0.0
         finite = NonFinite(stage, run.device)
-        steps_per_epoch = len(batch_rows(order, run.config.batch_size))
+        steps_per_epoch = len(batch_rows(order, run.config.batch_size, run.world.size))
         batches = views.epoch(order, sources, run.config.batch_size, seed, start,
                               progress.views_state if progress else None)
         if self.progress:
@@ -357,9 +443,9 @@ class Trainer:
         every = run.config.check_finite_every
         for i, batch in enumerate(batches, start=start):
             step = Step(run, stage, epoch, epoch * steps_per_epoch + i, batch.indices,
-                        batch.labels, batch.images)
+                        batch.labels, batch.images, shares=batch.shares)
             try:
-                losses = forward(run, step)
+                losses = step_fn(step)
                 total = sum(t.weight * l for t, l in zip(stage.losses, losses))
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
@@ -374,13 +460,14 @@ class Trainer:
             sums += torch.stack([l.detach().float() for l in losses])
             seen += len(next(iter(batch.labels.values())))
             run.hooks.step_end(step=step)
-            if (i + 1) % every == 0 or i + 1 == steps_per_epoch:
+            checkpoint_step = (i + 1) % every == 0 or i + 1 == steps_per_epoch
+            if checkpoint_step:
                 finite.check(epoch, i, self)
-            if self.stop.received and i + 1 < steps_per_epoch:
+            if self.stopping(checkpoint_step) and i + 1 < steps_per_epoch:
                 finite.check(epoch, i, self)
                 elapsed = before + time.perf_counter() - t0
                 self.save(index, epoch, optimizer, EpochProgress.capture(
-                    i + 1, sums, seen, elapsed, views.generator_state()))
+                    i + 1, sums, seen, elapsed, views.generator_state()), per_rank=True)
                 self.stopped(stage, epoch, (i + 1, steps_per_epoch))
         return sums / max(1, steps_per_epoch), seen, before + time.perf_counter() - t0
 
@@ -422,8 +509,9 @@ class Trainer:
 
     def write_best_model(self, path: Path) -> bool:
         """Save the run as :data:`checkpoints.MODEL` does, with the last evaluated stage's
-        model at its best epoch on validation; False when no stage had a validation split."""
-        if self.best is None:
+        model at its best epoch on validation; False when no stage had a validation split (or
+        on ranks other than 0)."""
+        if self.best is None or not self.run.world.is_main:
             return False
         stage = self.run.stage(self.best["stage"])
         with self.best_weights(stage):
@@ -456,9 +544,12 @@ class Trainer:
     # -- reports --
 
     def report_stage(self, stage: Stage, run_id: str, evaluation: Evaluation) -> None:
-        """The stage's final evaluation as artifacts: per-class CSV, confusion matrix, plots."""
+        """The stage's final evaluation as artifacts: per-class CSV, confusion matrix, plots
+        (rank 0 writes them)."""
         from .. import plots
 
+        if not self.run.world.is_main:
+            return
         folder = self.run_dir / "artifacts" / stage.name
         folder.mkdir(parents=True, exist_ok=True)
         counts = self.run.dataset.class_counts.tolist()

@@ -4,6 +4,8 @@
 values into cells and trains each as one ``ltrun`` call (a subprocess, or in this process),
 tagged ``ltcore.sweep`` so that the runs are found again; a cell that fails is recorded as a
 FAILED MLflow run (with its error and log) and the sweep goes on.
+:mod:`~ltcore.experiments.cluster` runs the cells as submitit jobs instead, on this machine or
+a SLURM cluster (one job array), and records them the same way.
 :mod:`~ltcore.experiments.compare` groups recorded parent runs (by tags, then params:
 ``plugins``, ``imbalance_factor``, ``optim.lr``...) and gives mean, sample standard deviation and
 count of the final accuracy figures and the wall-clock per group, optionally beside reference
@@ -12,6 +14,7 @@ numbers (a TOML/CSV file, or the published results the installed plugins declare
 of :mod:`ltcore.plots`, recomputing what needs the model from each run's saved ``model.pt``.
 """
 
+from .cluster import LAUNCHERS, CellJob, Launcher, import_submitit
 from .compare import (Comparison, GroupRow, Stat, attach_reference, collect_runs, compare,
                       comparison_note, default_group_by, final_metrics, load_reference,
                       metric_columns, render, run_value, table_rows, wall_clock)
@@ -23,7 +26,8 @@ from .tags import (ATTEMPT_TAG, AXES_TAG, CELL_TAG, DEFAULT_GROUP_BY, ERROR_TAG,
                    KIND_TAG, METRICS, SWEEP_TAG, WALL_CLOCK)
 
 __all__ = [
-    "ATTEMPT_TAG", "AXES_TAG", "CELL_TAG", "Cell", "CellResult", "Comparison", "DEFAULT_GROUP_BY",
+    "ATTEMPT_TAG", "AXES_TAG", "CELL_TAG", "Cell", "CellJob", "CellResult", "Comparison",
+    "DEFAULT_GROUP_BY", "LAUNCHERS", "Launcher", "import_submitit",
     "ERROR_TAG", "GroupRow", "INDEX_TAG", "KIND_TAG", "METRICS", "ReportOptions", "SWEEP_TAG",
     "Stat", "Sweep", "WALL_CLOCK", "attach_reference", "build_report", "collect_runs", "compare",
     "comparison_note", "default_group_by", "final_metrics", "format_sweep_summary",

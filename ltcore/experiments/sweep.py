@@ -1,7 +1,8 @@
 """Sweeps: every combination of plugin sets, seeds, imbalance factors and ``--grid`` values.
 
 :func:`plan_sweep` expands the axes into :class:`Cell` s and :func:`run_sweep` trains each as
-one ``ltrun`` call (a subprocess, or in this process), tagged ``ltcore.sweep`` so that
+one ``ltrun`` call (a subprocess, in this process, or a submitit job on this machine or a SLURM
+cluster: :mod:`~ltcore.experiments.cluster`), tagged ``ltcore.sweep`` so that
 :func:`~ltcore.experiments.compare.collect_runs` finds them again. A cell that fails is recorded
 as a FAILED MLflow run (with its error and log) and the sweep goes on.
 """
@@ -198,6 +199,8 @@ class Sweep:
     experiment: str = "ltcore"
     tracking_uri: str = ""
     output: str = "runs"
+    nproc: int = 1
+    """Ranks per cell: above 1, a cell is ``ltrun --nproc N ...`` (torchrun inside the cell)."""
 
     @property
     def uri(self) -> str:
@@ -214,6 +217,11 @@ class Sweep:
 
     def cell_args(self, cell: Cell) -> list[str]:
         return cell.args([*self.common, *self.tracking_args()])
+
+    def command_args(self, cell: Cell) -> list[str]:
+        """The ``ltrun`` arguments a cell is started with: ``--nproc N`` then its arguments."""
+        ranks = ["--nproc", str(self.nproc)] if self.nproc > 1 else []
+        return [*ranks, *self.cell_args(cell)]
 
 
 def new_sweep_id() -> str:
@@ -283,18 +291,22 @@ class _CellRecorder:
     def __init__(self, sweep: Sweep, client, exp_id: str):
         self.sweep, self.client, self.exp_id = sweep, client, exp_id
 
-    def record(self, cell: Cell, attempt: str, code: int, seconds: float, log_path: Path) -> CellResult:
+    def record(self, cell: Cell, attempt: str, code: int, seconds: float, log_path: Path,
+               error: str = "") -> CellResult:
+        """``error``: why the cell failed when its log does not say (a job the cluster ended)."""
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
         try:
             run = _find_attempt(self.client, self.exp_id, attempt)
         except Exception:  # the store went away: keep the local outcome
-            return CellResult(cell, "FINISHED" if code == 0 else "FAILED", None, code, seconds,
-                              error="" if code == 0 else _error_line(text), log=str(log_path))
-        if code == 0 and run is not None:
+            ok = code == 0 and not error
+            return CellResult(cell, "FINISHED" if ok else "FAILED", None, code, seconds,
+                              error="" if ok else error or _error_line(text), log=str(log_path))
+        if code == 0 and run is not None and not error:
             self._log_axes(run.info.run_id, cell)
             return CellResult(cell, "FINISHED", run.info.run_id, code, seconds,
                               dict(run.data.metrics), log=str(log_path))
-        error = _error_line(text) if code != 0 else "the run finished but was not recorded"
+        error = error or (_error_line(text) if code != 0 else
+                          "the run finished but was not recorded")
         try:
             if run is None:
                 run_id = self._failed_run(cell, attempt, error, code)
@@ -304,7 +316,8 @@ class _CellRecorder:
                 self.client.set_tag(run_id, "ltcore.exit_code", str(code))
                 if run.info.status == "RUNNING":  # the process died without closing its run
                     self.client.set_terminated(run_id, "FAILED")
-            self.client.log_artifact(run_id, str(log_path), "sweep")
+            if log_path.exists():  # a job that never started has no log
+                self.client.log_artifact(run_id, str(log_path), "sweep")
         except Exception:
             run_id = run.info.run_id if run is not None else None
         return CellResult(cell, "FAILED", run_id, code, seconds, error=error, log=str(log_path))
@@ -335,7 +348,7 @@ class _CellRecorder:
         run = self.client.create_run(self.exp_id, run_name="+".join(cell.plugins), tags=tags)
         from mlflow.entities import Param
 
-        args = self.sweep.cell_args(cell)
+        args = self.sweep.command_args(cell)
         self.client.log_batch(run.info.run_id, params=[
             Param("ltrun.args", shlex.join(args)[:6000]),
             *(Param(k, v) for k, v in cell.grid.items())])
@@ -398,13 +411,22 @@ def _done_cells(client, exp_id: str, sweep_id: str) -> dict[str, str]:
 
 
 def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
-              echo: Callable[[str], None] = print, poll_s: float = 0.5) -> list[CellResult]:
-    """Train every cell (``max_parallel`` subprocesses at a time, or sequentially in this
-    process) and record each in MLflow; a failed cell does not stop the others.
+              echo: Callable[[str], None] = print, poll_s: float = 0.5,
+              launcher=None) -> list[CellResult]:
+    """Train every cell (``max_parallel`` subprocesses at a time, sequentially in this process,
+    or as submitit jobs: ``launcher``, a :class:`~ltcore.experiments.cluster.Launcher`) and
+    record each in MLflow; a failed cell does not stop the others.
 
     Cells already FINISHED in a sweep of the same id are skipped, so re-running a sweep command
     with ``--sweep-id`` completes what failed or was interrupted.
     """
+    from .cluster import Launcher, import_submitit, run_jobs
+
+    launcher = launcher or Launcher()
+    launcher.check(in_process, any(c.device for c in sweep.cells), sweep.nproc)
+    submitted = launcher.submitit
+    if submitted:
+        import_submitit()
     client = connect(sweep.tracking_uri or None)
     exp_id = experiment_id(client, sweep.experiment)
     folder = sweep.folder()
@@ -421,10 +443,10 @@ def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
         else:
             todo.append(cell)
     total = len(sweep.cells)
+    how = ("in this process" if in_process else launcher.describe(max_parallel) if submitted
+           else f"up to {max_parallel} at a time")
     echo(f"sweep {sweep.id}: {len(sweep.cells)} cells ({len(todo)} to run, "
-         f"{total - len(todo)} already finished), "
-         f"{'in this process' if in_process else f'up to {max_parallel} at a time'}; "
-         f"logs in {folder}")
+         f"{total - len(todo)} already finished), {how}; logs in {folder}")
     interrupted = False
 
     def started(cell: Cell, log_path: Path) -> None:
@@ -454,6 +476,9 @@ def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
                 code = _in_process(sweep.cell_args(cell), log_path)
             finished(recorder.record(cell, attempt, code, time.time() - t0, log_path))
             interrupted = code == 130
+    elif submitted:
+        interrupted = run_jobs(sweep, todo, launcher, max(1, max_parallel), recorder, started,
+                               finished, poll_s, echo)
     else:
         interrupted = _run_processes(sweep, todo, max(1, max_parallel), recorder, started,
                                      finished, poll_s)
@@ -482,9 +507,9 @@ def _run_processes(sweep, todo, max_parallel, recorder, started, finished, poll_
                 if max_parallel > 1:
                     env.setdefault("OMP_NUM_THREADS", str(threads))
                 fh = open(log_path, "w")
-                fh.write("$ ltrun " + shlex.join(sweep.cell_args(cell)) + "\n")
+                fh.write("$ ltrun " + shlex.join(sweep.command_args(cell)) + "\n")
                 fh.flush()
-                proc = subprocess.Popen([*_ltrun_command(), *sweep.cell_args(cell)], stdout=fh,
+                proc = subprocess.Popen([*_ltrun_command(), *sweep.command_args(cell)], stdout=fh,
                                         stderr=subprocess.STDOUT, env=env)
                 started(cell, log_path)
                 running.append((cell, attempt, proc, time.time(), log_path, fh))

@@ -291,10 +291,15 @@ def run_folder(output, run_id: str) -> Path:
 
 def environment_fingerprint() -> dict:
     """What bit-identical numbers depend on besides the code: the torch build and the CPU
-    kernels it dispatches to."""
+    kernels it dispatches to, down to the instruction-set extensions oneDNN picks its
+    convolution kernels by (two AVX512 CPUs with and without AMX round differently)."""
     import torch
 
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    features = sorted(name[len("_is_"):-len("_supported")] for name in dir(torch.cpu)
+                      if name.startswith("_is_") and name.endswith("_supported")
+                      and getattr(torch.cpu, name)())
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_features": features}
 
 
 def check_recorded(path: Path, name: str, numbers: dict) -> None:

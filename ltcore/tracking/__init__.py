@@ -26,8 +26,9 @@ Extra tags for every run of a process come from ``LTCORE_RUN_TAGS`` (a JSON obje
 from .store import (DEFAULT_URI, RUN_TAGS_ENV, START_TIMEOUT_ENV, connect, default_uri,
                     describe, experiment_id, extra_run_tags, extra_tags, http_policy,
                     open_store, refused, resolve_uri, retry_locked, store_lock)
-from .tracker import OFFLINE_PREFIX, Tracker
+from .tracker import OFFLINE_PREFIX, SilentTracker, Tracker
 
-__all__ = ["DEFAULT_URI", "OFFLINE_PREFIX", "RUN_TAGS_ENV", "START_TIMEOUT_ENV", "Tracker",
-           "connect", "default_uri", "describe", "experiment_id", "extra_run_tags", "extra_tags",
-           "http_policy", "open_store", "refused", "resolve_uri", "retry_locked", "store_lock"]
+__all__ = ["DEFAULT_URI", "OFFLINE_PREFIX", "RUN_TAGS_ENV", "START_TIMEOUT_ENV", "SilentTracker",
+           "Tracker", "connect", "default_uri", "describe", "experiment_id", "extra_run_tags",
+           "extra_tags", "http_policy", "open_store", "refused", "resolve_uri", "retry_locked",
+           "store_lock"]

@@ -381,3 +381,52 @@ class Tracker:
             sent = set(map(id, batch))
             self.pending = [m for m in self.pending if id(m) not in sent]
         return True
+
+
+class SilentTracker:
+    """The tracker of the ranks other than 0 in a distributed run: it records nothing (rank 0
+    records the run) and offers :class:`Tracker`'s calls."""
+
+    def __init__(self, uri: str = "", experiment: str = ""):
+        self.uri = uri
+        self.experiment = experiment
+        self.pending: list = []
+
+    def start(self, name: str, tags: dict[str, str], parent_id: str | None = None) -> str:
+        return f"{OFFLINE_PREFIX}rank-{name}"
+
+    def stage_run(self, parent_id: str, stage: str) -> None:
+        return None
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> bool:
+        return True
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> bool:
+        return True
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> bool:
+        return True
+
+    def flush(self) -> bool:
+        return True
+
+    def reopen(self, run_id: str) -> None:
+        pass
+
+    def end(self, run_id: str, status: str = "FINISHED") -> bool:
+        return True
+
+    def drop_logged(self, run_id: str, key: str) -> None:
+        pass
+
+    def summary(self) -> None:
+        return None
+
+    def journal(self) -> dict:
+        return {}
+
+    def load_journal(self, journal: dict | None) -> None:
+        pass

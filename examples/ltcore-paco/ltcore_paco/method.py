@@ -120,9 +120,10 @@ class PaCoTerm:
         self.extras_key = f"paco/keys/{id(self)}"
 
     def keys(self, step) -> Tensor:
-        """Key-encoder embeddings ``[B, D]`` of the step's key view."""
+        """Key-encoder embeddings ``[B, D]`` of the step's key view (of the global batch in a
+        distributed run)."""
         with self.run.autocast():
-            return self.encoder(step.images[KEY_ROLE])
+            return step.gather(self.encoder(step.images[KEY_ROLE]))
 
     def __call__(self, step) -> Tensor:
         options = self.options

@@ -189,7 +189,8 @@ class GlobalContrastiveTerm:
         self.extras_key = f"cogloat/keys/{id(self)}"
 
     def keys(self, step: Step) -> tuple[Tensor, Tensor]:
-        """Key-encoder embeddings of the key view ``[B, D]`` and of the positives ``[B, k, D]``."""
+        """Key-encoder embeddings of the key view ``[B, D]`` and of the positives ``[B, k, D]``
+        (of the global batch in a distributed run)."""
         roles = [self.key_role, *self.positive_roles]
         images = torch.cat([step.images[role] for role in roles])
         with self.run.autocast():
@@ -197,7 +198,7 @@ class GlobalContrastiveTerm:
         batch = step.images[self.key_role].shape[0]
         keys = embedded[:batch]
         positives = embedded[batch:].reshape(self.k, batch, embedded.shape[1]).transpose(0, 1)
-        return keys, positives
+        return step.gather(keys), step.gather(positives)
 
     def __call__(self, step: Step) -> Tensor:
         queries = step.embeddings[self.query_role]

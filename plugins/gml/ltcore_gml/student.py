@@ -87,15 +87,18 @@ class GMLStudent:
             images.append(step.images[self.key_role])
         with torch.no_grad(), step.run.autocast():
             features = self.teacher.backbone(torch.cat(images)).float()
+            # per view, the global batch's (the step's images are this rank's share)
+            features = torch.cat([step.gather(f) for f in features.split(
+                [len(x) for x in images])])
             teacher_logits = None
             if self.distill:
-                head = features[:len(images[0])]
+                head = features[:len(features) // len(images)]
                 teacher_logits = self.teacher.classifier(head).float()
         out = {"teacher_logits": teacher_logits, "temperature": self.temperature().detach(),
                "losses": {}}
         if not self.contrast:
             return out
-        key_features = features[len(features) - len(images[-1]):]
+        key_features = features[len(features) - len(features) // len(images):]
         key_labels = step.targets(self.key_role)
         key_indices = step.indices[views[self.key_role].source]
         queue = self.queue

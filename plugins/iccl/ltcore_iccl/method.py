@@ -210,12 +210,13 @@ class ICCLRun:
             self.terms[name].weight = opts.interpolative_weight if interpolative else 0.0
 
     def mix(self, step: "Step") -> None:
-        """Make ``x^f`` from the augmented pair and keep the per-sample lambda."""
+        """Make ``x^f`` from the augmented pair and keep the per-sample lambda (drawn for the
+        global batch, of which this rank mixes its share)."""
         head, tail = step.images[self.head_role], step.images[TAIL_ROLE]
-        lam = sample_interpolation_weights(len(head), self.options.alpha, self.generator,
-                                           device=head.device)
+        lam = sample_interpolation_weights(len(step.targets(self.head_role)), self.options.alpha,
+                                           self.generator, device=head.device)
         step.extras[LAMBDA] = lam
-        step.images[MIX_ROLE] = interpolate(head, tail, lam)
+        step.images[MIX_ROLE] = interpolate(head, tail, step.local(lam))
 
     def embed(self, step: "Step") -> None:
         """Projection embeddings of the uniform (and interpolated) images, if missing."""
@@ -275,7 +276,7 @@ class ICCLRun:
                 logits = self.teacher(step.features[CLASSIFIER_ROLE])
             else:
                 features = self.teacher.backbone(step.images[CLASSIFIER_ROLE])
-                logits = self.teacher.classifier(features)
+                logits = step.gather(self.teacher.classifier(features))
         return logits.float()
 
 

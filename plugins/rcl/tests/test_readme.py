@@ -41,6 +41,6 @@ def test_readme_main_job(ltrun):
     figures = parent.data.metrics
     assert figures["test/acc"] >= 70.0 and figures["test/hmean"] > 0.0, figures
     # the README's figure is from two torch threads; the suite runs with one (other rounding)
-    assert "91.7% test top-1" in README.read_text() and figures["test/acc"] >= 85.0
+    assert "about 90% test top-1" in README.read_text() and figures["test/acc"] >= 85.0
     # the numbers the main job gave before the last change meant to alter them
     check_recorded(RECORDED, "main-job", run_numbers(client, parent.info.run_id))
