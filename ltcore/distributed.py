@@ -129,29 +129,20 @@ class World:
 
 
 class _GatherRows(torch.autograd.Function):
-    """All-gather of equal-sized row blocks; the backward sums every rank's gradient of this
-    rank's block (a reduce-scatter, or an all-reduce where the backend has none)."""
+    """All-gather of equal-sized row blocks; the backward sums every rank's gradient of the
+    whole and keeps this rank's block (an all-reduce: every backend has one)."""
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor, world: World) -> torch.Tensor:
         ctx.world = world
-        out = tensor.new_empty((world.size * len(tensor), *tensor.shape[1:]))
-        if world.backend == "nccl":
-            dist.all_gather_into_tensor(out, tensor)
-        else:
-            parts = [torch.empty_like(tensor) for _ in range(world.size)]
-            dist.all_gather(parts, tensor)
-            torch.cat(parts, out=out)
-        return out
+        parts = [torch.empty_like(tensor) for _ in range(world.size)]
+        dist.all_gather(parts, tensor)
+        return torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         world = ctx.world
         grad = grad.contiguous()
-        if world.backend == "nccl":
-            out = grad.new_empty((len(grad) // world.size, *grad.shape[1:]))
-            dist.reduce_scatter_tensor(out, grad)
-            return out, None
         dist.all_reduce(grad)
         return grad.chunk(world.size)[world.rank].clone(), None
 
@@ -174,6 +165,8 @@ def join(device: torch.device, backend: str, timeout_s: float) -> World:
     backend = backend_for(device, backend)
     if backend == "nccl" and device.type != "cuda":
         raise ConfigError("distributed.backend = 'nccl' needs CUDA devices; use gloo on the CPU")
+    if device.type == "cuda":  # NCCL's collectives and object transfers use this device
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]),
