@@ -321,8 +321,6 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
 def nproc_launch(args: list[str]) -> list[str] | None:
     """For ``ltrun --nproc N ...`` outside torchrun: the torchrun command that starts N ranks of
     ``ltrun ...`` on this machine (None without ``--nproc`` or under torchrun)."""
-    from .distributed import launched_by_torchrun
-
     if args and args[0] in cli.commands:
         return None
     for i, arg in enumerate(args):
@@ -334,6 +332,8 @@ def nproc_launch(args: list[str]) -> list[str] | None:
             rest = args[:i] + args[i + (1 if "=" in arg else 2):]
             if not value.isdigit() or int(value) < 1:
                 raise ConfigError(f"--nproc expects a number of processes, got {value!r}")
+            from .distributed import launched_by_torchrun
+
             if launched_by_torchrun():
                 return None
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -343,10 +343,8 @@ def nproc_launch(args: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn user errors into one-paragraph messages."""
-    from .distributed import launched_by_torchrun, leave
-
     args = sys.argv[1:] if argv is None else argv
-    rank = os.environ.get("RANK", "0") if launched_by_torchrun() else "0"
+    rank = os.environ.get("RANK", "0")  # set by torchrun
     prefix = f"[rank {rank}] " if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else ""
     try:
         launch = nproc_launch(args)
@@ -371,4 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     finally:
-        leave()
+        if "torch.distributed" in sys.modules:  # a distributed run joined a process group
+            from .distributed import leave
+
+            leave()

@@ -134,17 +134,21 @@ def test_a_crashed_rank_ends_the_run_with_a_message(tmp_path, bcl_rcl):
     assert "Error: rank 0 of 2 failed" in output
 
 
-def test_a_stopped_torchrun_run_resumes_on_every_rank(tmp_path, bcl_rcl):
-    # the ranks agree on stopping every 5 steps, so the run stops inside an epoch (31 steps)
-    # unless the signal comes in an epoch's last steps
-    args = [*RECIPE, "--epochs", "6", "--set", "check_finite_every=5"]
-    agent = subprocess.Popen(torchrun_command(*args), cwd=tmp_path, env=environment(),
+def test_a_stopped_torchrun_run_resumes_on_every_rank_as_if_never_stopped(tmp_path, bcl_rcl):
+    # batched views: each rank's view generator state goes into the checkpoint; the ranks agree
+    # on stopping every 5 steps, so the run stops inside an epoch (31 steps) unless the signal
+    # comes in an epoch's last steps
+    args = [*RECIPE, "--epochs", "4", "--views", "batched", "--set", "check_finite_every=5"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir()
+    parts.mkdir()
+    agent = subprocess.Popen(torchrun_command(*args), cwd=parts, env=environment(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         for line in agent.stdout:
             lines.append(line)
-            if line.split()[:2] == ["train", "1/6"]:
+            if line.split()[:2] == ["train", "1/4"]:
                 agent.send_signal(signal.SIGTERM)  # as a scheduler stops a job
                 break
         rest, _ = agent.communicate(timeout=120)
@@ -157,12 +161,20 @@ def test_a_stopped_torchrun_run_resumes_on_every_rank(tmp_path, bcl_rcl):
     assert "Continue with: ltrun --resume" in stopped
     # ltrun --nproc 2 is torchrun --standalone --nproc-per-node 2 ltrun
     resumed = subprocess.run([ltrun_path(), "--nproc", "2", "--resume", "last", "--no-progress"],
-                             cwd=tmp_path, env=environment(), capture_output=True, text=True,
+                             cwd=parts, env=environment(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    client, parents, stages = runs_of(tmp_path)
+    uninterrupted = subprocess.run(torchrun_command(*args), cwd=whole, env=environment(),
+                                   capture_output=True, text=True, timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    client, parents, stages = runs_of(parts)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.tags["ltcore.stopped"].startswith("SIGTERM in stage 'train'")
-    history = client.get_metric_history(stages[0].info.run_id, "val/acc")
-    assert sorted(m.step for m in history) == list(range(6))
     assert parents[0].data.params["distributed.world_size"] == "2"
+    history = client.get_metric_history(stages[0].info.run_id, "val/acc")
+    assert sorted(m.step for m in history) == list(range(4))
+    _, whole_parents, _ = runs_of(whole)
+    figures = {k: v for k, v in parents[0].data.metrics.items() if "time" not in k
+               and "samples_per_s" not in k}
+    assert figures == {k: whole_parents[0].data.metrics[k] for k in figures}
