@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from ltcore import hookimpl  # noqa: E402
 from ltcore.config import resolve  # noqa: E402
-from ltcore.engine import train  # noqa: E402
+from ltcore.engine.runs import train  # noqa: E402
 from ltcore.plugins import Plugins  # noqa: E402
 
 KCL = ["cogloat.k=0", "cogloat.variant=kcl+kglobal", "cogloat.kcl_positives=3",

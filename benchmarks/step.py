@@ -22,9 +22,12 @@ import torch
 from ltcore import hookimpl
 from ltcore.config import resolve
 from ltcore.data import CIFAR10_STATS, Dataset, Split, long_tail_counts
-from ltcore.engine import (BatchedViews, ReferenceViews, Trainer, batch_rows, parameter_groups,
-                           prepare, views_backend)
+from ltcore.engine.backends import batch_rows, stage_views, views_backend
+from ltcore.engine.runs import prepare
+from ltcore.engine.schedule import build_optimizer, parameter_groups, trained_parameters
+from ltcore.engine.trainer import Trainer, distributed_step
 from ltcore.plugins import Plugins
+from ltcore.tracking import SilentTracker
 
 
 def synthetic_cifar_lt(images: int) -> Dataset:
@@ -65,23 +68,28 @@ def main() -> None:
     run = prepare(plugins, selected, settings)
     stage = run.main_stage
     backend = views_backend(run, stage)
-    sampler = run.build("sampler", stage.sampler)
-    views = (BatchedViews if backend == "batched" else ReferenceViews)(run, stage, ("sample",))
-    optimizer = torch.optim.SGD(parameter_groups(stage), lr=0.01, momentum=0.9)
-    trainer = Trainer(run, None, Path(tempfile.mkdtemp()), progress=False)
+    sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
+    sources = tuple(getattr(sampler, "sources", ("sample",)))
+    views = stage_views(run, stage, sources)
+    trainer = Trainer(run, SilentTracker(), Path(tempfile.mkdtemp()), progress=False)
+    groups = parameter_groups(run, stage)
     rates = []
-    for epoch in range(args.epochs + 1):
-        order = sampler.epoch_indices(epoch, torch.Generator().manual_seed(epoch)).unsqueeze(1)
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        sums, seen = trainer.train_epoch(stage, views, order, ("sample",), optimizer, epoch,
-                                         epoch, frozen=False)
-        float(sums.sum())
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        if epoch > 0:
-            rates.append(seen / (time.perf_counter() - t0))
+    with trained_parameters(stage, groups):
+        step_fn = distributed_step(run, stage, groups)
+        optimizer = build_optimizer(run, stage, groups)
+        for epoch in range(args.epochs + 1):
+            order = sampler.epoch_indices(epoch, torch.Generator().manual_seed(epoch))
+            order = order.unsqueeze(1) if order.dim() == 1 else order
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            sums, seen, _ = trainer.train_epoch(0, stage, views, order, sources, optimizer,
+                                                epoch, epoch, t0, None, step_fn)
+            float(sums.sum())
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            if epoch > 0:
+                rates.append(seen / (time.perf_counter() - t0))
     steps = len(batch_rows(order, args.batch_size))
     name = "+".join(selected)
     print(f"{'method':14} {'device':8} {'views':10} {'batch':>6} {'steps/epoch':>12} {'samples/s':>12}")
