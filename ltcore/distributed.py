@@ -70,11 +70,15 @@ class World:
         base, extra = divmod(count, self.size)
         return [base + (r < extra) for r in range(self.size)]
 
+    def span(self, count: int) -> slice:
+        """Where this rank's consecutive share of ``count`` rows is (:meth:`shares`)."""
+        shares = self.shares(count)
+        start = sum(shares[:self.rank])
+        return slice(start, start + shares[self.rank])
+
     def local(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's consecutive share of ``rows`` (all of them in a single process)."""
-        if not self.distributed:
-            return rows
-        return rows.tensor_split(self.size)[self.rank]
+        return rows[self.span(len(rows))] if self.distributed else rows
 
     # -- collectives --
 

@@ -184,8 +184,7 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
     shard = world.distributed and len(split) >= world.size
     if shard:  # each rank its consecutive share, gathered in order
         shares = world.shares(len(split))
-        start = sum(shares[:world.rank])
-        split = subset(split, slice(start, start + shares[world.rank]))
+        split = subset(split, world.span(len(split)))
     logits, feats = [], []
     try:
         with run.autocast():

@@ -222,10 +222,7 @@ class Step:
 
     def local(self, tensor: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global per-sample ``tensor``. The tensor in one process."""
-        if self.shares is None:
-            return tensor
-        start = sum(self.shares[:self.run.world.rank])
-        return tensor[start:start + self.shares[self.run.world.rank]]
+        return self.run.world.local(tensor)
 
     def targets(self, role: str) -> torch.Tensor:
         """Labels of the samples behind view ``role``."""

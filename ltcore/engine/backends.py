@@ -154,12 +154,10 @@ class ReferenceViews:
         self.batches.keys = []
         position = 0
         for rows in all_rows:
-            keys = []
-            for row in rows.tolist():
-                keys.append((seed, position, row))
-                position += 1
-            lo = sum(world.shares(len(keys))[:world.rank]) if world.distributed else 0
-            self.batches.keys.append(keys[lo:lo + len(world.local(rows))])
+            positions = world.local(torch.arange(position, position + len(rows))).tolist()
+            self.batches.keys.append([(seed, p, row) for p, row in
+                                      zip(positions, world.local(rows).tolist())])
+            position += len(rows)
         all_rows, self.batches.keys = all_rows[start:], self.batches.keys[start:]
         for rows, images in zip(all_rows, self.loader):
             indices = {s: rows[:, i].to(self.device) for i, s in enumerate(sources)}

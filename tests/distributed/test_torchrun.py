@@ -49,6 +49,19 @@ def runs_of(folder: Path):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
+def start_until_epoch(folder: Path, args: list[str], line: str):
+    """torchrun's agent training ``args`` in ``folder``, and its output up to the console line
+    of the epoch ``line`` (e.g. ``1/4``)."""
+    agent = subprocess.Popen(torchrun_command(*args), cwd=folder, env=environment(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for text in agent.stdout:
+        lines.append(text)
+        if text.split()[:2] == ["train", line]:
+            break
+    return agent, lines
+
+
 @pytest.fixture
 def bcl_rcl():
     plugins_holding("bcl", "rcl")
@@ -107,14 +120,8 @@ def rank_process(agent: int, rank: int) -> int | None:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
 def test_a_crashed_rank_ends_the_run_with_a_message(tmp_path, bcl_rcl):
     args = [*RECIPE, "--epochs", "200", "--set", "distributed.timeout_s=60"]
-    agent = subprocess.Popen(torchrun_command(*args), cwd=tmp_path, env=environment(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    agent, lines = start_until_epoch(tmp_path, args, "1/200")
     try:
-        for line in agent.stdout:
-            lines.append(line)
-            if line.split()[:2] == ["train", "1/200"]:
-                break
         pid = rank_process(agent.pid, 1)
         assert pid is not None, "".join(lines)
         os.kill(pid, signal.SIGKILL)
@@ -142,15 +149,9 @@ def test_a_stopped_torchrun_run_resumes_on_every_rank_as_if_never_stopped(tmp_pa
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir()
     parts.mkdir()
-    agent = subprocess.Popen(torchrun_command(*args), cwd=parts, env=environment(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    agent, lines = start_until_epoch(parts, args, "1/4")
     try:
-        for line in agent.stdout:
-            lines.append(line)
-            if line.split()[:2] == ["train", "1/4"]:
-                agent.send_signal(signal.SIGTERM)  # as a scheduler stops a job
-                break
+        agent.send_signal(signal.SIGTERM)  # as a scheduler stops a job
         rest, _ = agent.communicate(timeout=120)
     finally:
         if agent.poll() is None:
