@@ -34,10 +34,16 @@ SELECTION = [
 ]
 
 
-def selection_options(fn):
-    for option in reversed(SELECTION):
-        fn = option(fn)
-    return fn
+def with_options(table: list):
+    """A decorator that adds the click options of ``table`` to a command, in table order."""
+    def decorate(fn):
+        for option in reversed(table):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+selection_options = with_options(SELECTION)
 
 
 LAUNCH = [
@@ -65,11 +71,7 @@ LAUNCH = [
                       "started by torchrun inside the cell (inside its job)."),
 ]
 
-
-def launch_options(fn):
-    for option in reversed(LAUNCH):
-        fn = option(fn)
-    return fn
+launch_options = with_options(LAUNCH)
 
 
 def _splits(split: str) -> list[str]:
