@@ -78,6 +78,9 @@ class OptimConfig:
     nesterov: bool = doc("Nesterov momentum (SGD)", default=False)
     betas: tuple[float, ...] = doc("AdamW's moment decay rates (beta1, beta2)",
                                    default=(0.9, 0.999), validator=_betas)
+    fused: str = doc("auto | on | off: torch's fused optimiser kernel (fused=True: one kernel "
+                     "for every parameter; auto: on when every parameter is on CUDA)",
+                     default="auto", validator=v.in_(("auto", "on", "off")))
 
 
 @attrs.define(kw_only=True)
@@ -185,6 +188,37 @@ class DistributedConfig:
                                        "branches on and off; false is faster)", default=True)
 
 
+SWITCH = ("auto", "on", "off")
+"""Values of a fast-path switch: ``auto`` is on with a CUDA device and off on the CPU."""
+
+
+@attrs.define(kw_only=True)
+class SpeedConfig:
+    """The fast path's switches (docs/performance.md). ``auto`` turns each on with a CUDA device
+    and off on the CPU, where the plain path and its numbers stay as they are."""
+
+    channels_last: str = doc("auto | on | off: images and convolution weights in the NHWC "
+                             "memory layout (what tensor-core convolutions read)",
+                             default="auto", validator=v.in_(SWITCH))
+    tf32: str = doc("auto | on | off: TF32 tensor-core matrix products and convolutions for "
+                    "what runs in fp32 (CUDA only)", default="auto", validator=v.in_(SWITCH))
+    cudnn_benchmark: str = doc("auto | on | off: cuDNN times its convolution algorithms for "
+                               "each new shape and keeps the fastest (CUDA only)",
+                               default="auto", validator=v.in_(SWITCH))
+    compile: str = doc("auto | on | off: torch.compile of every backbone (auto: on CUDA, and a "
+                       "function that fails to compile runs eagerly with a warning; on: "
+                       "compilation errors stop the run)", default="auto",
+                       validator=v.in_(SWITCH))
+    compile_mode: str = doc("torch.compile mode: default | reduce-overhead (CUDA graphs) | "
+                            "max-autotune", default="default",
+                            validator=v.in_(("default", "reduce-overhead", "max-autotune")))
+    background_checkpoints: str = doc("auto | on | off: write checkpoint files in a background "
+                                      "thread while the next epoch trains (the state is taken "
+                                      "at the epoch's end; a signal, an error or the run's end "
+                                      "waits for the write)", default="auto",
+                                      validator=v.in_(SWITCH))
+
+
 @attrs.define(kw_only=True)
 class RunConfig:
     """Everything a run needs besides the plugins' own options."""
@@ -215,6 +249,7 @@ class RunConfig:
     eval: EvalConfig = field(factory=EvalConfig)
     tracking: TrackingConfig = field(factory=TrackingConfig)
     distributed: DistributedConfig = field(factory=DistributedConfig)
+    speed: SpeedConfig = field(factory=SpeedConfig)
 
 
 # -- parsing and structuring ----------------------------------------------------------------

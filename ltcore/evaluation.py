@@ -189,7 +189,7 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
     try:
         with run.autocast():
             for x in eval_batches(run, split):
-                f = model.backbone(x)
+                f = model.backbone(run.speed.layout(x))
                 logits.append(model.classifier(f).float())
                 if keep_features:
                     feats.append(f.float())

@@ -25,6 +25,7 @@ from .distributed import SINGLE, World
 from .errors import PluginError
 from .models import MLPHead, ModelBundle
 from .plugins import Plugins
+from .speed import Speed
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation
@@ -316,6 +317,8 @@ class Run:
         self.hooks = self.run_plugins.hook
         self.dataset = dataset
         self.device = device
+        self.speed = Speed.resolve(self.config.speed, device)
+        """The fast path's switches for this device (:mod:`ltcore.speed`)."""
         self.class_counts = dataset.class_counts.to(device)
         self.class_prior = self.class_counts.float() / self.class_counts.sum()
         self.modules = nn.ModuleDict()
@@ -391,7 +394,10 @@ class Run:
         elif classifier == "linear":
             options = {"init": (getattr(net, "classifier_init", "default")
                                 if cfg.classifier_init == "auto" else cfg.classifier_init)}
-        return ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options)).to(self.device)
+        model = ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options))
+        model.to(self.device)
+        self.speed.prepare_model(net, model)
+        return model
 
     def projection_head(self, model: ModelBundle | None = None) -> nn.Module:
         """The shared projection MLP of ``model`` (created on first use)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ltcore.testing import requires_shared_cifar
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -33,3 +35,31 @@ def test_the_step_benchmark_trains_an_epoch(tmp_path):
     header, row = result.stdout.strip().splitlines()[-2:]
     assert header.split()[-1] == "samples/s" and row.split()[:3] == ["ce", "cpu", "reference"]
     assert float(row.split()[-1].replace(",", "")) > 0
+
+
+@requires_shared_cifar()
+def test_the_speed_benchmark_compares_both_pipelines(tmp_path):
+    """``speed.py --tiny --device cpu``: the same comparison as on a GPU, small (a test of
+    function: on the CPU both pipelines train alike, so the ratio says nothing of speed)."""
+    import json
+    import re
+
+    out = tmp_path / "speed.json"
+    result = python(str(BENCHMARKS / "speed.py"), "--tiny", "--device", "cpu", "--json",
+                    str(out), "--scratch", str(tmp_path / "scratch"), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    ratio = re.fullmatch(r"speedup_vs_reference: ([0-9.]+)x \(fast \d+ / reference \d+ "
+                         r"training samples/s on cpu\)", last)
+    assert ratio, last
+    figures = json.loads(out.read_text())
+    assert figures["speedup_vs_reference"] == pytest.approx(float(ratio.group(1)), abs=0.01)
+    for pipeline in ("reference", "fast"):
+        row = figures[pipeline]
+        assert row["samples_per_s"] > 0 and row["step_only_samples_per_s"] > 0
+        assert row["projected_200ep_s"] > 200 * row["epoch_with_val_s"] * 0.99
+        assert 0 <= row["val_acc"] <= 100
+    assert figures["reference"]["views"] == "reference"
+    assert figures["reference"]["switches"] == "none"
+    # on the CPU the fast path's auto switches are off: both trained the same numbers
+    assert figures["fast"]["val_acc"] == figures["reference"]["val_acc"]

@@ -147,3 +147,45 @@ def test_datasets_prints_cifar_counts_without_the_images(ltrun, tmp_path, datase
     rows = [line.split() for line in result.output.splitlines() if re.match(r" +\d+ ", line)]
     assert (int(rows[0][2]), int(rows[-1][2])) == (first, last)
     assert not any(empty.iterdir())  # nothing was downloaded
+
+
+def test_an_experiment_made_elsewhere_is_marked_as_a_model_training_one(isolated):
+    """An existing experiment without the tag (MLflow's Default, one made by hand) gets it."""
+    from ltcore.tracking.store import EXPERIMENT_KIND, experiment_id
+
+    client = mlflow_client()
+    made = client.create_experiment("made-by-hand")
+    assert "mlflow.experimentKind" not in client.get_experiment(made).tags
+    assert experiment_id(client, "made-by-hand") == made
+    assert EXPERIMENT_KIND.items() <= client.get_experiment(made).tags.items()
+    assert experiment_id(client, "absent", create=False) is None
+
+
+def test_a_failed_run_keeps_its_console_log_as_an_artifact(ltrun):
+    result = ltrun("--epochs", "2", *FAST, "--set", "optim.lr=1e30")
+    assert result.exit_code != 0
+    client = mlflow_client()
+    (parent,) = recorded_runs(client, nested=False)
+    assert parent.info.status == "FAILED"
+    assert "log.txt" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_the_saved_config_alone_reruns_the_run(finished, tmp_path):
+    """``ltrun --config runs/<name>/config.toml`` in a fresh folder, as a real process: the
+    same plugins, stages and per-epoch figures (timings aside)."""
+    folder, out, run_id = finished
+    (run_dir,) = [p for p in (folder / "runs").iterdir() if p.name.endswith(run_id[:8])]
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
+    again = subprocess.run([sys.executable, "-c", "from ltcore.cli import main; main()",
+                            "--config", str(run_dir / "config.toml"), "--no-progress"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    (rerun,) = (tmp_path / "runs").iterdir()
+    assert rerun.name.startswith("ce+crt-digits-lt-s0-")
+
+    def figures(path):
+        with open(path / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in row.items() if "time" not in k and "per_s" not in k}
+                    for row in csv.DictReader(f)]
+
+    assert figures(rerun) == figures(run_dir)

@@ -48,3 +48,21 @@ def test_reliability_doc_names_tests_that_exist():
         assert files, path
         if test:
             assert any(f"def {test}(" in f.read_text() for f in files), f"{path}::{test}"
+
+
+def test_readme_sets_up_in_two_commands_and_says_how_to_install_for_the_cpu():
+    """The set-up block holds the two commands CI runs; the install notes give the CPU-only
+    route (PyTorch's CPU index, the pinned pair) and the size of the default install."""
+    import re
+
+    readme = (DOCS.parent / "README.md").read_text()
+    block = readme.split("<!-- setup-commands -->")[1].split("<!-- /setup-commands -->")[0]
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("```")]
+    assert len(commands) == 2
+    assert "ltrun" in commands[0] and "pytest" in commands[1]
+    constraints = (DOCS.parent / "constraints.txt").read_text()
+    torch_pin = re.search(r"^torch==(\S+)", constraints, re.M).group(1)
+    vision_pin = re.search(r"^torchvision==(\S+)", constraints, re.M).group(1)
+    assert (f"pip install torch=={torch_pin} torchvision=={vision_pin} --index-url "
+            "https://download.pytorch.org/whl/cpu") in readme
+    assert re.search(r"environment is about [0-9.]+ GB", readme)

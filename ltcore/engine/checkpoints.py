@@ -8,6 +8,7 @@ state of its plugin objects, which is what ``ltrun evaluate`` and a reused GML t
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,54 @@ def write(path: Path, state: dict[str, Any]) -> None:
     """Save ``state`` to ``path`` atomically and durably (serialised in memory, written to a
     temporary file and synced, then renamed): a kill leaves the previous file, and a full disk
     is reported as such (torch's own file writer hides the cause)."""
+    write_bytes(path, serialise(state))
+
+
+def serialise(state: dict[str, Any]) -> bytes:
+    """``state`` as the bytes of a ``torch.save`` file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+class BackgroundWriter:
+    """Writes checkpoint files as :func:`write` does, one at a time, in a thread: ``submit``
+    serialises the state (so later changes to it do not reach the file) and returns while the
+    file is written and synced; ``wait`` blocks until the last file is on disk."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._label: str | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, path: Path, state: dict[str, Any], label: str) -> str | None:
+        """Start writing ``state`` to ``path`` after the previous write; returns that one's
+        ``label`` (see :meth:`wait`)."""
+        previous = self.wait()
+        data = serialise(state)
+
+        def work():
+            try:
+                write_bytes(path, data)
+            except BaseException as exc:  # raised by the next wait, in the training thread
+                self._error = exc
+
+        self._label = label
+        self._thread = threading.Thread(target=work, name="ltcore-checkpoint-writer")
+        self._thread.start()
+        return previous
+
+    def wait(self) -> str | None:
+        """Block until the file being written is on disk: its ``label``, or None when nothing
+        was being written; the write's error (a full disk) is raised here."""
+        if self._thread is None:
+            return None
+        self._thread.join()
+        self._thread, label = None, self._label
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return label
 
 
 def load_safely(path: str | Path) -> Any:

@@ -78,7 +78,7 @@ class Console:
                  f"{run_dir}",
                  f"device {run.device}, compute {str(run.compute_dtype).removeprefix('torch.')}, "
                  f"batch {cfg.batch_size}, model {cfg.model.backbone} + "
-                 f"{cfg.model.classifier} classifier",
+                 f"{cfg.model.classifier} classifier; fast path: {run.speed.describe()}",
                  f"plan: {plural(len(run.stages), 'stage')}, "
                  f"{plural(total_epochs, 'epoch')} in all"]
         warnings = []

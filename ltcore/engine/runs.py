@@ -104,6 +104,7 @@ def prepare(plugins: Plugins, selected: list[str], settings: Settings,
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     run = Run(settings, plugins, selected, dataset, device, world)
+    run.speed.apply_backend_flags(device)
     run.hooks.setup_run(run=run)
     run.hooks.compose_run(run=run)
     finish_setup(run)
@@ -338,6 +339,8 @@ def _record_failure(trainer: Trainer, exc: BaseException) -> None:
         tracker.set_tags(parent, {"ltcore.error": rank_failure_message(trainer, exc)[:5000]})
     for run_id in trainer.stage_runs.values():
         tracker.end(run_id, status)
+    if (trainer.run_dir / LOG).exists():  # what the console showed up to the failure
+        tracker.log_artifact(parent, str(trainer.run_dir / LOG))
     tracker.flush()
     tracker.end(parent, status)
 
@@ -351,7 +354,12 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     with trainer.stop:  # also while a failure is recorded (torchrun stops the other ranks)
         try:
             metrics = trainer.train()
+            trainer.settle()
         except BaseException as exc:
+            try:
+                trainer.settle()  # the checkpoint being written is on disk before the record
+            except Exception:  # noqa: BLE001 - exc is the failure to record
+                pass
             try:
                 run.hooks.run_failed(run=run, error=exc)
             finally:

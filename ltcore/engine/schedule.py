@@ -71,13 +71,22 @@ def trained_parameters(stage: Stage, groups: list[dict]) -> Iterator[None]:
             p.requires_grad_(saved[key])
 
 
+def fused(groups: list[dict], optim) -> bool:
+    """Whether ``optim.fused`` asks for torch's fused kernel for these parameters (``auto``:
+    when every one is on CUDA)."""
+    if optim.fused == "auto":
+        return all(p.is_cuda for g in groups for p in g["params"])
+    return optim.fused == "on"
+
+
 def sgd(groups: list[dict], optim) -> torch.optim.Optimizer:
-    """SGD with momentum (``optim.momentum``, ``weight_decay``, ``nesterov``)."""
+    """SGD with momentum (``optim.momentum``, ``weight_decay``, ``nesterov``, ``fused``)."""
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum,
-                           weight_decay=optim.weight_decay, nesterov=optim.nesterov)
+                           weight_decay=optim.weight_decay, nesterov=optim.nesterov,
+                           fused=fused(groups, optim) or None)
 
 
 def adamw(groups: list[dict], optim) -> torch.optim.Optimizer:
-    """AdamW (``optim.betas``, decoupled ``weight_decay``)."""
+    """AdamW (``optim.betas``, decoupled ``weight_decay``, ``fused``)."""
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas),
-                             weight_decay=optim.weight_decay)
+                             weight_decay=optim.weight_decay, fused=fused(groups, optim) or None)

@@ -39,7 +39,7 @@ def forward(run: Run, step: Step) -> list[torch.Tensor]:
         raise PluginError(f"stage {stage.name!r}: no plugin produced the images of view(s) "
                           f"{missing}")
     with run.autocast():
-        x = torch.cat([step.images[r] for r in roles])
+        x = run.speed.layout(torch.cat([step.images[r] for r in roles]))
         with torch.no_grad() if stage.trainable == "classifier" else nullcontext():
             features = model.backbone(x)
         for role, f in zip(roles, features.split([len(step.images[r]) for r in roles])):
@@ -125,6 +125,7 @@ class NonFinite:
         if not bad:
             return
         at, slot = min(bad)
+        trainer.settle()
         stage = self.stage
         if slot < len(stage.losses):
             term: LossTerm = stage.losses[slot]
@@ -174,7 +175,9 @@ class Trainer:
         """The last finished stage's figures (the run's final metrics)."""
         self.stop = StopSignals()
         self.saved = "none"
-        """What the checkpoint on disk holds, in words (for messages)."""
+        """What the checkpoint on disk holds, in words (for messages; see :meth:`settle`)."""
+        self.writer = checkpoints.BackgroundWriter()
+        """Writes the epochs' checkpoints with ``speed.background_checkpoints``."""
         self._resumed_epoch: tuple[EpochProgress, dict] | None = None
         self.best: dict | None = None
         """The current stage's best epoch on validation: ``stage``, ``epoch``, ``val_acc`` and
@@ -201,9 +204,10 @@ class Trainer:
         if not world.is_main:
             self.saved = saved
             return
+        self.settle()
         try:
             self.write_history()
-            checkpoints.write(self.checkpoint_path(), {
+            payload = {
                 **checkpoints.run_state(self.run),
                 "position": (stage_index, next_epoch),
                 "epoch_progress": state,
@@ -216,13 +220,32 @@ class Trainer:
                 "final": self.final,
                 "best": self.best,
                 "saved": saved,
-            })
+            }
+            if self.run.speed.background_checkpoints and progress is None:
+                self.writer.submit(self.checkpoint_path(), payload, saved)
+                return
+            checkpoints.write(self.checkpoint_path(), payload)
         except StorageError as exc:
-            kept = (f"the checkpoint {self.saved} is kept" if self.saved != "none"
-                    else "there is no checkpoint yet")
-            raise StorageError(f"{exc}; {kept}. Free space, then continue with "
-                               f"{self.resume_command()}") from exc
+            raise self.storage_error(exc) from exc
         self.saved = saved
+
+    def settle(self) -> None:
+        """Wait for a checkpoint being written in the background; :attr:`saved` then says what
+        is on disk (a write that failed raises its :class:`StorageError`)."""
+        try:
+            label = self.writer.wait()
+        except StorageError as exc:
+            raise self.storage_error(exc) from exc
+        if label is not None:
+            self.saved = label
+
+    def storage_error(self, exc: StorageError) -> StorageError:
+        """``exc`` (a checkpoint that could not be written) with which one is kept and how to
+        go on."""
+        kept = (f"the checkpoint {self.saved} is kept" if self.saved != "none"
+                else "there is no checkpoint yet")
+        return StorageError(f"{exc}; {kept}. Free space, then continue with "
+                            f"{self.resume_command()}")
 
     def describe(self, stage_index: int, epoch: int, progress: EpochProgress | None) -> str:
         """Where a checkpoint at this position stands, in words."""
@@ -534,6 +557,7 @@ class Trainer:
     def stopped(self, stage: Stage, epoch: int, steps: tuple[int, int] | None) -> None:
         """Raise :class:`RunStopped` for the signal received, with where the run stopped:
         inside epoch ``epoch`` after ``steps = (done, per epoch)``, or after epoch ``epoch``."""
+        self.settle()
         where = (f"stage {stage.name!r}, epoch {epoch + 1}/{stage.epochs} after step "
                  f"{steps[0]}/{steps[1]}" if steps is not None
                  else f"stage {stage.name!r} after epoch {epoch}/{stage.epochs}")

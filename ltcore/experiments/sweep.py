@@ -345,7 +345,10 @@ class _CellRecorder:
         for key, value in (("seed", cell.seed), ("imbalance_factor", cell.imbalance_factor)):
             if value is not None:
                 tags[key] = fmt_number(value) if isinstance(value, float) else str(value)
-        run = self.client.create_run(self.exp_id, run_name="+".join(cell.plugins), tags=tags)
+        run = self.client.create_run(self.exp_id, tags=tags)
+        # named as ltrun names its runs, from what the cell knows (its dataset may be unknown)
+        name = "+".join(cell.plugins) + ("" if cell.seed is None else f"-s{cell.seed}")
+        self.client.set_tag(run.info.run_id, "mlflow.runName", f"{name}-{run.info.run_id[:8]}")
         from mlflow.entities import Param
 
         args = self.sweep.command_args(cell)

@@ -237,6 +237,9 @@ def experiment_id(client, name: str, create: bool = True) -> str | None:
     model-training experiment; two processes may race to create it, the loser finds the
     winner's)."""
     found = retry_locked(client.get_experiment_by_name, name)
+    if found is not None and create and not EXPERIMENT_KIND.items() <= found.tags.items():
+        for key, value in EXPERIMENT_KIND.items():  # made elsewhere, e.g. MLflow's Default
+            retry_locked(client.set_experiment_tag, found.experiment_id, key, value)
     if found is not None:
         return found.experiment_id
     if not create:

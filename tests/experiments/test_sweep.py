@@ -66,6 +66,9 @@ def test_parallel_subprocess_cells_and_a_failed_cell(ltrun, isolated, tiny):
     result = ltrun(*args)
     assert result.exit_code == 1, result.stderr  # a cell failed, the sweep went on
     assert "FAILED plugins=ce dataset=imagefolder-lt seed=3" in result.output
+    # a line per finished cell, with its run and figures
+    assert re.search(r"\[\d/2\] done   plugins=ce dataset=digits-lt seed=3: run \w+ in \d+ s  "
+                     r"val/acc [0-9.]+  test/acc [0-9.]+", result.output), result.output
     assert "sweep s1: 1 finished, 1 failed" in result.output
     assert "ltrun compare --sweep s1" in result.output
 
@@ -83,6 +86,7 @@ def test_parallel_subprocess_cells_and_a_failed_cell(ltrun, isolated, tiny):
     assert json.loads(done.data.tags["ltcore.sweep.axes"])["dataset"] == "digits-lt"
     failed = cells["plugins=ce dataset=imagefolder-lt seed=3"]
     assert failed.info.status == "FAILED"
+    assert failed.info.run_name == f"ce-s3-{failed.info.run_id[:8]}"
     assert "imagefolder-lt needs --data-dir" in failed.data.tags["ltcore.error"]
     assert "--set dataset=imagefolder-lt" in failed.data.params["ltrun.args"]
     assert [a.path for a in client.list_artifacts(failed.info.run_id, "sweep")] == [

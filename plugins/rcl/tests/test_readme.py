@@ -2,7 +2,10 @@
 
 import re
 import shlex
+import warnings
 from pathlib import Path
+
+import pytest
 
 from ltcore.testing import check_recorded, mlflow_client, recorded_runs, run_numbers
 
@@ -42,5 +45,9 @@ def test_readme_main_job(ltrun):
     assert figures["test/acc"] >= 70.0 and figures["test/hmean"] > 0.0, figures
     # the README's figure is from two torch threads; the suite runs with one (other rounding)
     assert "about 90% test top-1" in README.read_text() and figures["test/acc"] >= 85.0
-    # the numbers the main job gave before the last change meant to alter them
-    check_recorded(RECORDED, "main-job", run_numbers(client, parent.info.run_id))
+    # the numbers the main job gave before the last change meant to alter them; on another
+    # machine they cannot be compared, and the test still passes on what it checked above
+    try:
+        check_recorded(RECORDED, "main-job", run_numbers(client, parent.info.run_id))
+    except pytest.skip.Exception as skipped:
+        warnings.warn(f"main job's recorded numbers not compared: {skipped}")
