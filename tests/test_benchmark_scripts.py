@@ -44,6 +44,9 @@ def test_the_speed_benchmark_compares_both_pipelines(tmp_path):
     import json
     import re
 
+    from ltcore.testing import plugins_holding
+
+    plugins_holding("bcl")  # skips where the bcl plugin is not installed (the core alone)
     out = tmp_path / "speed.json"
     result = python(str(BENCHMARKS / "speed.py"), "--tiny", "--device", "cpu", "--json",
                     str(out), "--scratch", str(tmp_path / "scratch"), timeout=600)

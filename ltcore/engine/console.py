@@ -92,8 +92,9 @@ class Console:
                          f"{'the classifier only' if stage.trainable == 'classifier' else 'all'}")
             lines.append("     losses: " + ", ".join(f"{term.weight:g} x {term.name}"
                                                      for term in stage.losses))
-            lines.append("     views: " + ", ".join(f"{role} = {view.pipeline}"
-                                                    for role, view in stage.views.items()))
+            lines.append("     views: " + ", ".join(
+                f"{role} = {view.pipeline or 'made by a plugin (adjust_images)'}"
+                for role, view in stage.views.items()))
             if stage.epochs and (steps < FEW_STEPS_PER_EPOCH
                                  or steps * stage.epochs < FEW_STEPS_PER_STAGE):
                 warnings.append(

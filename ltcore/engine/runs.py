@@ -383,6 +383,7 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     warnings = []
     if tracker.summary():
         trainer.save(len(run.stages), 0, None)  # the unsent records, for ltrun --resume
+        trainer.settle()
         warnings.append(f"{tracker.summary()}; the checkpoint and files are in {trainer.run_dir}; "
                         f"once the tracking store answers again, ltrun --resume {parent} sends "
                         "what was not logged")

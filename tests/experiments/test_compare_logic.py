@@ -144,3 +144,15 @@ def test_best_val_takes_every_figure_at_the_best_validation_epoch():
     assert best == {"val/acc": 70.0, "test/acc": 68.0, "epoch": 1.0}  # the earliest best epoch
     lost = fake_run("r", "ce", 0, metrics={})  # final figures never reached the parent
     assert ex.final_metrics(client, lost, "last")["test/acc"] == 65.0
+
+
+def test_best_val_reads_the_best_figures_a_run_recorded():
+    """A run that recorded ``best/...`` (the stage model at its best validation epoch, on
+    every split) is read from them, not from the history (which holds no per-epoch test)."""
+    client = FakeClient({"val/acc": [50.0, 70.0, 60.0], "test/acc": [0.0, 0.0, 65.0]})
+    run = fake_run("r", "ce", 0, metrics={
+        "test/acc": 65.0, "val/acc": 60.0, "best/val/acc": 70.0, "best/test/acc": 69.0,
+        "best/test/hmean": 0.0, "best/epoch": 2.0})
+    assert ex.final_metrics(client, run, "best-val") == {
+        "val/acc": 70.0, "test/acc": 69.0, "test/hmean": 0.0, "epoch": 1.0}
+    assert ex.final_metrics(client, run, "last") == {"test/acc": 65.0, "val/acc": 60.0}

@@ -74,3 +74,24 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     assert "| plugins | runs |" in text and text.count("![") == 3 and "tsne" not in text
     links = re.findall(r"\[!\[[^]]*\]\(([^)]+)\)\]\(([^)]+)\)", text)
     assert len(links) == 3 and all(image == target for image, target in links)
+
+
+def test_runs_that_differ_only_in_seed_share_a_curve_group():
+    """The accuracy-vs-epoch figure averages a group's curves: its runs are those whose label
+    without the seed is the same."""
+    from types import SimpleNamespace
+
+    from ltcore.experiments.report import run_label
+
+    def run(plugins, seed, factor="100"):
+        tags = {"plugins": plugins, "seed": str(seed), "imbalance_factor": factor}
+        return SimpleNamespace(data=SimpleNamespace(tags=tags, params={}),
+                               info=SimpleNamespace(run_id=f"{plugins}{seed}", status="FINISHED",
+                                                    run_name=""))
+
+    group_by = ["plugins", "imbalance_factor"]
+    runs = [run("bcl", 0), run("bcl", 1), run("bcl,rcl", 0), run("bcl", 0, "10")]
+    groups = [run_label(r, group_by, seed=False) for r in runs]
+    assert groups == ["bcl IF=100", "bcl IF=100", "bcl,rcl IF=100", "bcl IF=10"]
+    assert [run_label(r, group_by) for r in runs[:2]] == ["bcl IF=100 seed=0",
+                                                           "bcl IF=100 seed=1"]
