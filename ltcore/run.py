@@ -396,7 +396,7 @@ class Run:
                                 if cfg.classifier_init == "auto" else cfg.classifier_init)}
         model = ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options))
         model.to(self.device)
-        self.speed.prepare_model(net, model)
+        self.speed.prepare_model(model)
         return model
 
     def projection_head(self, model: ModelBundle | None = None) -> nn.Module:

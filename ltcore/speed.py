@@ -57,7 +57,7 @@ class Speed:
         torch.backends.cudnn.allow_tf32 = self.tf32
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
-    def prepare_model(self, backbone: torch.nn.Module, model: torch.nn.Module) -> None:
+    def prepare_model(self, model: torch.nn.Module) -> None:
         """Put ``model``'s convolution weights in the channels-last layout and compile its
         ``backbone`` in place (``nn.Module.compile``: the state dict keeps its keys)."""
         if self.channels_last:
@@ -67,7 +67,8 @@ class Speed:
                 from torch._dynamo import config as dynamo_config
 
                 dynamo_config.suppress_errors = True
-            backbone.compile(mode=None if self.compile_mode == "default" else self.compile_mode)
+            mode = None if self.compile_mode == "default" else self.compile_mode
+            model.backbone.compile(mode=mode)
 
     def layout(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` in the layout the models were prepared for."""
