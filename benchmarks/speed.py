@@ -36,9 +36,11 @@ import torch
 from ltcore.config import resolve
 from ltcore.engine.backends import stage_views, views_backend
 from ltcore.engine.runs import prepare
-from ltcore.engine.schedule import (build_optimizer, learning_rate, parameter_groups,
-                                    set_learning_rate, trained_parameters)
-from ltcore.engine.trainer import Trainer, distributed_step
+from ltcore.engine.schedule import (learning_rate, parameter_groups, set_learning_rate,
+                                    trained_parameters)
+from ltcore.engine.updates import Updates
+from ltcore.engine.step import distributed_step
+from ltcore.engine.trainer import Trainer
 from ltcore.plugins import Plugins
 from ltcore.run import Step
 from ltcore.tracking import SilentTracker
@@ -105,7 +107,8 @@ class Pipeline:
         self.clock = Clock(run.device)
         with trained_parameters(stage, self.groups):
             self.step_fn = distributed_step(run, stage, self.groups)
-            self.optimizer = build_optimizer(run, stage, self.groups)
+            self.updates = Updates(run, stage, self.groups)
+            self.optimizer = self.updates.optimizer
         self.setup_s = time.perf_counter() - started
         self.train_s, self.epoch_s, self.seen, self.peak = [], [], 0, 0
         self.accuracy = float("nan")
@@ -127,7 +130,7 @@ class Pipeline:
             set_learning_rate(self.optimizer, learning_rate(stage, epoch))
             start = clock.mark()
             _, seen, _ = self.trainer.train_epoch(0, stage, self.views, self.order(epoch),
-                                                  self.sources, self.optimizer, epoch, epoch,
+                                                  self.sources, self.updates, epoch, epoch,
                                                   time.perf_counter(), None, self.step_fn)
             trained = clock.mark()
             self.accuracy = self.trainer.evaluate(stage, False).figures()["val/acc"]

@@ -24,8 +24,10 @@ from ltcore.config import resolve
 from ltcore.data import CIFAR10_STATS, Dataset, Split, long_tail_counts
 from ltcore.engine.backends import batch_rows, stage_views, views_backend
 from ltcore.engine.runs import prepare
-from ltcore.engine.schedule import build_optimizer, parameter_groups, trained_parameters
-from ltcore.engine.trainer import Trainer, distributed_step
+from ltcore.engine.schedule import parameter_groups, trained_parameters
+from ltcore.engine.updates import Updates
+from ltcore.engine.step import distributed_step
+from ltcore.engine.trainer import Trainer
 from ltcore.plugins import Plugins
 from ltcore.tracking import SilentTracker
 
@@ -76,14 +78,14 @@ def main() -> None:
     rates = []
     with trained_parameters(stage, groups):
         step_fn = distributed_step(run, stage, groups)
-        optimizer = build_optimizer(run, stage, groups)
+        updates = Updates(run, stage, groups)
         for epoch in range(args.epochs + 1):
             order = sampler.epoch_indices(epoch, torch.Generator().manual_seed(epoch))
             order = order.unsqueeze(1) if order.dim() == 1 else order
             if run.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            sums, seen, _ = trainer.train_epoch(0, stage, views, order, sources, optimizer,
+            sums, seen, _ = trainer.train_epoch(0, stage, views, order, sources, updates,
                                                 epoch, epoch, t0, None, step_fn)
             float(sums.sum())
             if run.device.type == "cuda":

@@ -12,7 +12,7 @@ from importlib import import_module
 
 import pluggy
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""
@@ -22,7 +22,8 @@ _EXPORTS = {
     "Run": "run", "Stage": "run", "ViewSpec": "run", "LossTerm": "run", "Step": "run",
     "ContrastSet": "run", "RunRecorder": "run", "CLASSIFIER_ROLE": "run", "epoch_seed": "run",
     "World": "distributed",
-    "classifier_term": "terms", "logit_adjusted_term": "terms", "supcon_term": "terms",
+    "classifier_term": "terms", "cross_entropy_term": "terms", "logit_adjusted_term": "terms",
+    "supcon_term": "terms",
     # options and configuration
     "doc": "config", "interval": "config", "OptimConfig": "config", "ScheduleConfig": "config",
     "RunConfig": "config", "Settings": "config", "resolve": "config",
@@ -42,6 +43,7 @@ _EXPORTS = {
     # errors users see
     "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",
     "DataError": "errors", "NonFiniteLossError": "errors", "RunStopped": "errors",
+    "RunFinished": "errors",
     "DeviceMemoryError": "errors", "TrackingError": "errors", "StorageError": "errors",
 }
 

@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, LtcoreError, RunStopped
+from .errors import ConfigError, LtcoreError, RunFinished, RunStopped
+from .startup import mark
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -126,19 +127,36 @@ def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, 
     from .config import resolve
     from .engine import runs
 
+    mark("engine imported")
     plugins = plugins_of(ctx)
+    mark("plugins loaded")
     if resume:
-        output = options.get("output") or "runs"
-        result = runs.resume(plugins, resume, output, progress=not no_progress, echo=click.echo)
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items()
+                 if v is not None and k not in ("output", "epochs")]
+        given += [flag for flag, value in (("--plugin", plugin_names), ("--preset", presets),
+                                           ("--config", config_file), ("--set", assignments))
+                  if value]
+        if given:
+            raise ConfigError(f"--resume continues a run with its own settings, so "
+                              f"{', '.join(given)} cannot be given with it (--epochs changes "
+                              f"its epochs; start a new run for other settings)")
+        try:
+            result = runs.resume(plugins, resume, options.get("output") or "runs",
+                                 progress=not no_progress, echo=click.echo,
+                                 epochs=options.get("epochs"))
+        except RunFinished as finished:
+            click.echo(str(finished))
+            return
     else:
-        from .config import plugins_in_file
+        from .config_text import plugins_in_file
 
         recorded = plugins_in_file(config_file) if config_file and not plugin_names else []
         selected = plugins.select(list(plugin_names) or recorded or runs.DEFAULT_PLUGINS)
         overrides = {RUN_OPTIONS[k]: v for k, v in options.items() if v is not None}
         settings = resolve(plugins, selected, presets, config_file, assignments, overrides)
+        mark("settings resolved")
         if print_config:
-            click.echo(settings.to_toml(selected), nl=False)
+            click.echo(settings.to_toml(plugins.references(selected)), nl=False)
             return
         result = runs.train(plugins, selected, settings, progress=not no_progress,
                             echo=click.echo)
@@ -311,11 +329,16 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
 
         result = evaluate_checkpoint_shifted(
             plugins_of(ctx), checkpoint, overrides, assignments,
-            parse_ratios(ratios) if ratios else None, shift_seed, draws)
+            parse_ratios(ratios) if ratios else None, shift_seed, draws, echo=warn)
         click.echo(json.dumps(result, indent=2) if as_json else format_shift_table(result))
         return
-    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments)
+    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments, warn)
     click.echo(json.dumps(figures, indent=2) if as_json else "\n".join(final_lines(figures)))
+
+
+def warn(line: str) -> None:
+    """Print a warning line on standard error."""
+    click.echo(line, err=True)
 
 
 def nproc_launch(args: list[str]) -> list[str] | None:
@@ -343,6 +366,7 @@ def nproc_launch(args: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and turn user errors into one-paragraph messages."""
+    mark("cli started")
     args = sys.argv[1:] if argv is None else argv
     rank = os.environ.get("RANK", "0")  # set by torchrun
     prefix = f"[rank {rank}] " if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else ""

@@ -7,21 +7,22 @@ that are not selected are skipped, so a preset can carry the settings of a combi
 (``--config``), ``--set key=value`` and finally the dedicated CLI options (``--epochs``...).
 Keys are dotted: ``epochs``, ``optim.lr``, ``views.classifier``, and ``<plugin>.<option>`` for
 the options a plugin declares (``bcl.temperature``). An unknown key or an invalid value raises
-:class:`~ltcore.errors.ConfigError` naming the key and what is allowed.
+:class:`~ltcore.errors.ConfigError` naming the key and what is allowed. The text forms (``--set``
+assignments, TOML files) are :mod:`ltcore.config_text`.
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 import attrs
 from attrs import field, validators as v
 
+from .config_text import (PLUGINS_KEY, dump_toml, flatten, merge, nest, parse_assignment,
+                          read_toml)
 from .errors import ConfigError
 
 INT_LIMIT = 2 ** 63
@@ -66,34 +67,71 @@ def _betas(instance, attribute, value):
         raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1), got {value!r}")
 
 
+def _options(instance, attribute, value):
+    if not isinstance(value, dict):
+        raise ValueError(f"'{attribute.name}' must be a table of keyword options "
+                         f"({{name = value, ...}}), got {value!r}")
+
+
+def _decay(instance, attribute, value):
+    if value != 0 and not 0 < value < 1:
+        raise ValueError(f"'{attribute.name}' must be in (0, 1) (0 switches it off), got {value!r}")
+
+
 @attrs.define(kw_only=True)
 class OptimConfig:
-    """The optimiser: SGD with momentum (every recipe in the papers) or another registered one."""
+    """The optimiser: SGD with momentum (every recipe in the papers) or another registered one,
+    and how its updates are made."""
 
-    name: str = doc("registered optimiser: sgd | adamw (ltrun plugins lists them)", default="sgd")
+    name: str = doc("optimiser: sgd | adamw (ltcore's) | any name timm.optim.list_optimizers() "
+                    "gives (lamb, lars, lion, adan, ...), or timm:NAME for timm's own where "
+                    "the names clash (timm:sgd is Nesterov SGD)", default="sgd")
     lr: float = doc("peak learning rate (after warm-up)", default=0.1, validator=_positive)
-    momentum: float = doc("SGD momentum", default=0.9, validator=_non_negative)
+    momentum: float = doc("SGD momentum (and timm optimisers that take one)", default=0.9,
+                          validator=_non_negative)
     weight_decay: float = doc("weight decay (L2 for SGD, decoupled for AdamW)", default=5e-4,
                               validator=_non_negative)
     nesterov: bool = doc("Nesterov momentum (SGD)", default=False)
-    betas: tuple[float, ...] = doc("AdamW's moment decay rates (beta1, beta2)",
+    betas: tuple[float, ...] = doc("AdamW's moment decay rates (beta1, beta2); also given to "
+                                   "timm optimisers that take betas",
                                    default=(0.9, 0.999), validator=_betas)
     fused: str = doc("auto | on | off: torch's fused optimiser kernel (fused=True: one kernel "
                      "for every parameter; auto: on when every parameter is on CUDA)",
                      default="auto", validator=v.in_(("auto", "on", "off")))
+    options: dict[str, Any] = doc("further keyword options of a timm optimiser, e.g. "
+                                  "{eps = 1e-6, trust_clip = true}", factory=dict,
+                                  validator=_options)
+    accumulate: int = doc("micro-batches whose gradients are summed before each optimiser "
+                          "update (the effective batch is batch_size x accumulate); refused "
+                          "with contrastive losses, which need the whole batch at once",
+                          default=1, validator=[v.ge(1), v.le(4096)])
+    clip_grad_norm: float = doc("clip the gradients' total L2 norm to this before each update "
+                                "(0 = no clipping)", default=0.0, validator=_non_negative)
+
+
+SCHEDULES = ("cosine", "step", "constant")
+"""ltcore's own learning-rate schedules (``schedule.kind``); any other name is timm's."""
 
 
 @attrs.define(kw_only=True)
 class ScheduleConfig:
-    """Learning-rate schedule: linear warm-up, then cosine, step or constant."""
+    """Learning-rate schedule per epoch: linear warm-up, then cosine, step or constant, or
+    one of timm's schedulers."""
 
-    kind: str = doc("cosine | step | constant", default="cosine",
-                    validator=v.in_(("cosine", "step", "constant")))
+    kind: str = doc("cosine | step | constant (ltcore's) | tanh | multistep | poly | wsd | "
+                    "rsqrt | plateau (timm's create_scheduler_v2; plateau follows "
+                    "checkpoint.monitor), or timm:NAME for timm's own cosine, step or constant "
+                    "(cycles, k-decay, noise through schedule.options)", default="cosine")
     warmup_epochs: int = doc("epochs of linear warm-up from lr/warmup_epochs", default=0,
                              validator=_non_negative)
     milestones: tuple[int, ...] = doc("epochs where a step schedule multiplies lr by gamma",
                                       default=())
     gamma: float = doc("step-schedule decay factor", default=0.1, validator=_positive)
+    min_lr: float = doc("the lowest learning rate of a timm schedule", default=0.0,
+                        validator=_non_negative)
+    options: dict[str, Any] = doc("further keyword options of timm's create_scheduler_v2, e.g. "
+                                  "{cycle_limit = 2, patience_epochs = 5}", factory=dict,
+                                  validator=_options)
 
 
 @attrs.define(kw_only=True)
@@ -161,6 +199,72 @@ class EvalConfig:
     posthoc_la_tau: float = doc("post-hoc logit adjustment at evaluation: logits - tau*log(pi); "
                                 "0 disables", default=0.0, validator=_non_negative)
     batch_size: int = doc("evaluation batch size", default=512, validator=_positive)
+    use_ema: bool = doc("with ema.decay set: evaluate, select and save the EMA weights (false: "
+                        "the trained weights; the EMA is still kept in checkpoints)",
+                        default=True)
+
+
+@attrs.define(kw_only=True)
+class EmaConfig:
+    """An exponential moving average of the trained model's weights (timm's ModelEmaV3)."""
+
+    decay: float = doc("weight of the average at each update: ema = decay * ema + (1 - decay) "
+                       "* weights, in (0, 1); 0 = no EMA", default=0.0, validator=_decay)
+
+
+@attrs.define(kw_only=True)
+class LossConfig:
+    """Settings every classifier loss of the cross-entropy family honours."""
+
+    label_smoothing: float = doc("smoothed targets (1 - e) one-hot + e / classes for the "
+                                 "cross-entropy family (ce, la-ce, balanced-softmax and the "
+                                 "retraining stages' CE); refused with other classifier losses",
+                                 default=0.0, validator=interval(0, 1, include_high=False))
+
+
+@attrs.define(kw_only=True)
+class MixConfig:
+    """Mixup and CutMix of the classifier view's images, batched on the training device."""
+
+    mixup_alpha: float = doc("Beta(alpha, alpha) of mixup's weight (0 = no mixup)",
+                             default=0.0, validator=_non_negative)
+    cutmix_alpha: float = doc("Beta(alpha, alpha) of CutMix's area (0 = no CutMix)",
+                              default=0.0, validator=_non_negative)
+    prob: float = doc("probability that a batch is mixed", default=1.0,
+                      validator=interval(0, 1))
+    switch_prob: float = doc("with both alphas set: probability of CutMix rather than mixup "
+                             "for a mixed batch", default=0.5, validator=interval(0, 1))
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+@attrs.define(kw_only=True)
+class CheckpointConfig:
+    """Which epoch ``model_best.pt`` keeps."""
+
+    monitor: str = doc("the recorded per-epoch figure that picks the best epoch of a stage, "
+                       "e.g. val/acc, val/hmean, val/few, train/loss", default="val/acc",
+                       validator=v.matches_re(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+"))
+    mode: str = doc("auto (min for a loss, else max) | max | min", default="auto",
+                    validator=v.in_(("auto", "max", "min")))
+
+    @property
+    def maximise(self) -> bool:
+        """Whether a larger monitored figure is better."""
+        if self.mode == "auto":
+            return "loss" not in self.monitor
+        return self.mode == "max"
+
+
+@attrs.define(kw_only=True)
+class EarlyStopConfig:
+    """Ending a stage whose monitored figure (checkpoint.monitor) stopped improving."""
+
+    patience: int = doc("end a stage after this many epochs without a better "
+                        "checkpoint.monitor figure (0 = never)", default=0,
+                        validator=_non_negative)
 
 
 @attrs.define(kw_only=True)
@@ -184,8 +288,9 @@ class DistributedConfig:
     sync_batchnorm: bool = doc("BatchNorm statistics over the global batch (SyncBatchNorm; "
                                "CUDA only)", default=False)
     find_unused_parameters: bool = doc("let DistributedDataParallel skip parameters a step "
-                                       "does not use (needed when a plugin's terms switch "
-                                       "branches on and off; false is faster)", default=True)
+                                       "does not use (a plugin whose terms switch branches on "
+                                       "and off sets it in its default preset; false is "
+                                       "faster)", default=False)
 
 
 SWITCH = ("auto", "on", "off")
@@ -235,8 +340,9 @@ class RunConfig:
     seed: int = doc("seed of initialisation, sampling and augmentation (0 <= seed < 2^63)",
                     default=0, validator=interval(0, 2 ** 63, include_high=False))
     device: str = doc("auto | cpu | cuda | cuda:N", default="auto")
-    precision: str = doc("auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16",
-                         default="auto", validator=v.in_(("auto", "fp32", "bf16")))
+    precision: str = doc("auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 "
+                         "(float16 autocast with a gradient scaler)",
+                         default="auto", validator=v.in_(("auto", "fp32", "bf16", "fp16")))
     output: str = doc("directory for checkpoints and reports", default="runs")
     check_finite_every: int = doc("steps between reads of the on-device flags that catch a NaN "
                                   "or infinite loss term or gradient (no host synchronisation "
@@ -247,49 +353,17 @@ class RunConfig:
     model: ModelConfig = field(factory=ModelConfig)
     views: ViewsConfig = field(factory=ViewsConfig)
     eval: EvalConfig = field(factory=EvalConfig)
+    ema: EmaConfig = field(factory=EmaConfig)
+    loss: LossConfig = field(factory=LossConfig)
+    mix: MixConfig = field(factory=MixConfig)
+    checkpoint: CheckpointConfig = field(factory=CheckpointConfig)
+    early_stop: EarlyStopConfig = field(factory=EarlyStopConfig)
     tracking: TrackingConfig = field(factory=TrackingConfig)
     distributed: DistributedConfig = field(factory=DistributedConfig)
     speed: SpeedConfig = field(factory=SpeedConfig)
 
 
-# -- parsing and structuring ----------------------------------------------------------------
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """Split ``key=value``; the value is read as a TOML value, else kept as a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.strip(), value
-
-
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """Turn ``{"optim.lr": 0.1}`` into ``{"optim": {"lr": 0.1}}``."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"key {key!r} goes below a value that is not a section")
-        node[leaf] = value
-    return out
-
-
-def merge(base: dict, update: dict) -> dict:
-    """Deep-merge ``update`` into a copy of ``base``."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+# -- structuring ----------------------------------------------------------------------------
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -405,58 +479,6 @@ class Settings:
         return flatten(self.to_dict())
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out.update(flatten(value, full))
-        else:
-            out[full] = value
-    return out
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def dump_toml(tree: dict[str, Any]) -> str:
-    """Write a two-level configuration tree as TOML (the format ``--config`` reads)."""
-    # TOML has no null: an unset optional value is left out, so reading the file keeps its default.
-    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items()
-             if not isinstance(v, dict) and v is not None]
-    for section, values in tree.items():
-        if isinstance(values, dict):
-            lines.append("")
-            lines.append(f'[{section}]' if section.replace("_", "").replace("-", "").isalnum()
-                         else f'["{section}"]')
-            lines.extend(f"{k} = {_toml_value(val)}" for k, val in flatten(values).items()
-                         if val is not None)
-    return "\n".join(lines) + "\n"
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.loads(fh.read().decode("utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file {str(path)!r} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"configuration file {str(path)!r} is a directory") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"configuration file {str(path)!r} is not UTF-8 text (byte "
-                          f"{exc.start}); save it as UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"configuration file {str(path)!r} is not valid TOML: {exc}") from exc
-
-
 def _for_selected(settings: dict[str, Any], plugins, selected: list[str]) -> dict[str, Any]:
     """A preset's keys without those of plugins that are not selected, so one plugin's recipe
     can also say how to set another plugin it is combined with."""
@@ -526,16 +548,10 @@ def check_components(plugins, run: RunConfig) -> None:
             plugins.component(kind, name)
         except PluginError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+    from .engine.timm_factories import check_schedule, optimizer_factory
 
-
-PLUGINS_KEY = "plugins"
-"""The top-level key of a configuration file that holds the plugin selection, in order."""
-
-
-def plugins_in_file(path: str | Path) -> list[str]:
-    """The plugin selection a configuration file records (``plugins = [...]``), or []."""
-    selection = read_toml(path).get(PLUGINS_KEY, [])
-    if not isinstance(selection, list) or not all(isinstance(p, str) for p in selection):
-        raise ConfigError(f"configuration file {str(path)!r}: {PLUGINS_KEY} must be a list of "
-                          f"plugin names, not {selection!r}")
-    return selection
+    try:
+        optimizer_factory(plugins, run.optim.name)
+    except PluginError as exc:
+        raise ConfigError(f"optim.name: {exc}") from None
+    check_schedule(run.schedule)

@@ -147,6 +147,23 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 # -- the embedded default ------------------------------------------------------------------
 
 
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as ``sklearn.datasets.load_digits()`` returns them (``images``: float64
+    ``[1797, 8, 8]`` of 0..16, ``target``: int), read from the file scikit-learn ships with the
+    same parser, without importing scikit-learn (whose import costs a second of start-up)."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the digits-lt dataset is read from the file scikit-learn ships; "
+                        "install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, mode="rt", encoding="utf-8") as rows:
+        data = np.loadtxt(rows, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int, copy=False)
+
+
 def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
     """scikit-learn's handwritten digits (1,797 real 8x8 images shipped with the package).
 
@@ -157,14 +174,12 @@ def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
     ``standard`` view (random crop and flip): AutoAugment's and SimAugment's colour and
     geometric changes erase the strokes of digits upsampled from 8 x 8.
     """
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    images = torch.from_numpy(raw.images).float().mul_(255.0 / 16.0).unsqueeze(1)
+    pixels, targets = read_digits()
+    images = torch.from_numpy(pixels).float().mul_(255.0 / 16.0).unsqueeze(1)
     images = torch.nn.functional.interpolate(images, size=(image_size, image_size),
                                              mode="bilinear", align_corners=False)
     images = images.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(raw.target).long()
+    labels = torch.from_numpy(targets).long()
     test_idx, val_idx, pool_idx = split_per_class(labels, [30, 20, 1.0])
     pool_labels = labels[pool_idx]
     n_max = int(torch.bincount(pool_labels).min())

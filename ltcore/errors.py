@@ -30,6 +30,13 @@ class NonFiniteLossError(LtcoreError):
     exit_code = 3
 
 
+class RunFinished(LtcoreError):
+    """``ltrun --resume`` of a run that has finished: the message says so and how to train it
+    longer. Not a failure: the CLI prints it and exits 0."""
+
+    exit_code = 0
+
+
 class RunStopped(LtcoreError):
     """SIGTERM or SIGINT stopped the run at a step boundary; its checkpoint is saved."""
 

@@ -1,9 +1,10 @@
-"""The plots people look at instead of tables (PNG, matplotlib's Agg backend).
+"""The plots people look at instead of tables (matplotlib's Agg backend).
 
-Per stage (the engine): a confusion matrix and per-class accuracy vs class size. Across runs
-(``ltrun report``): per-class accuracy of several runs on one plot, accuracy and loss per epoch,
-a grid of confusion matrices, and a t-SNE of features coloured by class with shot-group markers.
-Every multi-run plot gives each run its own colour and a legend entry.
+Per stage (the engine, PNG): a confusion matrix and per-class accuracy vs class size. Across runs
+(``ltrun report``, each figure as PNG, SVG and PDF): per-class accuracy vs class size and
+many/medium/few bars with one colour per method (the mean over its seeds), accuracy and loss
+per epoch, seed-averaged confusion matrices, and a t-SNE of features coloured by class with
+shot-group markers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ GROUP_MARKERS = {"many": "o", "medium": "s", "few": "^", "": "x"}
 RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 """Markers cycled over the runs of a per-class accuracy plot (with the colours)."""
 
+FIGURE_FORMATS = ("png", "svg", "pdf")
+"""The files of every ``ltrun report`` figure: PNG for the page, SVG and PDF for papers."""
+
+MAX_LABELLED_CLASSES = 30
+"""Confusion matrices name their classes on the axes up to this many classes."""
+
+SHOT_GROUP_BARS = {"many": "many", "medium": "medium", "few": "few", "acc": "overall",
+                   "hmean": "harmonic mean"}
+"""The figures of the shot-group bar chart (table metric -> bar group), in their order."""
+
 
 def run_colours(n: int) -> list:
     """``n`` distinct colours: tab10 up to 10, tab20 up to 20, then evenly spaced on turbo."""
@@ -40,20 +51,68 @@ def _legend_columns(n: int) -> int:
     return 1 if n <= 8 else 2
 
 
+def save_formats(fig, path: Path, **options) -> Path:
+    """Save ``fig`` as ``path`` (PNG) and as SVG and PDF beside it, their text kept as text
+    (editable); returns the PNG's path."""
+    path = Path(path)
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+        for suffix in FIGURE_FORMATS:
+            save_figure(fig, path.with_suffix(f".{suffix}"), **options)
+    return path
+
+
+def mean_and_std(runs) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the first axis (the runs) and the sample standard deviation (``ddof = 1``;
+    0 for one run)."""
+    values = np.asarray(runs, dtype=float)
+    std = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros_like(values[0])
+    return values.mean(axis=0), std
+
+
+def mean_confusion(matrices) -> np.ndarray:
+    """The mean over runs of their row-normalised confusion matrices."""
+    return np.mean([row_normalised(m) for m in matrices], axis=0)
+
+
+def row_normalised(cm) -> np.ndarray:
+    """Each row divided by its sum (rows without images stay 0)."""
+    cm = np.asarray(cm, dtype=float)
+    return cm / np.maximum(cm.sum(axis=1, keepdims=True), 1e-12)
+
+
+def class_ticks(ax, classes: Sequence[str]) -> bool:
+    """Name the classes on both axes of a confusion matrix: x labels at 45 degrees, the font
+    shrinking from 10 to 6 points as classes grow, long names shortened; above
+    :data:`MAX_LABELLED_CLASSES` no names (returns False)."""
+    n = len(classes)
+    if n > MAX_LABELLED_CLASSES:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return False
+    size = float(np.clip(12 - 0.2 * n, 6, 10))
+    names = [c if len(c) <= 18 else c[:17] + "…" for c in map(str, classes)]
+    ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor",
+                  fontsize=size)
+    ax.set_yticks(range(n), labels=names, fontsize=size)
+    return True
+
+
+def _class_axis(ax, classes: Sequence[str], true_label: str = "true class") -> None:
+    named = class_ticks(ax, classes)
+    left_out = "" if named else f" ({len(classes)} classes, names left out)"
+    ax.set_xlabel(f"predicted class{left_out}")
+    ax.set_ylabel(f"{true_label}{left_out}")
+
+
 def confusion_matrix_png(outputs, classes: Sequence[str], path: Path) -> Path:
     """Row-normalised confusion matrix (true class down, predicted across)."""
     from .metrics import confusion_matrix
 
-    cm = confusion_matrix(outputs.predictions, outputs.labels, len(classes)).float()
-    cm = (cm / cm.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+    cm = row_normalised(confusion_matrix(outputs.predictions, outputs.labels, len(classes)))
     size = min(14, 3 + 0.35 * len(classes))
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(cm, vmin=0, vmax=1, cmap="viridis")
-    if len(classes) <= 30:
-        ax.set_xticks(range(len(classes)), labels=classes, rotation=90)
-        ax.set_yticks(range(len(classes)), labels=classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class (ordered by training-set size for LT datasets)")
+    _class_axis(ax, classes, "true class (ordered by training-set size for LT datasets)")
     ax.set_title(f"{outputs.split}: confusion matrix (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
@@ -88,6 +147,74 @@ def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Seque
     save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def per_class_accuracy_by_method_png(methods: dict[str, Sequence[Sequence[float]]],
+                                     class_counts: Sequence[int], path: Path,
+                                     title: str = "per-class accuracy vs class size") -> Path:
+    """Per-class accuracy (percent, from fractions) against training images per class, one line
+    per method: the mean over its runs (seeds), with a band of +- one sample standard deviation
+    where it has more than one. In the SVG each line has the id ``per-class-mean-<i>`` and each
+    band ``per-class-band-<i>``."""
+    counts = np.asarray(class_counts, dtype=float)
+    order = np.argsort(counts, kind="stable")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (colour, (name, runs)) in enumerate(zip(run_colours(len(methods)), methods.items())):
+        mean, std = mean_and_std(100 * np.asarray(runs, dtype=float))
+        shown = f"{name} (mean of {len(runs)})" if len(runs) > 1 else name
+        ax.plot(counts[order], mean[order], color=colour, marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+                markersize=4, linewidth=1.6, label=shown, gid=f"per-class-mean-{i}", zorder=3)
+        if len(runs) > 1:
+            ax.fill_between(counts[order], np.clip(mean - std, 0, 100)[order],
+                            np.clip(mean + std, 0, 100)[order], color=colour, alpha=0.18,
+                            linewidth=0, gid=f"per-class-band-{i}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small", ncol=_legend_columns(len(methods)),
+              title="method (band: +- 1 std over seeds)", title_fontsize="small")
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def shot_group_bars_png(methods: dict[str, dict[str, Sequence[float]]], path: Path,
+                        title: str = "accuracy per shot group") -> Path:
+    """Grouped bars, one group per figure of :data:`SHOT_GROUP_BARS` that some method has
+    (many, medium, few, overall, harmonic mean), one bar per method: the mean over its runs
+    (percent) with an error bar of one sample standard deviation, cut at 0 and 100, where it has
+    more than one."""
+    shown = [key for key in SHOT_GROUP_BARS if any(values.get(key) for values in methods.values())]
+    n = max(len(methods), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 + len(shown) * (0.5 + 0.28 * n)), 4.6))
+    for i, (colour, (name, values)) in enumerate(zip(run_colours(len(methods)), methods.items())):
+        keys = [k for k in shown if values.get(k)]
+        stats = [mean_and_std(values[k]) for k in keys]
+        runs = max((len(values[k]) for k in keys), default=0)
+        x = np.array([shown.index(k) for k in keys]) + (i - (n - 1) / 2) * width
+        # the error bar is one standard deviation each way, cut at 0% and 100%
+        spread = [[min(s, m) for m, s in stats], [min(s, 100 - m) for m, s in stats]]
+        bars = ax.bar(x, [m for m, _ in stats], width, color=colour, capsize=3,
+                      yerr=spread if runs > 1 else None,
+                      label=f"{name} (mean of {runs})" if runs > 1 else name)
+        for key, bar in zip(keys, bars):
+            bar.set_gid(f"shot-group-bar-{i}-{key}")
+    ax.set_xticks(range(len(shown)), labels=[SHOT_GROUP_BARS[k] for k in shown])
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(n, 4), fontsize="small",
+              title="method (error bar: +- 1 std over seeds)", title_fontsize="small")
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
 
 
 Curve = tuple[Sequence[int], Sequence[float]]
@@ -146,32 +273,27 @@ def accuracy_curves_png(accuracy: dict[str, Sequence[Curve]], path: Path,
                       title="runs (band: +- 1 std over seeds)")
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    save_formats(fig, path, dpi=100)
     plt.close(fig)
     return path
 
 
 def confusion_matrices_png(matrices: dict[str, np.ndarray], classes: Sequence[str], path: Path,
                            title: str = "confusion matrices (row-normalised)") -> Path:
-    """One row-normalised confusion matrix per run (true class down, predicted across), on a
-    shared colour scale."""
+    """Row-normalised confusion matrices (true class down, predicted across), one panel each,
+    at most four across, on a shared colour scale; panels grow with the number of classes and
+    name them up to :data:`MAX_LABELLED_CLASSES` (:func:`class_ticks`)."""
     n = len(matrices)
     cols = min(n, 4)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 0.8, 3.6 * rows + 0.6),
+    panel = float(np.clip(2.5 + 0.2 * len(classes), 4.0, 9.0))
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 0.8, panel * rows + 0.6),
                              squeeze=False)
     im = None
-    ticks = len(classes) <= 20
     for ax, (name, cm) in zip(axes.flat, matrices.items()):
-        cm = np.asarray(cm, dtype=float)
-        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        im = ax.imshow(cm, vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(name, fontsize="small")
-        if ticks:
-            ax.set_xticks(range(len(classes)), labels=classes, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(classes)), labels=classes, fontsize=6)
-        ax.set_xlabel("predicted class", fontsize="small")
-        ax.set_ylabel("true class", fontsize="small")
+        im = ax.imshow(row_normalised(cm), vmin=0, vmax=1, cmap="viridis", interpolation="none")
+        ax.set_title(name, fontsize="medium")
+        _class_axis(ax, classes)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle(title)
@@ -179,7 +301,7 @@ def confusion_matrices_png(matrices: dict[str, np.ndarray], classes: Sequence[st
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02,
                      label="fraction of the true class")
-    save_figure(fig, path, dpi=100)
+    save_formats(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -220,6 +342,6 @@ def tsne_png(points: np.ndarray, labels: Sequence[int], class_groups: Sequence[s
         legends.append(ax.legend(handles=group_handles, title="shot group", fontsize="x-small",
                                  loc="lower left", bbox_to_anchor=(1.01, 0.0)))
     fig.tight_layout()
-    save_figure(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
+    save_formats(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
     return path

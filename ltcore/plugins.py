@@ -2,16 +2,23 @@
 
 Installed plugins come from the ``ltcore`` entry-point group; the built-in ones (the core's
 datasets, models, views and the baseline methods) are registered the same way from
-``BUILTIN_PLUGINS``. :class:`Plugins` loads them all, validates their hooks, and collects their
-components, options, presets and reference results; :class:`RunPlugins` is the plugin manager of
-one run: the core, the plugins it selected and the plugin objects it registers.
+``BUILTIN_PLUGINS``. A module can also be loaded as a plugin without installing it, like pytest's
+``-p``: ``--plugin ./path/to/method.py`` or ``--plugin package.module`` (its name is the file's
+or module's last name), and ``LTCORE_PLUGINS`` names such modules to load in every process.
+:class:`Plugins` loads them all, validates their hooks, and collects their components, options,
+presets and reference results; :class:`RunPlugins` is the plugin manager of one run: the core,
+the plugins it selected and the plugin objects it registers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import os
+import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable
 
 import attrs
@@ -24,6 +31,10 @@ ENTRY_POINT_GROUP = "ltcore"
 
 DISABLE_ENV = "LTCORE_DISABLE_PLUGINS"
 """Environment variable naming installed plugins to leave unloaded, separated by commas."""
+
+MODULES_ENV = "LTCORE_PLUGINS"
+"""Environment variable naming modules to load as plugins in every process (paths of ``.py``
+files or importable module names), separated by commas."""
 
 CORE = "core"
 """Name of the built-in plugin that provides datasets, models, views, samplers and metrics."""
@@ -80,6 +91,32 @@ class Preset:
     plugin: str
     settings: dict
     doc: str = ""
+
+
+@attrs.define
+class PluginSource:
+    """Where a plugin loaded from a module (not installed) came from: the ``reference`` it was
+    loaded by (an absolute ``.py`` path or a module name), its file and the file's SHA-256."""
+
+    name: str
+    reference: str
+    file: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return attrs.asdict(self)
+
+
+def is_module_reference(reference: str) -> bool:
+    """Whether ``--plugin REFERENCE`` names a module to load (a ``.py`` path, or a dotted module
+    name) rather than an installed plugin."""
+    return reference.endswith(".py") or "/" in reference or os.sep in reference or (
+        "." in reference and not reference.startswith("."))
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @attrs.define
@@ -156,16 +193,24 @@ class Plugins:
                               "switched off)")
         for name, obj in (extra or {}).items():
             self._load(name, lambda obj=obj: obj, repr(obj), "-", "-", builtin=False)
+        self._check_hooks()
+        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in COMPONENT_HOOKS}
+        self.options: dict[str, type] = {}
+        self.presets: dict[str, dict[str, Preset]] = {}
+        self.reference_results: list[dict[str, Any]] = []
+        self.sources: dict[str, PluginSource] = {}
+        """The plugins loaded from modules (``--plugin ./file.py``, ``LTCORE_PLUGINS``), by name."""
+        self._collect()
+        for reference in os.environ.get(MODULES_ENV, "").split(","):
+            if reference.strip():
+                self.load_module(reference.strip())
+
+    def _check_hooks(self) -> None:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(f"plugin {self._name_of(exc.plugin)!r} implements a hook that "
                               f"does not exist: {exc}") from exc
-        self.components: dict[str, dict[str, Component]] = {kind: {} for kind in COMPONENT_HOOKS}
-        self.options: dict[str, type] = {}
-        self.presets: dict[str, dict[str, Preset]] = {}
-        self.reference_results: list[dict[str, Any]] = []
-        self._collect()
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -195,14 +240,18 @@ class Plugins:
     def _name_of(self, plugin: object) -> str:
         return self.pm.get_name(plugin) or repr(plugin)
 
-    def _call_each(self, hook_name: str, make_register: Callable[[str], Callable]) -> None:
-        """Call ``hook_name`` on every plugin with a ``register`` bound to that plugin's name.
+    def _call_each(self, hook_name: str, make_register: Callable[[str], Callable],
+                   only: str | None = None) -> None:
+        """Call ``hook_name`` on every plugin (or on plugin ``only``) with a ``register`` bound
+        to that plugin's name.
 
         A third-party plugin whose registration fails is disabled and reported like one that
         failed to import; a failing built-in plugin is a bug and raises.
         """
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # registration order
             name = impl.plugin_name
+            if only is not None and name != only:
+                continue
             try:
                 impl.function(register=make_register(name))
             except PluginError:
@@ -222,12 +271,90 @@ class Plugins:
         self.presets.pop(name, None)
         self.reference_results = [r for r in self.reference_results if r["plugin"] != name]
 
-    def _collect(self) -> None:
+    def _collect(self, only: str | None = None) -> None:
         for kind, hook_name in COMPONENT_HOOKS.items():
-            self._call_each(hook_name, lambda plugin, kind=kind: self._component_registrar(kind, plugin))
-        self._call_each("register_options", self._options_registrar)
-        self._call_each("register_presets", self._preset_registrar)
-        self._call_each("register_reference_results", self._reference_registrar)
+            self._call_each(hook_name, lambda plugin, kind=kind: self._component_registrar(kind, plugin),
+                            only)
+        self._call_each("register_options", self._options_registrar, only)
+        self._call_each("register_presets", self._preset_registrar, only)
+        self._call_each("register_reference_results", self._reference_registrar, only)
+
+    def load_module(self, reference: str) -> str:
+        """Load a module as a plugin (a ``.py`` file's path or an importable module name) and
+        return its name; loading the same module again returns the name it has."""
+        path = Path(reference).expanduser()
+        if reference.endswith(".py") or "/" in reference or os.sep in reference:
+            if not path.is_file():
+                raise PluginError(f"--plugin {reference}: no such file (a plugin module is a "
+                                  f"path to a .py file or an importable module name)")
+            path = path.resolve()
+            name, resolved = path.stem, str(path)
+        else:
+            name, resolved = reference.rsplit(".", 1)[-1], reference
+        known = self.sources.get(name)
+        if known is not None and known.reference == resolved:
+            return name
+        try:
+            if resolved.endswith(".py"):
+                module_name = f"ltcore_plugin_{name}_{file_digest(path)[:12]}"
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(resolved)
+        except Exception as exc:
+            raise PluginError(f"plugin module {reference!r} failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        file = getattr(module, "__file__", None)
+        if not file:
+            raise PluginError(f"plugin module {reference!r} has no file to record")
+        digest = file_digest(file)
+        self._load(name, lambda: module, resolved, f"module {resolved}", digest[:12],
+                   builtin=False)
+        if self.info[name].error:
+            raise PluginError(f"plugin module {reference!r} failed to load: "
+                              f"{self.info[name].error}")
+        self._check_hooks()
+        self._collect(only=name)
+        if self.info[name].error:
+            raise PluginError(f"plugin module {reference!r} failed to register: "
+                              f"{self.info[name].error}")
+        self.sources[name] = PluginSource(name, resolved, str(Path(file).resolve()), digest)
+        return name
+
+    def load_recorded(self, recorded: dict[str, dict] | None, copies: Path) -> list[str]:
+        """Load the plugin modules a saved run recorded (:meth:`PluginSource.to_dict` by name)
+        that are not loaded yet: from their reference, else from the run's ``copies`` folder.
+        Returns a warning line for each loaded from its copy or changed since the run began."""
+        notes = []
+        for name, record in (recorded or {}).items():
+            source = PluginSource(**record)
+            copy = copies / Path(source.file).name
+            if name not in self.sources:
+                if name in self.info:
+                    raise PluginError(f"the run's plugin {name!r} came from {source.reference}, "
+                                      f"but an installed plugin has that name now")
+                reference = source.reference
+                if reference.endswith(".py") and not Path(reference).is_file():
+                    if not copy.is_file():
+                        raise PluginError(f"the run's plugin {name!r} came from {reference}, "
+                                          "which no longer exists, and the run has no copy")
+                    notes.append(f"plugin {name!r}: {reference} no longer exists; loaded the "
+                                 f"run's copy {copy}")
+                    reference = str(copy)
+                self.load_module(reference)
+            current = self.sources[name]
+            if current.sha256 != source.sha256:
+                notes.append(f"plugin {name!r} ({current.file}) changed since the run began "
+                             f"(sha256 {source.sha256[:12]} then, {current.sha256[:12]} now) and "
+                             f"runs as it is now; the run's copy of the first is {copy}")
+        return notes
+
+    def references(self, names: list[str]) -> list[str]:
+        """``names`` with each plugin loaded from a module given by its reference (what
+        ``--plugin`` and a configuration file's ``plugins`` take)."""
+        return [self.sources[n].reference if n in self.sources else n for n in names]
 
     def _component_registrar(self, kind: str, plugin: str) -> Callable:
         def register(name: str, obj: Any, doc: str = "") -> None:
@@ -276,12 +403,22 @@ class Plugins:
         return any(not c.name.startswith("register_") for c in callers)
 
     def select(self, names: list[str]) -> list[str]:
-        """Check the names given with ``--plugin``; raise naming what is installed."""
+        """Check the names given with ``--plugin`` (module references are loaded, see
+        :meth:`load_module`); raise naming what is installed."""
+        names = [self.load_module(n) if is_module_reference(n) and n not in self.info else n
+                 for n in names]
         for name in names:
             info = self.info.get(name)
             if info is not None and info.disabled:
                 raise PluginError(f"plugin {name!r} ({info.distribution}) is switched off "
                                   f"(--disable-plugin or {DISABLE_ENV}); select it without that")
+            if name in self.sources and name not in self.available():
+                kinds = sorted({c.kind for c in self.components_of(name)})
+                raise PluginError(f"plugin module {self.sources[name].reference} only registers "
+                                  f"components ({', '.join(kinds) or 'none'}), so it cannot "
+                                  f"take part in a run: load it with {MODULES_ENV}="
+                                  f"{self.sources[name].reference} and name its components "
+                                  "in the settings")
             if info is None or (not info.error and name not in self.available()):
                 raise PluginError(f"unknown plugin {name!r}; installed plugins: "
                                   f"{', '.join(self.available())}")

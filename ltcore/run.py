@@ -61,8 +61,11 @@ class LossTerm:
     """A weighted loss: ``weight * fn(step)``, logged as ``train/loss/<name>``.
 
     ``kind`` is ``classifier``, ``contrastive`` or ``other``. A ``rebalanceable`` contrastive
-    term adds :meth:`Step.contrastive_bias` to its logits, which is how RCL composes onto it.
-    Call the term (``term(step)``), not ``fn``: the step then knows which term is computed.
+    term adds :meth:`Step.contrastive_bias` to its logits, which is how RCL composes onto it. A
+    classifier term with ``label_smoothing`` applies ``loss.label_smoothing`` (the
+    cross-entropy family); ``loss.label_smoothing`` is refused for stages whose classifier loss
+    does not. Call the term (``term(step)``), not ``fn``: the step then knows which term is
+    computed.
     """
 
     name: str
@@ -72,6 +75,7 @@ class LossTerm:
     kind: str = attrs.field(default="other",
                             validator=attrs.validators.in_(("classifier", "contrastive", "other")))
     rebalanceable: bool = False
+    label_smoothing: bool = False
 
     def __call__(self, step: "Step") -> torch.Tensor:
         """``fn(step)`` with ``step.term`` set to this term."""
@@ -215,6 +219,9 @@ class Step:
     """The loss term being computed (set while ``term(step)`` runs)."""
     shares: list[int] | None = None
     """How many samples of the global batch each rank holds (None: one process)."""
+    mix: Any = None
+    """The batch's mixup or CutMix (:class:`ltcore.engine.mixing.Mix`: ``partner``, ``lam``,
+    ``box``) when ``mix.*`` mixed its classifier views, else None."""
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank's rows of ``tensor`` (one row per sample of this rank's share), as the
@@ -476,15 +483,18 @@ class Run:
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype :meth:`autocast` computes matrix products in: bf16 on CUDA (``precision``
-        auto or bf16) and on the CPU with ``precision = "bf16"``, else float32."""
+        auto or bf16) and on the CPU with ``precision = "bf16"``, float16 with ``precision =
+        "fp16"`` (its gradients scaled, :mod:`ltcore.engine.updates`), else float32."""
         precision = self.config.precision
+        if precision == "fp16":
+            return torch.float16
         if precision == "bf16" or (self.device.type == "cuda" and precision == "auto"):
             return torch.bfloat16
         return torch.float32
 
     def autocast(self):
         """The run's mixed precision as a context: autocast to :attr:`compute_dtype` where that
-        is bf16, else nothing."""
+        is bf16 or float16, else nothing."""
         if self.compute_dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)

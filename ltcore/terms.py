@@ -12,23 +12,39 @@ if TYPE_CHECKING:
     from .run import Run
 
 
-def classifier_term(name: str, plugin: str, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    weight: float = 1.0, role: str = CLASSIFIER_ROLE) -> LossTerm:
-    """``loss(logits, targets)`` on the logits of the classifier view."""
-    return LossTerm(name, lambda step: loss(step.logits[role], step.targets(role)), plugin,
-                    weight, kind="classifier")
+def classifier_term(name: str, plugin: str, loss: Callable[..., torch.Tensor],
+                    weight: float = 1.0, role: str = CLASSIFIER_ROLE, *,
+                    label_smoothing: bool = False) -> LossTerm:
+    """``loss(logits, targets)`` on the logits of the classifier view. With ``label_smoothing``
+    the loss is of the cross-entropy family and takes a ``label_smoothing`` keyword, which gets
+    the run's ``loss.label_smoothing`` when it is set."""
+    def fn(step: Step) -> torch.Tensor:
+        smoothing = step.run.config.loss.label_smoothing if label_smoothing else 0.0
+        extra = {"label_smoothing": smoothing} if smoothing else {}
+        return loss(step.logits[role], step.targets(role), **extra)
+
+    return LossTerm(name, fn, plugin, weight, kind="classifier", label_smoothing=label_smoothing)
+
+
+def cross_entropy_term(name: str, plugin: str, weight: float = 1.0,
+                       role: str = CLASSIFIER_ROLE) -> LossTerm:
+    """Cross-entropy on the classifier view's logits (with ``loss.label_smoothing``)."""
+    import torch.nn.functional as F
+
+    return classifier_term(name, plugin, F.cross_entropy, weight, role, label_smoothing=True)
 
 
 def logit_adjusted_term(run: Run, tau: float = 1.0, weight: float = 1.0,
                         plugin: str = "la") -> LossTerm:
     """Logit-adjusted cross-entropy (Menon et al. 2021), ``CE(logits + tau * log(pi), y)``, on
-    the classifier view; evaluation logits stay raw."""
+    the classifier view (with ``loss.label_smoothing``); evaluation logits stay raw."""
     from .losses.classification import logit_adjusted_cross_entropy
 
     prior = run.class_prior
     return classifier_term("la-ce", plugin,
-                           lambda logits, y: logit_adjusted_cross_entropy(logits, y, prior, tau),
-                           weight)
+                           lambda logits, y, **smoothing: logit_adjusted_cross_entropy(
+                               logits, y, prior, tau, **smoothing),
+                           weight, label_smoothing=True)
 
 
 def supcon_term(name: str, plugin: str, temperature: float, weight: float = 1.0) -> LossTerm:

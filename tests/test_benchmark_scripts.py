@@ -66,3 +66,27 @@ def test_the_speed_benchmark_compares_both_pipelines(tmp_path):
     assert figures["reference"]["switches"] == "none"
     # on the CPU the fast path's auto switches are off: both trained the same numbers
     assert figures["fast"]["val_acc"] == figures["reference"]["val_acc"]
+
+
+def test_the_startup_benchmark_prints_the_breakdown_and_the_ratio(tmp_path):
+    """``startup.py --repeat 1``: the phases of both store states in order, the imports before
+    the first step (neither scikit-learn nor matplotlib among them) and the ratio last."""
+    import json
+    import re
+
+    out = tmp_path / "startup.json"
+    result = python(str(BENCHMARKS / "startup.py"), "--repeat", "1", "--torch-repeat", "1",
+                    "--scratch", str(tmp_path / "scratch"), "--json", str(out), "--",
+                    "--set", "model.backbone=resnet8", "--imbalance-factor", "100", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    last = result.stdout.strip().splitlines()[-1]
+    ratio = re.fullmatch(r"ratio: ([0-9.]+)x import torch to the start of training, store "
+                         r"existing \(target 3x: (met|not met)\)", last)
+    assert ratio, last
+    figures = json.loads(out.read_text())
+    assert figures["ratio"] == pytest.approx(float(ratio.group(1)), abs=0.01)
+    for phases in figures["phases"].values():
+        times = [phase["at_s"] for phase in phases.values()]
+        assert list(phases)[-1] == "first step" and times == sorted(times) and times[0] > 0
+    assert {"torch", "mlflow"} <= set(figures["imports_s"])
+    assert not {"sklearn", "matplotlib"} & set(figures["notable_imports_s"])

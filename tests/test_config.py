@@ -2,7 +2,8 @@
 
 import pytest
 
-from ltcore.config import RunConfig, parse_assignment, resolve, structure
+from ltcore.config import RunConfig, resolve, structure
+from ltcore.config_text import parse_assignment
 from ltcore.errors import ConfigError
 from ltcore.plugins import Plugins
 
@@ -44,7 +45,7 @@ def test_print_config_round_trips(ltrun, tmp_path):
 
 
 def test_bad_value_cli_error_exits_non_zero(ltrun):
-    result = ltrun("--set", "precision=fp16")
+    result = ltrun("--set", "precision=fp8")
     assert result.exit_code == 2
     assert "precision" in result.stderr and "bf16" in result.stderr
     assert "Traceback" not in result.stderr

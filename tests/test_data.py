@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from ltcore.testing import SHARED_CIFAR, requires_shared_cifar
-from ltcore.data import digits_lt, imagefolder_lt, long_tail_counts, long_tail_indices
+from ltcore.data import (digits_lt, imagefolder_lt, long_tail_counts, long_tail_indices,
+                         read_digits)
 from ltcore.errors import DataError
 
 CIFAR10_IF100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -34,6 +35,28 @@ def test_digits_lt_is_long_tailed_with_balanced_eval_splits():
     assert ds.train.images.shape[1:] == (3, 32, 32) and ds.train.images.dtype == torch.uint8
     assert torch.bincount(ds.val.labels).tolist() == [20] * 10
     assert torch.bincount(ds.test.labels).tolist() == [30] * 10
+
+
+def test_digits_are_read_as_scikit_learn_loads_them():
+    """The digits read from scikit-learn's file without importing it equal ``load_digits()``:
+    same dtypes, same values, bit for bit."""
+    from sklearn.datasets import load_digits
+
+    images, targets = read_digits()
+    reference = load_digits()
+    assert images.dtype == reference.images.dtype and targets.dtype == reference.target.dtype
+    assert np.array_equal(images, reference.images) and np.array_equal(targets, reference.target)
+
+
+def test_reading_the_digits_leaves_scikit_learn_unimported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ltcore.data import digits_lt; digits_lt(10); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def make_folder(root, per_class=(12, 8, 5), size=8, corrupt=None):

@@ -71,7 +71,7 @@ def test_the_optimiser_is_chosen_by_name(tmp_path):
     from ltcore.config import resolve
     from ltcore.engine.runs import prepare
     from ltcore.engine.schedule import build_optimizer, parameter_groups
-    from ltcore.errors import PluginError
+    from ltcore.errors import ConfigError
     from ltcore.plugins import Plugins
     from ltcore.testing import FAST_SETTINGS
 
@@ -86,9 +86,22 @@ def test_the_optimiser_is_chosen_by_name(tmp_path):
         assert optimizer.defaults["weight_decay"] == settings.run.optim.weight_decay
         if kind is torch.optim.AdamW:
             assert optimizer.defaults["betas"] == (0.8, 0.99)
-    settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, "optim.name=lion"])
-    with pytest.raises(PluginError, match="unknown optimizer 'lion'.*adamw, sgd"):
-        prepare(plugins, ["ce"], settings)
+    from timm.optim import Lamb
+
+    for name, kind in (("lamb", Lamb), ("timm:sgd", torch.optim.SGD)):
+        settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, f"optim.name={name}",
+                                                         "optim.betas=[0.8, 0.99]",
+                                                         "optim.options={eps = 1e-7}"])
+        run = prepare(plugins, ["ce"], settings)
+        optimizer = build_optimizer(run, run.main_stage, parameter_groups(run, run.main_stage))
+        assert type(optimizer) is kind
+        if kind is Lamb:  # timm's, with the betas and options given
+            assert optimizer.defaults["betas"] == (0.8, 0.99)
+            assert optimizer.defaults["eps"] == 1e-7
+        else:  # timm's sgd is Nesterov's
+            assert optimizer.defaults["nesterov"] is True
+    with pytest.raises(ConfigError, match="unknown optimizer 'nope'.*adamw, sgd.*timm"):
+        resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, "optim.name=nope"])
 
 
 def test_adamw_trains(ltrun, isolated):

@@ -10,7 +10,9 @@ def balanced_softmax_term(run, weight: float = 1.0):
 
     counts = run.class_counts
     return classifier_term("balanced-softmax", "balanced-softmax",
-                           lambda logits, y: balanced_softmax_loss(logits, y, counts), weight)
+                           lambda logits, y, **smoothing: balanced_softmax_loss(
+                               logits, y, counts, **smoothing),
+                           weight, label_smoothing=True)
 
 
 @hookimpl

@@ -3,18 +3,16 @@
 from ltcore import hookimpl
 
 
-def cross_entropy_term(run, weight: float = 1.0):
-    """Cross-entropy on the classifier view's logits."""
-    import torch.nn.functional as F
+def ce_term(run, weight: float = 1.0):
+    """Cross-entropy on the classifier view's logits (with loss.label_smoothing)."""
+    from ltcore.terms import cross_entropy_term
 
-    from ltcore.terms import classifier_term
-
-    return classifier_term("ce", "ce", F.cross_entropy, weight)
+    return cross_entropy_term("ce", "ce", weight)
 
 
 @hookimpl
 def register_losses(register):
-    register("ce", cross_entropy_term)
+    register("ce", ce_term)
 
 
 @hookimpl
@@ -27,4 +25,4 @@ def register_reference_results(register):
 @hookimpl
 def setup_run(run):
     run.classifier_view()
-    run.main_stage.set_classifier_loss(cross_entropy_term(run))
+    run.main_stage.set_classifier_loss(ce_term(run))

@@ -138,14 +138,12 @@ def register_presets(register):
 
 @hookimpl
 def setup_run(run):
-    import torch.nn.functional as F
-
-    from ltcore import classifier_term
+    from ltcore import cross_entropy_term
 
     options = run.option(PLUGIN)
     stage = run.build("stage", "classifier-retraining", epochs=options.epochs, lr=options.lr,
                       sampler=options.sampler, view=options.view)
     stage.epochs_setting = f"{PLUGIN}.epochs"
-    stage.set_classifier_loss(classifier_term("crt-ce", PLUGIN, F.cross_entropy))
+    stage.set_classifier_loss(cross_entropy_term("crt-ce", PLUGIN))
     run.add_stage(stage, after=run.main_stage.name)
     run.register(Retraining(stage, reinitialisation_seed(run)), PLUGIN)

@@ -221,7 +221,8 @@ def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, gro
 @click.option("--format", "fmt", type=click.Choice(["html", "markdown"]), default="html",
               show_default=True)
 @click.option("--split", default="val", show_default=True,
-              help="Evaluation split of the plots (per-class accuracy, confusion, t-SNE).")
+              help="Evaluation split of the t-SNE plots (the other figures use the table's "
+                   "split: test when the table shows it).")
 @click.option("--table-split", type=click.Choice(["val", "test", "both"]), default="both",
               show_default=True, help="Split(s) of the table.")
 @click.option("--no-tsne", is_flag=True, help="Skip the t-SNE plots.")
@@ -230,7 +231,7 @@ def compare_command(experiment, tracking_uri, filter_string, sweep, run_ids, gro
 @click.option("--tsne-points", type=click.IntRange(min=11), default=2000, show_default=True,
               help="At most this many points per t-SNE (random subset).")
 @click.option("--max-runs", type=click.IntRange(min=1), default=12, show_default=True,
-              help="Runs shown in per-run panels (confusion matrices, t-SNE).")
+              help="Methods with a confusion matrix and runs with a t-SNE.")
 @click.option("--no-log", is_flag=True, help="Do not log the plots as MLflow artifacts.")
 @click.option("--device", default="cpu", show_default=True,
               help="Device for recomputing model outputs.")

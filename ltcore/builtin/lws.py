@@ -88,16 +88,14 @@ def register_presets(register):
 
 @hookimpl
 def setup_run(run):
-    import torch.nn.functional as F
-
-    from ltcore import classifier_term
+    from ltcore import cross_entropy_term
 
     options = run.option(PLUGIN)
     stage = run.build("stage", "classifier-retraining", name=STAGE, plugin=PLUGIN,
                       epochs=options.epochs, lr=options.lr, sampler=options.sampler,
                       view=options.view)
     stage.epochs_setting = f"{PLUGIN}.epochs"
-    stage.set_classifier_loss(classifier_term("lws-ce", PLUGIN, F.cross_entropy))
+    stage.set_classifier_loss(cross_entropy_term("lws-ce", PLUGIN))
     after = crt.STAGE if any(s.name == crt.STAGE for s in run.stages) else run.main_stage.name
     run.add_stage(stage, after=after)
     run.register(run.build("rebalancer", "lws", classifier=run.model.classifier, stage=stage),

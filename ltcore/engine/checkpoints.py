@@ -26,10 +26,13 @@ BEST_MODEL = "model_best.pt"
 
 
 def run_state(run: Run) -> dict[str, Any]:
-    """The settings, plugins, modules and plugin-object state of ``run`` (the final model)."""
+    """The settings, plugins, modules and plugin-object state of ``run`` (the final model),
+    with where each plugin loaded from a module came from (``plugin_sources``)."""
     return {"ltcore_version": __version__, "settings": run.settings.to_dict(),
             "plugins": run.selected, "modules": run.modules.state_dict(),
-            "plugin_objects": run.run_plugins.state_dict()}
+            "plugin_objects": run.run_plugins.state_dict(),
+            "plugin_sources": {name: source.to_dict()
+                               for name, source in run.plugins.sources.items()}}
 
 
 def restore_run_state(run: Run, saved: dict[str, Any]) -> None:
@@ -90,6 +93,15 @@ class BackgroundWriter:
         if error is not None:
             raise error
         return label
+
+
+def copy_state(module: torch.nn.Module, device: str | None = None) -> dict:
+    """A copy of ``module``'s state dict (tensors detached, on ``device`` when given; extra
+    states deep-copied)."""
+    import copy
+
+    return {k: (v.detach().to(device) if device else v.detach()).clone() if torch.is_tensor(v)
+            else copy.deepcopy(v) for k, v in module.state_dict().items()}
 
 
 def load_safely(path: str | Path) -> Any:

@@ -71,24 +71,34 @@ class Console:
         """The lines printed before training (warnings start with ``warning:``)."""
         run, cfg = self.run, self.run.config
         total_epochs = sum(stage.epochs for stage in run.stages)
+        world = run.world
+        ranks = (f"{world.size} ranks ({world.backend}, {cfg.batch_size // world.size} images "
+                 f"per rank), " if world.distributed else "")
         lines = [f"{run.run_name}: {'+'.join(run.selected)} on {run.dataset.name} "
                  f"({len(run.dataset.train)} training images, {run.dataset.num_classes} "
                  f"classes), seed {cfg.seed}",
                  f"tracked in {tracking}, experiment {cfg.tracking.experiment!r}; files in "
                  f"{run_dir}",
-                 f"device {run.device}, compute {str(run.compute_dtype).removeprefix('torch.')}, "
+                 f"device {run.device}, {ranks}compute "
+                 f"{str(run.compute_dtype).removeprefix('torch.')}"
+                 f"{' with a gradient scaler' if cfg.precision == 'fp16' else ''}, "
                  f"batch {cfg.batch_size}, model {cfg.model.backbone} + "
                  f"{cfg.model.classifier} classifier; fast path: {run.speed.describe()}",
+                 *training_options(run),
                  f"plan: {plural(len(run.stages), 'stage')}, "
                  f"{plural(total_epochs, 'epoch')} in all"]
         warnings = []
+        accumulate = cfg.optim.accumulate
         for number, stage in enumerate(run.stages, 1):
-            steps = self.steps[stage.name]
+            batches = self.steps[stage.name]
+            steps = -(-batches // accumulate)
             setting = f", set by {option_name(stage)}" if stage.epochs_setting else ""
+            per_epoch = (f"{batches} batches ({steps} updates) per epoch" if accumulate > 1
+                         else f"{steps} steps per epoch")
             lines.append(f"  {number}. {stage.name} ({stage.plugin}): "
-                         f"{plural(stage.epochs, 'epoch')}{setting}; {steps} steps per epoch, "
-                         f"sampler {stage.sampler}, lr {stage.optim.lr:g} {stage.schedule.kind}, "
-                         f"trains "
+                         f"{plural(stage.epochs, 'epoch')}{setting}; {per_epoch}, "
+                         f"sampler {stage.sampler}, {stage.optim.name} lr {stage.optim.lr:g} "
+                         f"{stage.schedule.kind}, trains "
                          f"{'the classifier only' if stage.trainable == 'classifier' else 'all'}")
             lines.append("     losses: " + ", ".join(f"{term.weight:g} x {term.name}"
                                                      for term in stage.losses))
@@ -99,7 +109,8 @@ class Console:
                                  or steps * stage.epochs < FEW_STEPS_PER_STAGE):
                 warnings.append(
                     f"warning: stage {stage.name!r} makes {steps} optimiser steps per epoch "
-                    f"({len(run.dataset.train)} images, batch {cfg.batch_size}) and "
+                    f"({len(run.dataset.train)} images, batch {cfg.batch_size}"
+                    f"{f' x {accumulate} accumulated' if accumulate > 1 else ''}) and "
                     f"{steps * stage.epochs} in all: too few to learn much; lower --batch-size "
                     f"or raise {option_name(stage) or 'its epochs'}")
         return lines + warnings
@@ -122,6 +133,35 @@ class Console:
         parts.append(f"{metrics['train/epoch_time']:.1f} s")
         parts.append(f"left {duration(left * per_step)}" if left else "done")
         return "  ".join(parts)
+
+
+def training_options(run: Run) -> list[str]:
+    """The plan's line of the training options that are set (none: no line)."""
+    cfg = run.config
+    parts = []
+    if cfg.optim.accumulate > 1:
+        parts.append(f"gradients of {cfg.optim.accumulate} batches per update (effective batch "
+                     f"{cfg.batch_size * cfg.optim.accumulate})")
+    if cfg.optim.clip_grad_norm:
+        parts.append(f"gradient norm clipped at {cfg.optim.clip_grad_norm:g}")
+    if cfg.loss.label_smoothing:
+        parts.append(f"label smoothing {cfg.loss.label_smoothing:g}")
+    mix = cfg.mix
+    if mix.active:
+        kinds = [f"{name} alpha {alpha:g}" for name, alpha in
+                 (("mixup", mix.mixup_alpha), ("CutMix", mix.cutmix_alpha)) if alpha]
+        switch = f", CutMix for {mix.switch_prob:.0%} of them" if len(kinds) == 2 else ""
+        parts.append(f"{' and '.join(kinds)} on {mix.prob:.0%} of the batches{switch}")
+    if cfg.ema.decay:
+        parts.append(f"weights EMA {cfg.ema.decay:g}"
+                     + (" (evaluated and saved)" if cfg.eval.use_ema else " (kept, not evaluated)"))
+    monitor = cfg.checkpoint
+    if monitor.monitor != "val/acc" or monitor.mode != "auto" or cfg.early_stop.patience:
+        parts.append(f"best epoch by {monitor.monitor} ({'max' if monitor.maximise else 'min'})")
+    if cfg.early_stop.patience:
+        parts.append(f"a stage stops after {plural(cfg.early_stop.patience, 'epoch')} without "
+                     "a better one")
+    return [f"training: {'; '.join(parts)}"] if parts else []
 
 
 def final_lines(metrics: dict[str, float]) -> list[str]:

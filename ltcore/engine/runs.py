@@ -16,14 +16,16 @@ import attrs
 import torch
 
 from .. import __version__
-from ..config import Settings, flatten, parse_assignment, plugins_in_file, resolve
+from ..config import Settings, resolve
+from ..config_text import flatten, parse_assignment, plugins_in_file
 from ..data import Dataset
 from ..distributed import SINGLE, World, join
-from ..errors import ConfigError, DataError, LtcoreError, RankFailure, RunStopped
+from ..errors import ConfigError, DataError, LtcoreError, RankFailure, RunFinished, RunStopped
 from ..files import remove_stale, write_text
 from ..plugins import Plugins
 from ..run import Run
-from ..tracking import SilentTracker, Tracker, connect, resolve_uri
+from ..startup import mark
+from ..tracking import SilentTracker, Tracker, connect, dataset_input, resolve_uri
 from . import checkpoints
 from .console import final_lines
 from .trainer import LOG, Trainer
@@ -146,7 +148,11 @@ def with_dataset_views(settings: Settings, dataset: Dataset) -> Settings:
 
 
 def finish_setup(run: Run) -> None:
-    """Give stages without a classifier loss the default CE and check what plugins built."""
+    """Give stages without a classifier loss the default CE and check what plugins built and
+    that the training options suit it."""
+    from .mixing import check_mixable
+    from .timm_factories import check_schedule, optimizer_factory
+
     for stage in run.stages:
         if stage.classifier_loss is None:
             run.classifier_view(stage)
@@ -159,7 +165,30 @@ def finish_setup(run: Run) -> None:
         if not any(id(stage.model) == id(m) for m in run.modules.values()):
             run.add_module(f"{stage.name}_model", stage.model)
         run.component("sampler", stage.sampler)
-        run.component("optimizer", stage.optim.name)
+        optimizer_factory(run.plugins, stage.optim.name)
+        check_schedule(stage.schedule)
+        check_training_options(run, stage)
+        if run.config.mix.active:
+            check_mixable(stage)
+
+
+def check_training_options(run: Run, stage) -> None:
+    """Refuse ``optim.accumulate`` with a contrastive loss (it needs the whole batch at once)
+    and ``loss.label_smoothing`` with a classifier loss outside the cross-entropy family."""
+    cfg = run.config
+    contrastive = stage.contrastive_losses
+    if cfg.optim.accumulate > 1 and contrastive:
+        term = contrastive[0]
+        raise ConfigError(f"optim.accumulate = {cfg.optim.accumulate} splits each batch into "
+                          f"micro-batches, but stage {stage.name!r} trains the contrastive loss "
+                          f"{term.name!r} (plugin {term.plugin!r}), which contrasts the whole "
+                          f"batch at once; use a smaller --batch-size without accumulation, or "
+                          f"optim.accumulate = 1")
+    term = stage.classifier_loss
+    if cfg.loss.label_smoothing and term is not None and not term.label_smoothing:
+        raise ConfigError(f"loss.label_smoothing applies to the cross-entropy family (ce, "
+                          f"la-ce, balanced-softmax, the retraining stages' CE), but stage "
+                          f"{stage.name!r} trains with {term.name!r} (plugin {term.plugin!r})")
 
 
 def run_tags(run: Run) -> dict[str, str]:
@@ -210,7 +239,9 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     world = join_world(settings)
     # check the tracking store before building the data: an unreachable server fails in seconds
     tracker = new_tracker(settings, world)
+    mark("store opened")
     run = prepare(plugins, selected, settings, world)
+    mark("run prepared")
     if world.is_main:
         run.run_id = tracker.start(run.run_name, run_tags(run))
         tracker.set_tags(run.run_id, {"mlflow.runName": run.run_name})  # now with the id
@@ -219,7 +250,8 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / RUN_ID, run.run_id + "\n")
-        write_text(run_dir / CONFIG, settings.to_toml(selected))
+        write_text(run_dir / CONFIG, settings.to_toml(plugins.references(selected)))
+    mark("run recorded")
     return _start(run, tracker, run_dir, progress, echo, "started")
 
 
@@ -230,23 +262,58 @@ def _start(run: Run, tracker: Tracker, run_dir: Path, progress: bool, echo: Echo
     trainer.resumed = resumed
     trainer.save(0, 0, None)
     tracker.log_params(run.run_id, run_params(run))
+    tracker.log_input(run.run_id, dataset_input(run))
     tracker.log_artifact(run.run_id, str(run_dir / CONFIG))
+    if run.world.is_main:
+        for copy in copy_plugin_sources(run.plugins, run_dir / PLUGIN_COPIES):
+            tracker.log_artifact(run.run_id, str(copy), PLUGIN_COPIES)
     return _finish(trainer, echo, how)
 
 
+PLUGIN_COPIES = "plugins"
+"""The folder of a run (and of its MLflow artifacts) that keeps a copy of each plugin module
+loaded from a file (``--plugin ./method.py``), as it was when the run began."""
+
+
+def copy_plugin_sources(plugins: Plugins, folder: Path) -> list[Path]:
+    """Copy the files of the plugins loaded from modules into ``folder``; their paths."""
+    copies = []
+    for source in plugins.sources.values():
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / Path(source.file).name
+        write_text(copy, Path(source.file).read_text(encoding="utf-8"))
+        copies.append(copy)
+    return copies
+
+
 def resume(plugins: Plugins, reference: str, output: str = "runs", progress: bool = True,
-           echo: Echo | None = None) -> Result:
+           echo: Echo | None = None, epochs: int | None = None) -> Result:
     """Continue a run (its id, name or ``last``) from its last checkpoint, in the same MLflow
-    runs. A run stopped before its first checkpoint starts over from its ``config.toml``."""
+    runs. A run stopped before its first checkpoint starts over from its ``config.toml``.
+    ``epochs`` sets the main stage's epochs anew (a finished run is extended; the schedule is
+    recomputed). A finished run resumed without ``epochs`` raises :class:`RunFinished`."""
     folder, run_id = find_run_folder(output, reference)
     path = folder / checkpoints.CHECKPOINT
     if not path.exists():
         if (folder / CONFIG).is_file():
+            if epochs is not None:
+                raise ConfigError(f"run {run_id} stopped before its first checkpoint; start it "
+                                  "again with the epochs it should have")
             return _start_over(plugins, run_id, folder, progress, echo)
         raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; "
                         + (close_unstarted(run_id, folder) if folder.is_dir() else
                            "give the run's --output directory if it was not 'runs'"))
     checkpoint = checkpoints.read(path)
+    for note in plugins.load_recorded(checkpoint.get("plugin_sources"), folder / PLUGIN_COPIES):
+        if echo is not None:
+            echo(f"warning: {note}")
+    recorded = checkpoint["settings"]["epochs"]
+    if epochs is not None and epochs != recorded:
+        checkpoint["settings"] = {**checkpoint["settings"], "epochs": epochs}
+    elif finished(checkpoint, folder):
+        raise RunFinished(f"run {run_id} finished earlier ({folder.name}): it trained its "
+                       f"{recorded} epochs and its files are in {folder}; to train it longer: "
+                       f"ltrun --resume {run_id} --epochs N")
     selected = plugins.select(checkpoint["plugins"])
     settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
     world = join_world(settings)
@@ -255,10 +322,54 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
     run = prepare(plugins, selected, settings, world)
     run.run_id = run_id
     tracker = new_tracker(run.settings, world)
-    tracker.reopen(run_id)
     trainer = Trainer(run, tracker, folder, progress, echo)
     trainer.restore(checkpoint)
-    return _finish(trainer, echo, f"resumed from the checkpoint {trainer.saved}")
+    how = f"resumed from the checkpoint {trainer.saved}"
+    if epochs is not None and epochs != recorded:
+        how += "; " + extend(trainer, recorded)
+        if world.is_main:
+            write_text(folder / CONFIG, run.settings.to_toml(plugins.references(selected)))
+    tracker.reopen(run_id)
+    return _finish(trainer, echo, how)
+
+
+def finished(checkpoint: dict, folder: Path) -> bool:
+    """Whether the run of ``checkpoint`` finished: past its last stage, its model written and
+    every record sent to the tracking store."""
+    past_last = checkpoint.get("finished", checkpoint["saved"].startswith("after the last stage"))
+    unsent = checkpoint.get("pending_metrics") or (checkpoint.get("tracking_journal") or {}).get(
+        "queue")
+    return bool(past_last and not unsent and (folder / checkpoints.MODEL).is_file())
+
+
+def extend(trainer: Trainer, recorded: int) -> str:
+    """Move a resumed run back into its main stage for the epochs it now has (``epochs`` was
+    changed from ``recorded``), or refuse saying why; returns what changed, in words."""
+    run = trainer.run
+    main = run.main_stage
+    index = run.stages.index(main)
+    trained = sum(1 for row in trainer.history if row["stage"] == main.name)
+    later = [s.name for s in run.stages[index + 1:] if s.name in trainer.stage_runs]
+    if later:
+        raise ConfigError(f"--epochs {main.epochs}: stage {later[0]!r} has already trained "
+                          f"on the model that stage {main.name!r} ended with, so extending "
+                          f"{main.name!r} would leave it stale; start a new run with --epochs "
+                          f"{main.epochs}")
+    if main.epochs < trained:
+        raise ConfigError(f"--epochs {main.epochs}: stage {main.name!r} has trained {trained} "
+                          f"epochs already; give at least {trained}")
+    if trained and trainer.stopped_early(main, trained - 1):
+        raise ConfigError(f"--epochs {main.epochs}: stage {main.name!r} stopped early after "
+                          f"epoch {trained} (early_stop.patience), so more epochs would stop at "
+                          "once")
+    if trainer.position[0] > index:
+        trainer.position = (index, trained)
+    trainer.tracker.set_tags(run.run_id, {"ltcore.epochs": main.epochs,
+                                          "ltcore.extended": f"{recorded} -> {main.epochs} "
+                                                             f"epochs after epoch {trained}"})
+    return (f"--epochs {main.epochs} (was {recorded}): stage {main.name!r} goes on from epoch "
+            f"{trained + 1} with its {main.schedule.kind} schedule recomputed for "
+            f"{main.epochs} epochs")
 
 
 def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
@@ -374,7 +485,7 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     best_model = trainer.run_dir / checkpoints.BEST_MODEL
     if trainer.write_best_model(best_model):
         tracker.log_artifact(parent, str(best_model), "checkpoints")
-    tracker.log_metrics(parent, dict(metrics), step=0)
+    tracker.log_metrics(parent, dict(metrics), step=len(trainer.history))
     trainer.say(f"run {parent} finished ({run.run_name}); files in {trainer.run_dir}")
     for line in final_lines(metrics):
         trainer.say(line)
@@ -394,12 +505,17 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
 
 
 def load_saved_run(plugins: Plugins, path: str, overrides: dict | None = None,
-                   assignments: Sequence[str] = ()) -> Run:
+                   assignments: Sequence[str] = (), echo: Echo | None = None) -> Run:
     """The run saved in ``path`` (``model.pt`` or ``checkpoint.pt``) rebuilt from its settings
     and plugins, with its modules and plugin-object state loaded (so LWS's scales or tau-norm's
     choice apply again). ``assignments`` (``KEY=VALUE``), then ``overrides``, change the saved
-    settings, e.g. another dataset or ``eval.posthoc_la_tau``."""
+    settings, e.g. another dataset or ``eval.posthoc_la_tau``. Plugins the run loaded from
+    files are loaded again (``echo`` is told when one changed since)."""
     saved = checkpoints.read(path)
+    for note in plugins.load_recorded(saved.get("plugin_sources"),
+                                      Path(path).parent / PLUGIN_COPIES):
+        if echo is not None:
+            echo(f"warning: {note}")
     values = flatten(saved["settings"])
     values.update(dict(parse_assignment(a) for a in assignments))
     values.update(overrides or {})
@@ -414,19 +530,20 @@ def load_saved_run(plugins: Plugins, path: str, overrides: dict | None = None,
 
 
 def evaluate_checkpoint(plugins: Plugins, path: str, overrides: dict | None = None,
-                        assignments: Sequence[str] = ()) -> dict[str, float]:
+                        assignments: Sequence[str] = (),
+                        echo: Echo | None = None) -> dict[str, float]:
     """Every figure of the saved model (its last stage's) on the evaluation splits."""
-    run = load_saved_run(plugins, path, overrides, assignments)
+    run = load_saved_run(plugins, path, overrides, assignments, echo)
     return run.evaluate(run.stages[-1].model, final=True).figures()
 
 
 def evaluate_checkpoint_shifted(plugins: Plugins, path: str, overrides: dict | None = None,
                                 assignments: Sequence[str] = (), ratios=None, seed: int = 0,
-                                draws: int = 1) -> dict:
+                                draws: int = 1, echo: Echo | None = None) -> dict:
     """Figures of the saved model on long-tailed resamplings of the balanced test split."""
     from ..shift import DEFAULT_RATIOS, evaluate_shifted
 
-    run = load_saved_run(plugins, path, overrides, assignments)
+    run = load_saved_run(plugins, path, overrides, assignments, echo)
     result = evaluate_shifted(run, run.stages[-1].model, ratios or DEFAULT_RATIOS, seed, draws)
     result["checkpoint"] = str(path)
     return result

@@ -1,151 +1,50 @@
 """The training loop: stages, epochs, steps, the per-epoch evaluation and what is recorded.
 
 After every epoch the trainer checks the losses are finite, evaluates (validation and test
-splits, through :mod:`ltcore.evaluation`), calls ``epoch_end``, buffers the metrics for MLflow,
-writes the checkpoint and sends the metrics. At the end of a stage it writes the per-class
-tables and plots of the stage's final evaluation.
+splits, through :mod:`ltcore.evaluation`), keeps the best epoch by ``checkpoint.monitor``, calls
+``epoch_end``, buffers the metrics for MLflow, writes the checkpoint and sends the metrics; a
+stage whose monitored figure stopped improving for ``early_stop.patience`` epochs ends there. At
+the end of a stage it writes the per-class tables and plots of the stage's final evaluation.
+How a step's loss becomes an update (accumulation, fp16 scaling, clipping, EMA) is
+:mod:`ltcore.engine.updates`; mixup and CutMix are :mod:`ltcore.engine.mixing`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from ..errors import DeviceMemoryError, NonFiniteLossError, PluginError, RunStopped, StorageError
+from ..errors import ConfigError, DeviceMemoryError, PluginError, RunStopped, StorageError
 from ..evaluation import Evaluation
 from ..files import write_csv
-from ..run import LossTerm, Run, Stage, Step
+from ..run import Run, Stage, Step
+from ..startup import mark
 from ..tracking import Tracker
 from . import checkpoints
 from .backends import batch_rows, stage_views
-from .console import Console
+from .console import Console, plural
 from .interrupts import EpochProgress, StopSignals
-from .schedule import (build_optimizer, learning_rate, parameter_groups, set_learning_rate,
-                       trained_parameters)
+from .checkpoints import copy_state
+from .schedule import parameter_groups, set_learning_rate, trained_parameters
+from .step import UNUSED_PARAMETERS, NonFinite, distributed_step
+from .updates import Updates
 
 
-def forward(run: Run, step: Step) -> list[torch.Tensor]:
-    """One stacked forward of the step's views, the run-time hooks, then every loss term."""
-    stage = step.stage
-    model = stage.model
-    run.hooks.adjust_images(step=step)
-    roles = [r for r, v in stage.views.items() if v.forward]
-    missing = [r for r in roles if r not in step.images]
-    if missing:
-        raise PluginError(f"stage {stage.name!r}: no plugin produced the images of view(s) "
-                          f"{missing}")
-    with run.autocast():
-        x = run.speed.layout(torch.cat([step.images[r] for r in roles]))
-        with torch.no_grad() if stage.trainable == "classifier" else nullcontext():
-            features = model.backbone(x)
-        for role, f in zip(roles, features.split([len(step.images[r]) for r in roles])):
-            step.features[role] = f
-            view = stage.views[role]
-            if view.classify:
-                step.logits[role] = model.classifier(f).float()
-            if view.embed:
-                step.embeddings[role] = run.embed(model, f).float()
-    if step.shares is not None:
-        gather_outputs(step)
-    run.hooks.adjust_embeddings(step=step)
-    run.hooks.adjust_classifier_logits(step=step)
-    return [term(step).float() for term in stage.losses]
+SUMMARY_SPLITS = ("test", "best")
+"""Figures recorded once, at a stage's end (the test split, the best epoch's): they go to the
+stage's ``evaluation/figures.csv``, the run's ``metrics.csv`` and, for the last stage, the parent
+run, not to the stage run's per-epoch metrics (whose MLflow page then shows curves only)."""
+
+FIGURES_CSV = "figures.csv"
 
 
-def gather_outputs(step: Step) -> None:
-    """Replace the step's per-sample features, logits and embeddings (this rank's share) by
-    the global batch's, in one collective; gradients flow back to this rank's rows."""
-    tables = (step.features, step.logits, step.embeddings)
-    parts = [(table, role, t) for table in tables for role, t in table.items()]
-    flat = torch.cat([t.float().flatten(1) for _, _, t in parts], dim=1)
-    gathered = step.gather(flat).split([t[0].numel() for _, _, t in parts], dim=1)
-    for (table, role, t), g in zip(parts, gathered):
-        table[role] = g.reshape(len(g), *t.shape[1:]).to(t.dtype)
-
-
-class StepModule(torch.nn.Module):
-    """The modules a stage trains, with :func:`forward` as their forward: what
-    DistributedDataParallel wraps, so that every parameter a step uses, in the model or in a
-    loss term, is seen by its gradient reduction."""
-
-    def __init__(self, run: Run, modules: list[torch.nn.Module]):
-        super().__init__()
-        self.run = run
-        self.trained = torch.nn.ModuleList(modules)
-
-    def forward(self, step: Step) -> list[torch.Tensor]:
-        return forward(self.run, step)
-
-
-def distributed_step(run: Run, stage: Stage, groups: list[dict]):
-    """The stage's step for a distributed run: :func:`forward` through DistributedDataParallel
-    over the modules holding trained parameters (``forward`` itself in one process)."""
-    if not run.world.distributed:
-        return lambda step: forward(run, step)
-    trained = {id(p) for g in groups for p in g["params"]}
-    candidates = [stage.model, *run.modules.values()]
-    modules, seen = [], set()
-    for module in candidates:
-        if id(module) not in seen and any(id(p) in trained for p in module.parameters()):
-            modules.append(module)
-            seen.add(id(module))
-    if not modules:
-        return lambda step: forward(run, step)
-    return torch.nn.parallel.DistributedDataParallel(
-        StepModule(run, modules),
-        find_unused_parameters=run.config.distributed.find_unused_parameters)
-
-
-class NonFinite:
-    """On-device record of the first step at which each loss term, and the gradients, became
-    NaN or infinite; read every ``check_finite_every`` steps (no host synchronisation between)."""
-
-    def __init__(self, stage: Stage, device: torch.device):
-        self.stage = stage
-        self.first = torch.full((len(stage.losses) + 1,), -1, dtype=torch.long, device=device)
-
-    def update(self, losses: list[torch.Tensor], optimizer, step: int) -> None:
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"]
-                 if p.grad is not None]
-        norm = (torch.nn.utils.get_total_norm(grads) if grads
-                else torch.zeros((), device=self.first.device))
-        values = torch.stack([*(l.detach().float() for l in losses), norm.float()])
-        new = ~torch.isfinite(values) & (self.first < 0)
-        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
-
-    def check(self, epoch: int, step: int, trainer: "Trainer") -> None:
-        """Raise :class:`NonFiniteLossError` naming what went bad first (a loss term, or the
-        gradients while the terms were finite)."""
-        first = self.first.tolist()
-        bad = [(at, slot) for slot, at in enumerate(first) if at >= 0]
-        if not bad:
-            return
-        at, slot = min(bad)
-        trainer.settle()
-        stage = self.stage
-        if slot < len(stage.losses):
-            term: LossTerm = stage.losses[slot]
-            what = f"loss term {term.name!r} (plugin {term.plugin!r})"
-        else:
-            what = "the gradients (every loss term finite)"
-        raise NonFiniteLossError(
-            f"{what} became non-finite in stage {stage.name!r}, epoch {epoch + 1} at step "
-            f"{at + 1} (caught after step {step + 1}); the last good checkpoint "
-            f"{trainer.saved} is kept. Lower the learning rate or check the plugin's options, "
-            f"then continue with {trainer.resume_command()}")
-
-
-def copy_state(module: torch.nn.Module, device: str | None = None) -> dict:
-    """A copy of ``module``'s state dict (tensors detached, on ``device`` when given; extra
-    states deep-copied)."""
-    import copy
-
-    return {k: (v.detach().to(device) if device else v.detach()).clone() if torch.is_tensor(v)
-            else copy.deepcopy(v) for k, v in module.state_dict().items()}
+def per_epoch(metrics: dict[str, float]) -> dict[str, float]:
+    """The figures of an epoch's record that the stage run charts per epoch."""
+    return {k: v for k, v in metrics.items() if k.split("/", 1)[0] not in SUMMARY_SPLITS}
 
 
 LOG = "log.txt"
@@ -169,7 +68,10 @@ class Trainer:
             run.recorder.attach(tracker, run.run_id, run_dir)
         self.stage_runs: dict[str, str] = {}
         self.position = (0, 0)
-        self.optimizer_state = None
+        self.updates_state: dict | None = None
+        """The checkpoint's :meth:`Updates.state_dict`, loaded when its stage starts again."""
+        self.ended: Updates | None = None
+        """The updates of the stage that ended last (checkpointed with what follows it)."""
         self.history: list[dict] = []
         self.final: dict[str, float] = {}
         """The last finished stage's figures (the run's final metrics)."""
@@ -180,8 +82,8 @@ class Trainer:
         """Writes the epochs' checkpoints with ``speed.background_checkpoints``."""
         self._resumed_epoch: tuple[EpochProgress, dict] | None = None
         self.best: dict | None = None
-        """The current stage's best epoch on validation: ``stage``, ``epoch``, ``val_acc`` and
-        the stage model's ``state`` (on the CPU)."""
+        """The current stage's best epoch by ``checkpoint.monitor``: ``stage``, ``epoch``,
+        ``monitor``, ``value`` and the stage model's ``state`` (on the CPU)."""
         self.resumed = False
         """Whether the run continues what another process started (its MLflow runs may hold
         records made after the checkpoint)."""
@@ -191,7 +93,7 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / checkpoints.CHECKPOINT
 
-    def save(self, stage_index: int, next_epoch: int, optimizer,
+    def save(self, stage_index: int, next_epoch: int, updates: Updates | None,
              progress: EpochProgress | None = None, per_rank: bool = False) -> None:
         """Write ``metrics.csv`` and the checkpoint: at ``next_epoch`` of stage ``stage_index``,
         or inside that epoch at ``progress``. A full disk keeps the previous checkpoint and says
@@ -205,6 +107,7 @@ class Trainer:
             self.saved = saved
             return
         self.settle()
+        kept = updates or self.ended
         try:
             self.write_history()
             payload = {
@@ -212,7 +115,8 @@ class Trainer:
                 "position": (stage_index, next_epoch),
                 "epoch_progress": state,
                 "rank_progress": rank_progress,
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "updates": kept.state_dict() if kept is not None else None,
+                "finished": stage_index >= len(self.run.stages),
                 "stage_runs": self.stage_runs,
                 "pending_metrics": self.tracker.pending,
                 "tracking_journal": self.tracker.journal(),
@@ -267,10 +171,14 @@ class Trainer:
         checkpoints.restore_run_state(self.run, checkpoint)
         self.stage_runs = dict(checkpoint["stage_runs"])
         self.position = tuple(checkpoint["position"])
-        self.optimizer_state = checkpoint["optimizer"]
+        self.updates_state = checkpoint.get("updates")
+        if self.updates_state is None and checkpoint.get("optimizer") is not None:
+            self.updates_state = {"optimizer": checkpoint["optimizer"]}  # ltcore 1.0
         self.history = list(checkpoint["history"])
         self.final = dict(checkpoint["final"])
         self.best = checkpoint.get("best")
+        if self.best is not None and "value" not in self.best:  # ltcore 1.0: by val/acc
+            self.best = dict(self.best, monitor="val/acc", value=self.best["val_acc"])
         self.saved = checkpoint["saved"]
         progress = EpochProgress.from_state(self.own_progress(checkpoint))
         if progress is not None:
@@ -372,22 +280,28 @@ class Trainer:
         sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
         sources = tuple(getattr(sampler, "sources", ("sample",)))
         views = stage_views(run, stage, sources)
+        mark("views built")
         groups = parameter_groups(run, stage)
         metrics: dict[str, float] = {}
         evaluation: Evaluation | None = None
         with trained_parameters(stage, groups):
             step_fn = distributed_step(run, stage, groups)
-            optimizer = build_optimizer(run, stage, groups)
-            if self.optimizer_state is not None:
-                optimizer.load_state_dict(self.optimizer_state)
-            self.optimizer_state = None
-            for epoch in range(start_epoch, stage.epochs):
+            self.ended = None
+            updates = Updates(run, stage, groups)
+            if self.updates_state is not None and self.updates_state.get(
+                    "stage", stage.name) == stage.name:
+                updates.load_state_dict(self.updates_state)
+            self.updates_state = None
+            epochs = range(start_epoch, stage.epochs)
+            if start_epoch and self.stopped_early(stage, start_epoch - 1):
+                epochs = range(0)  # resumed after the epoch that ended the stage
+            for epoch in epochs:
                 t0 = time.perf_counter()
                 seed = run.epoch_seed(stage, epoch)
                 torch.manual_seed(run.world.seed(seed))
                 random.seed(run.world.seed(seed))
-                lr = learning_rate(stage, epoch)
-                set_learning_rate(optimizer, lr)
+                lr = updates.schedule.at(epoch)
+                set_learning_rate(updates.optimizer, lr)
                 run.hooks.epoch_start(run=run, stage=stage, epoch=epoch)
                 generator = torch.Generator().manual_seed(seed)
                 order = sampler.epoch_indices(epoch, generator)
@@ -400,7 +314,7 @@ class Trainer:
                     run.run_plugins.load_state_dict(objects)
                     progress.restore_random_states()
                 sums, seen, elapsed = self.train_epoch(index, stage, views, order, sources,
-                                                       optimizer, epoch, seed, t0, progress,
+                                                       updates, epoch, seed, t0, progress,
                                                        step_fn)
                 run.world.broadcast_buffers(run.modules)  # rank 0's BatchNorm statistics
                 metrics = {"train/lr": lr, "train/epoch_time": elapsed,
@@ -411,40 +325,61 @@ class Trainer:
                     total += term.weight * value
                 metrics["train/loss"] = total
                 last = epoch == stage.epochs - 1
-                if stage.evaluate and (last or (epoch + 1) % run.config.eval.every == 0):
-                    evaluation = self.evaluate(stage, last)
-                    metrics.update(evaluation.figures())
-                    self.keep_if_best(stage, epoch, metrics)
-                    if last and self.best is not None and self.best["stage"] == stage.name:
-                        # in the last epoch's record, so a resume sends or skips them with it
-                        metrics.update(self.best_figures(stage, evaluation))
+                if self.evaluated(stage, epoch):
+                    with updates.evaluated_weights():
+                        evaluation = self.evaluate(stage, last)
+                        metrics.update(evaluation.figures())
+                        self.keep_if_best(stage, epoch, metrics)
+                        if not last and self.stopped_early(stage, epoch):
+                            last = True
+                            self.say(self.early_stop_line(stage, epoch))
+                            self.tracker.set_tags(run_id, {"ltcore.stopped_early":
+                                                           f"after epoch {epoch + 1}"})
+                            evaluation = self.evaluate(stage, True)
+                            metrics.update(evaluation.figures())
+                        if last and self.best is not None and self.best["stage"] == stage.name:
+                            # in the last epoch's record, so a resume sends or skips them with it
+                            metrics.update(self.best_figures(stage, epoch, evaluation))
+                updates.schedule.observe(epoch, metrics)
                 run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
                 self.say(self.console.epoch(stage, epoch, metrics))
                 self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
-                self.tracker.log_metrics(run_id, metrics, step=epoch)
-                self.save(index, epoch + 1, optimizer)
+                self.tracker.log_metrics(run_id, per_epoch(metrics), step=epoch)
+                self.save(index, epoch + 1, updates)
                 self.tracker.flush()  # what is not sent stays in the checkpoint
-                if self.stopping(True) and not last:
+                if last:
+                    break
+                if self.stopping(True):
                     self.stopped(stage, epoch + 1, None)
-        if stage.evaluate:
-            if evaluation is None or not evaluation.final:  # resumed after the last epoch
-                evaluation = self.evaluate(stage, True)
-            self.report_stage(stage, run_id, evaluation)
+            if stage.evaluate:
+                with updates.evaluated_weights():
+                    if evaluation is None or not evaluation.final:  # resumed after the last epoch
+                        evaluation = self.evaluate(stage, True)
+            updates.finish()
+            self.ended = updates
         if not metrics:  # resumed after the stage's last epoch: that epoch's record
             metrics = next((row for row in reversed(self.history) if row["stage"] == stage.name),
                            {})
         if metrics:
             self.final = {k: v for k, v in metrics.items()
                           if not k.startswith("train/") and k not in ("stage", "epoch")}
-        self.save(index + 1, 0, None)
+        if stage.evaluate:
+            self.report_stage(stage, run_id, evaluation)
+        self.save(index + 1, 0, updates)
         self.tracker.end(run_id)
         run.hooks.stage_end(run=run, stage=stage)
 
-    def train_epoch(self, index: int, stage: Stage, views, order, sources, optimizer, epoch: int,
-                    seed: int, t0: float, progress: EpochProgress | None, step_fn):
+    def evaluated(self, stage: Stage, epoch: int) -> bool:
+        """Whether ``epoch`` of ``stage`` is evaluated (every ``eval.every``, and the last)."""
+        return stage.evaluate and (epoch == stage.epochs - 1
+                                   or (epoch + 1) % self.run.config.eval.every == 0)
+
+    def train_epoch(self, index: int, stage: Stage, views, order, sources, updates: Updates,
+                    epoch: int, seed: int, t0: float, progress: EpochProgress | None, step_fn):
         """The epoch's steps (from ``progress.step`` when it continues a stopped epoch), each
-        through ``step_fn`` (:func:`distributed_step`): the mean of each loss term, the samples
-        seen and the seconds trained."""
+        through ``step_fn`` (:func:`distributed_step`), the optimiser stepping at the end of
+        each accumulation group: the mean of each loss term, the samples seen and the seconds
+        trained."""
         run = self.run
         stage.model.train()
         if stage.trainable == "classifier":
@@ -467,52 +402,88 @@ class Trainer:
         for i, batch in enumerate(batches, start=start):
             step = Step(run, stage, epoch, epoch * steps_per_epoch + i, batch.indices,
                         batch.labels, batch.images, shares=batch.shares)
+            first, last, size = updates.group(i, steps_per_epoch)
+            mark("training starts")
             try:
-                losses = step_fn(step)
-                total = sum(t.weight * l for t, l in zip(stage.losses, losses))
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                finite.update(losses, optimizer, i)
-                optimizer.step()
+                if first:
+                    updates.optimizer.zero_grad(set_to_none=True)
+                with updates.no_sync(step_fn, last):
+                    losses = step_fn(step)
+                    total = sum(t.weight * l for t, l in zip(stage.losses, losses))
+                    updates.backward(total, size)
+                finite.update(losses, updates.step() if last else None, i)
+                mark("first step")
             except torch.OutOfMemoryError as exc:
                 raise DeviceMemoryError(
                     f"{run.device} ran out of memory in stage {stage.name!r} at batch size "
                     f"{run.config.batch_size} ({len(stage.views)} views per image): use a "
                     f"smaller --batch-size (e.g. {max(1, run.config.batch_size // 2)}, with "
-                    f"optim.lr scaled alike) or a smaller model") from exc
+                    f"optim.lr scaled alike, or optim.accumulate to keep the effective batch) "
+                    f"or a smaller model") from exc
+            except RuntimeError as exc:
+                if UNUSED_PARAMETERS not in str(exc):
+                    raise
+                raise PluginError(
+                    f"stage {stage.name!r}: a trained parameter got no gradient in a step, which "
+                    f"DistributedDataParallel refuses unless asked to look for such parameters; "
+                    f"set distributed.find_unused_parameters = true") from exc
             sums += torch.stack([l.detach().float() for l in losses])
             seen += len(next(iter(batch.labels.values())))
             run.hooks.step_end(step=step)
             checkpoint_step = (i + 1) % every == 0 or i + 1 == steps_per_epoch
             if checkpoint_step:
                 finite.check(epoch, i, self)
-            if self.stopping(checkpoint_step) and i + 1 < steps_per_epoch:
+            if last and self.stopping(checkpoint_step) and i + 1 < steps_per_epoch:
                 finite.check(epoch, i, self)
                 elapsed = before + time.perf_counter() - t0
-                self.save(index, epoch, optimizer, EpochProgress.capture(
+                self.save(index, epoch, updates, EpochProgress.capture(
                     i + 1, sums, seen, elapsed, views.generator_state()), per_rank=True)
                 self.stopped(stage, epoch, (i + 1, steps_per_epoch))
         return sums / max(1, steps_per_epoch), seen, before + time.perf_counter() - t0
 
-    # -- the best epoch on validation --
+    # -- the best epoch and early stopping --
 
     def keep_if_best(self, stage: Stage, epoch: int, figures: dict[str, float]) -> None:
-        """Keep the stage model's weights when ``val/acc`` is the stage's best so far (the
-        earliest epoch of a tie)."""
-        accuracy = figures.get("val/acc")
-        if accuracy is None:
-            return
+        """Keep the stage model's weights when ``checkpoint.monitor`` is the stage's best so
+        far (the earliest epoch of a tie). A monitored figure the run does not record is an
+        error listing those it does."""
+        cfg = self.run.config.checkpoint
+        value = figures.get(cfg.monitor)
+        if value is None:
+            if cfg.monitor.split("/", 1)[0] in {k.split("/", 1)[0] for k in figures}:
+                raise ConfigError(f"checkpoint.monitor = {cfg.monitor!r} is not a figure this "
+                                  f"run records after an epoch; it records "
+                                  f"{', '.join(sorted(figures))}")
+            return  # the run has no such split (no validation split): no best epoch
         best = self.best
-        if best is None or best["stage"] != stage.name or accuracy > best["val_acc"]:
-            self.best = {"stage": stage.name, "epoch": epoch, "val_acc": accuracy,
-                         "state": copy_state(stage.model, "cpu")}
+        better = (best is None or best["stage"] != stage.name
+                  or (value > best["value"] if cfg.maximise else value < best["value"]))
+        if better:
+            self.best = {"stage": stage.name, "epoch": epoch, "monitor": cfg.monitor,
+                         "value": value, "state": copy_state(stage.model, "cpu")}
 
-    def best_figures(self, stage: Stage, last: Evaluation) -> dict[str, float]:
-        """Every figure of the best epoch's model on every evaluation split, as ``best/...``,
-        with ``best/epoch`` (1-based); ``last`` is the stage's final evaluation. They are
-        recorded with the stage's last epoch."""
+    def stopped_early(self, stage: Stage, epoch: int) -> bool:
+        """Whether ``stage`` ends after ``epoch``: an evaluated epoch at least
+        ``early_stop.patience`` epochs after the stage's best."""
+        patience = self.run.config.early_stop.patience
         best = self.best
-        if best["epoch"] == stage.epochs - 1:
+        return bool(patience and self.evaluated(stage, epoch) and best is not None
+                    and best["stage"] == stage.name and epoch - best["epoch"] >= patience)
+
+    def early_stop_line(self, stage: Stage, epoch: int) -> str:
+        best = self.best
+        return (f"stage {stage.name!r} stops early after epoch {epoch + 1}/{stage.epochs}: "
+                f"{best['monitor']} has not improved for "
+                f"{plural(epoch - best['epoch'], 'epoch')} (best "
+                f"{best['value']:.4g} at epoch {best['epoch'] + 1}; early_stop.patience "
+                f"{self.run.config.early_stop.patience})")
+
+    def best_figures(self, stage: Stage, epoch: int, last: Evaluation) -> dict[str, float]:
+        """Every figure of the best epoch's model on every evaluation split, as ``best/...``,
+        with ``best/epoch`` (1-based); ``last`` is the final evaluation after ``epoch``. They
+        are recorded with the stage's last epoch."""
+        best = self.best
+        if best["epoch"] == epoch:
             figures = last.figures()
         else:
             with self.best_weights(stage):
@@ -568,14 +539,17 @@ class Trainer:
     # -- reports --
 
     def report_stage(self, stage: Stage, run_id: str, evaluation: Evaluation) -> None:
-        """The stage's final evaluation as artifacts: per-class CSV, confusion matrix, plots
-        (rank 0 writes them)."""
+        """The stage's final evaluation as artifacts: its figures (test and best epoch
+        included), per-class CSV, confusion matrix, plots (rank 0 writes them)."""
         from .. import plots
 
         if not self.run.world.is_main:
             return
         folder = self.run_dir / "artifacts" / stage.name
         folder.mkdir(parents=True, exist_ok=True)
+        figures = write_csv(folder / FIGURES_CSV, ["figure", "value"],
+                            [[k, v] for k, v in sorted(self.final.items())])
+        self.tracker.log_artifact(run_id, str(figures), "evaluation")
         counts = self.run.dataset.class_counts.tolist()
         classes = self.run.dataset.classes
         for split, out in evaluation.outputs.items():

@@ -1,9 +1,11 @@
 """Reports: one HTML or markdown page with the comparison table and the plots.
 
 :func:`build_report` writes the table of :func:`~ltcore.experiments.compare.compare` and the
-plots of :mod:`ltcore.plots` (per-class accuracy vs class size, accuracy vs epoch, confusion
-matrices, t-SNE of backbone features), recomputing what needs the model from each run's saved
-``model.pt`` through the run's evaluation path.
+plots of :mod:`ltcore.plots` (per-class accuracy vs class size and many/medium/few bars per
+method, accuracy vs epoch, seed-averaged confusion matrices, t-SNE of backbone features), each
+as PNG, SVG and PDF, recomputing what needs the model from each run's saved ``model.pt``
+through the run's evaluation path. The per-method figures use the table's split
+(:func:`figure_split`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import attrs
 
 from ..config import doc
 from ..files import write_text
-from .compare import (Comparison, comparison_note, html_table, last_stage_run, markdown_table, render,
-                      run_value, table_rows)
+from .compare import (Comparison, comparison_note, final_metrics, html_table, last_stage_run,
+                      markdown_table, render, run_value, table_rows)
 from .tags import KIND_TAG, SWEEP_TAG
 
 
@@ -38,8 +40,11 @@ class RunDetail:
     per_class: list[float] | None = None
     confusion: Any = None
     features: Any = None
+    """Backbone features of the t-SNE split's images (``labels``: their classes)."""
     labels: Any = None
     class_groups: list[str] | None = None
+    figures: dict[str, float] = attrs.Factory(dict)
+    """The run's figures in the table (``test/many``, ...; percent)."""
     curves: dict[str, tuple[list[int], list[float]]] = attrs.Factory(dict)
     boundaries: list[int] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)
@@ -107,9 +112,10 @@ def model_file(client, run, runs_dir: str | None, scratch: Path) -> Path | None:
 
 
 def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
-                  data_dir: str | None = None) -> dict[str, Any]:
-    """Rebuild the saved run and compute, on ``split``: backbone features, labels, per-class
-    accuracy, the confusion matrix, class counts and shot groups."""
+                  data_dir: str | None = None, feature_split: str | None = None) -> dict[str, Any]:
+    """Rebuild the saved run and compute, on ``split``: per-class accuracy, the confusion matrix,
+    class counts and shot groups; with ``feature_split``, the backbone features and labels of
+    that split's images."""
     from ..engine.runs import load_saved_run
     from ..metrics import confusion_matrix, shot_groups
     from ..plugins import Plugins
@@ -118,7 +124,9 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     if data_dir:
         overrides["data_dir"] = data_dir
     run = load_saved_run(plugins or Plugins(), str(path), overrides)
-    out = run.evaluate(run.stages[-1].model, [split], features=True).outputs[split]
+    splits = list(dict.fromkeys([split, *([feature_split] if feature_split else [])]))
+    outputs = run.evaluate(run.stages[-1].model, splits, features=bool(feature_split)).outputs
+    out = outputs[split]
     num = run.dataset.num_classes
     groups = shot_groups(out.class_counts, run.config.eval.many_threshold,
                          run.config.eval.few_threshold)
@@ -126,11 +134,14 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     for name, idx in groups.items():
         for i in idx.tolist():
             group_of[i] = name
-    labels = out.labels.cpu()
-    return {"classes": list(run.dataset.classes), "counts": out.class_counts.tolist(),
-            "per_class": out.per_class_accuracy().tolist(),
-            "confusion": confusion_matrix(out.predictions, labels, num).numpy(),
-            "features": out.features.numpy(), "labels": labels.numpy(), "class_groups": group_of}
+    details = {"classes": list(run.dataset.classes), "counts": out.class_counts.tolist(),
+               "per_class": out.per_class_accuracy().tolist(),
+               "confusion": confusion_matrix(out.predictions, out.labels.cpu(), num).numpy(),
+               "class_groups": group_of}
+    if feature_split:
+        seen = outputs[feature_split]
+        details.update(features=seen.features.numpy(), labels=seen.labels.cpu().numpy())
+    return details
 
 
 def per_class_from_artifact(client, run, split: str, scratch: Path) -> tuple | None:
@@ -176,6 +187,31 @@ def tsne(features, seed: int = 0, normalise: str = "l2", max_points: int = 2000)
     return points, keep
 
 
+def figure_split(comparison: Comparison) -> str:
+    """The split of the per-method figures: the table's, ``test`` when it shows test figures
+    (the split the papers report, ``ltrun compare``'s default), else the first it shows with
+    figures."""
+    shown = list(dict.fromkeys(c.split("/")[0] for c in comparison.columns if "/" in c))
+    with_figures = [s for s in shown if any(row.stats.get(c) for row in comparison.rows
+                                            for c in comparison.columns if c.startswith(s + "/"))]
+    candidates = with_figures or shown
+    return "test" if "test" in candidates or not candidates else candidates[0]
+
+
+def per_class_by_method(details: Sequence[RunDetail]) -> tuple[dict[str, list], list[int]]:
+    """Each method's (group's) per-class accuracies, one list per run, and the training
+    images per class they share (those of the first run; runs with other classes are left
+    out)."""
+    runs = [d for d in details if d.per_class is not None and d.counts is not None]
+    if not runs:
+        return {}, []
+    methods: dict[str, list] = {}
+    for d in runs:
+        if len(d.per_class) == len(runs[0].counts):
+            methods.setdefault(d.group, []).append(d.per_class)
+    return methods, list(runs[0].counts)
+
+
 SCALING = {"l2": "L2-normalised first", "standard": "each dimension standardised first",
            "none": "as they are"}
 
@@ -184,7 +220,8 @@ SCALING = {"l2": "L2-normalised first", "standard": "each dimension standardised
 class ReportOptions:
     """Choices of ``ltrun report`` (the command's options of the same names)."""
 
-    split: str = doc("evaluation split of the model-based plots", default="val")
+    split: str = doc("evaluation split of the t-SNE plots (the other figures use the table's)",
+                     default="val")
     format: str = doc("html | markdown page", default="html",
                       validator=attrs.validators.in_(("html", "markdown")))
     tsne: bool = doc("draw a t-SNE of each run's backbone features", default=True)
@@ -207,9 +244,11 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                  echo: Callable[[str], None] = print) -> Path:
     """Write the page, its table and plots under ``output``; log the plots to MLflow.
 
-    Per run: t-SNE of the backbone features (logged to that run under ``report/``). Across
-    runs, one figure per dataset and imbalance factor: per-class accuracy vs class size,
-    accuracy (and training loss) vs epoch, confusion matrices (logged to the sweep's record).
+    Per run: t-SNE of the backbone features on ``options.split`` (logged to that run under
+    ``report/``). Per dataset and imbalance factor, on the table's split (:func:`figure_split`),
+    one line, bar or matrix per method averaged over its seeds: per-class accuracy vs class size,
+    many/medium/few accuracy, a confusion matrix per method; and accuracy (and training loss) vs
+    epoch (logged to the sweep's record). Every figure is a PNG with an SVG and a PDF beside it.
     """
     import tempfile
 
@@ -223,7 +262,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     plot_dir.mkdir(parents=True, exist_ok=True)
     plugins = Plugins()
     details: list[RunDetail] = []
-    split = options.split
+    split = figure_split(comparison)
     with tempfile.TemporaryDirectory(prefix="ltcore-report-") as tmp:
         scratch = Path(tmp)
         for run in runs:
@@ -234,10 +273,16 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 detail.curves, detail.boundaries = stage_curves(client, run)
             except Exception as exc:
                 detail.notes.append(f"no curves: {exc}")
+            try:
+                detail.figures = {k: v for k, v in final_metrics(client, run, comparison.select)
+                                  .items() if k.startswith(f"{split}/")}
+            except Exception as exc:
+                detail.notes.append(f"no table figures: {exc}")
             path = model_file(client, run, options.runs_dir, scratch)
             if path is not None:
                 try:
-                    d = model_details(path, split, plugins, options.device, options.data_dir)
+                    d = model_details(path, split, plugins, options.device, options.data_dir,
+                                      options.split if options.tsne else None)
                     for key, value in d.items():
                         setattr(detail, key, value)
                 except Exception as exc:
@@ -262,17 +307,33 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     for (dataset, factor), group in by_setting.items():
         tag = slug(f"{dataset}-if{factor}")
         where = f"{dataset}, imbalance factor {factor}"
-        with_acc = [d for d in group if d.per_class is not None and d.counts is not None]
-        if with_acc:
-            path = plots.per_class_accuracy_png(
-                {d.label: d.per_class for d in with_acc}, with_acc[0].counts,
-                plot_dir / f"per_class_accuracy_{tag}.png",
-                title=f"{split}: per-class accuracy vs class size ({where})")
+        methods, counts = per_class_by_method(group)
+        if methods:
+            path = plots.per_class_accuracy_by_method_png(
+                methods, counts, plot_dir / f"per_class_accuracy_{tag}.png",
+                title=f"{split} split: per-class accuracy vs class size ({where})")
             figures.append(("Per-class accuracy vs class size", path,
-                            f"{where}: accuracy of each class on the {split} split against its "
-                            "number of training images (log scale), one colour per run. Head "
-                            "classes are on the right; a method that helps the tail lifts the "
-                            "left end."))
+                            f"{where}, {split} split (the table's): accuracy of each class "
+                            "against its number of training images (log scale), one line per "
+                            "method: the mean over its seeds, with a band of +- one standard "
+                            "deviation. Head classes are on the right; a method that helps the "
+                            "tail lifts the left end."))
+        bars: dict[str, dict[str, list[float]]] = {}
+        for d in group:
+            for metric in plots.SHOT_GROUP_BARS:
+                if f"{split}/{metric}" in d.figures:
+                    bars.setdefault(d.group, {}).setdefault(metric, []).append(
+                        d.figures[f"{split}/{metric}"])
+        if bars:
+            path = plots.shot_group_bars_png(
+                bars, plot_dir / f"shot_groups_{tag}.png",
+                title=f"{split} split: accuracy per shot group ({where})")
+            figures.append(("Many / medium / few accuracy", path,
+                            f"{where}, {split} split, the table's figures: mean accuracy of the "
+                            "classes with many, a medium number of and few training images, "
+                            "overall accuracy and the harmonic mean of the per-class accuracies; "
+                            "one bar per method: the mean over its seeds, with an error bar of "
+                            "+- one standard deviation."))
         with_curves = [d for d in group if d.curves.get("val/acc")]
         if with_curves:
             accuracy: dict[str, list] = {}
@@ -290,17 +351,24 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                             "each epoch, all stages end to end (dotted lines: a new stage), one "
                             "colour per plugin set: the mean over its seeds, with a band of +- "
                             "one standard deviation."))
-        with_cm = [d for d in group if d.confusion is not None][:options.max_runs]
-        if with_cm:
+        matrices: dict[str, list] = {}
+        classes = next((d.classes for d in group if d.confusion is not None), [])
+        for d in group:
+            if d.confusion is not None and len(d.confusion) == len(classes):
+                matrices.setdefault(d.group, []).append(d.confusion)
+        if matrices:
+            shown = {(f"{method} (mean of {len(found)} seeds)" if len(found) > 1 else method):
+                     plots.mean_confusion(found)
+                     for method, found in list(matrices.items())[:options.max_runs]}
             path = plots.confusion_matrices_png(
-                {d.label: d.confusion for d in with_cm}, with_cm[0].classes,
-                plot_dir / f"confusion_matrices_{tag}.png",
-                title=f"{split}: confusion matrices, row-normalised ({where})")
+                shown, classes, plot_dir / f"confusion_matrices_{tag}.png",
+                title=f"{split} split: confusion matrices, row-normalised ({where})")
             figures.append(("Confusion matrices", path,
-                            f"{where}: one panel per run; rows are true classes ordered by "
-                            "training-set size (head first), columns predictions, each row "
-                            "normalised. Mass left of the diagonal in the lower rows means tail "
-                            "images predicted as head classes."))
+                            f"{where}, {split} split: one panel per method, the mean over its "
+                            "seeds of the row-normalised matrices; rows are true classes ordered "
+                            "by training-set size (head first), columns predictions. Mass left of "
+                            "the diagonal in the lower rows means tail images predicted as head "
+                            "classes."))
         if options.tsne:
             for d in [d for d in group if d.features is not None][:options.max_runs]:
                 try:
@@ -311,9 +379,11 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                     continue
                 path = plots.tsne_png(points, np.asarray(d.labels)[keep], d.class_groups,
                                       d.classes, plot_dir / f"tsne_{d.run_id}.png",
-                                      title=f"{split}: t-SNE of backbone features - {d.label}")
-                figures.append((f"t-SNE of {split} features", path,
-                                f"{d.label}: 2-d t-SNE of the backbone features of the {split} "
+                                      title=f"{options.split} split: t-SNE of backbone features - "
+                                            f"{d.label}")
+                figures.append((f"t-SNE of {options.split} features", path,
+                                f"{d.label}: 2-d t-SNE of the backbone features of the "
+                                f"{options.split} "
                                 f"images ({SCALING[options.tsne_normalise]}), colour = true class, "
                                 "marker = "
                                 "shot group of the class (many / medium / few). Tight, separated "
@@ -332,7 +402,8 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     if options.log:
         for run_id, path in per_run_logged:
             try:
-                client.log_artifact(run_id, str(path), "report")
+                for file in figure_files(path):
+                    client.log_artifact(run_id, str(file), "report")
             except Exception as exc:
                 echo(f"warning: could not log {path.name} to run {run_id}: {exc}")
         record = _sweep_record_id(client, runs, sweep) if sweep else None
@@ -341,7 +412,8 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 for _, path, _ in figures:
                     if path.name.startswith("tsne_"):
                         continue
-                    client.log_artifact(record, str(path), "report")
+                    for file in figure_files(path):
+                        client.log_artifact(record, str(file), "report")
                 client.log_artifact(record, str(page), "report")
                 client.log_artifact(record, str(csv_path), "report")
             except Exception as exc:
@@ -362,6 +434,13 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
+def figure_files(path: Path) -> list[Path]:
+    """A figure's PNG (the page shows it) and the SVG and PDF beside it (the page links them)."""
+    from ..plots import FIGURE_FORMATS
+
+    return [path.with_suffix(f".{suffix}") for suffix in FIGURE_FORMATS]
+
+
 def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, notes,
           output: Path) -> str:
     note = comparison_note(comparison)
@@ -375,8 +454,9 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
         for section, items in sections.items():
             out += [f"## {section}", ""]
             for path, caption in items:
-                link = path.relative_to(output).as_posix()
-                out += [f"[![{caption}]({link})]({link})", "", caption, ""]
+                link, *others = [p.relative_to(output).as_posix() for p in figure_files(path)]
+                also = " and ".join(f"[{Path(o).suffix[1:].upper()}]({o})" for o in others)
+                out += [f"[![{caption}]({link})]({link})", "", f"{caption} (also as {also})", ""]
         if notes:
             out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
         return "\n".join(out)
@@ -393,10 +473,11 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
     for section, items in sections.items():
         out.append(f"<h2>{esc(section)}</h2>")
         for path, caption in items:
-            link = esc(path.relative_to(output).as_posix())
+            link, *others = [esc(p.relative_to(output).as_posix()) for p in figure_files(path)]
+            also = " and ".join(f"<a href='{o}'>{Path(o).suffix[1:].upper()}</a>" for o in others)
             out.append(f"<figure><a href='{link}'><img src='{link}' alt='{esc(caption)}'></a>"
-                       f"<figcaption>{esc(caption)} (click for the full-size image)"
-                       "</figcaption></figure>")
+                       f"<figcaption>{esc(caption)} (click for the full-size image; also as "
+                       f"{also})</figcaption></figure>")
     if notes:
         out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     out.append("</body></html>")

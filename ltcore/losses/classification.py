@@ -34,6 +34,7 @@ def logit_adjusted_cross_entropy(
     class_prior: Tensor,
     tau: float,
     weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Logit-adjusted cross-entropy (Menon et al. 2021): ``CE(f(x) + tau * log(pi), y)``.
 
@@ -45,12 +46,15 @@ def logit_adjusted_cross_entropy(
             leaves the softmax unchanged, so raw class counts work too.
         tau: adjustment strength; ``tau = 1`` is Balanced Softmax.
         weight: optional ``[C]`` per-class weight (weighted mean, see module docstring).
+        label_smoothing: ``e`` in [0, 1): the targets are ``(1 - e) one_hot(y) + e / C``
+            (as :func:`torch.nn.functional.cross_entropy`).
 
     Returns:
         Scalar loss.
     """
     adjusted = logits + tau * torch.log(class_prior.to(device=logits.device, dtype=logits.dtype))
-    return F.cross_entropy(adjusted, targets, weight=_cast_weight(weight, logits))
+    return F.cross_entropy(adjusted, targets, weight=_cast_weight(weight, logits),
+                           label_smoothing=label_smoothing)
 
 
 def balanced_softmax_loss(
@@ -58,6 +62,7 @@ def balanced_softmax_loss(
     targets: Tensor,
     class_counts: Tensor,
     weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Balanced Softmax (Ren et al. 2020): ``-log(n_y e^{f_y} / sum_j n_j e^{f_j})``.
 
@@ -70,12 +75,15 @@ def balanced_softmax_loss(
         targets: ``[B]`` integer labels.
         class_counts: ``[C]`` training-set counts ``n_j`` (positive).
         weight: optional ``[C]`` per-class weight (weighted mean).
+        label_smoothing: ``e`` in [0, 1): smoothed targets, as in
+            :func:`logit_adjusted_cross_entropy`.
 
     Returns:
         Scalar loss.
     """
     log_counts = torch.log(class_counts.to(device=logits.device, dtype=logits.dtype))
-    return F.cross_entropy(logits + log_counts, targets, weight=_cast_weight(weight, logits))
+    return F.cross_entropy(logits + log_counts, targets, weight=_cast_weight(weight, logits),
+                           label_smoothing=label_smoothing)
 
 
 def ldam_margins(class_counts: Tensor, max_margin: float = 0.5) -> Tensor:

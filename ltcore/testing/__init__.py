@@ -215,7 +215,7 @@ def one_epoch_run(ltrun):
 def forward(run, step) -> list:
     """What the engine computes for one training step before the backward: the stacked forward
     of the step's views, the run-time hooks, then every loss term of the stage (unweighted)."""
-    from ..engine.trainer import forward as engine_forward
+    from ..engine.step import forward as engine_forward
 
     return engine_forward(run, step)
 

@@ -75,7 +75,7 @@ def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
     from ..engine.runs import prepare
     from ..engine.schedule import (build_optimizer, learning_rate, parameter_groups,
                                    set_learning_rate, trained_parameters)
-    from ..engine.trainer import distributed_step
+    from ..engine.step import distributed_step
     from ..run import Step
     from . import FAST_SETTINGS, plugins_holding
 

@@ -9,7 +9,7 @@ and raises :class:`~ltcore.errors.TrackingError` naming the URI: an unreachable 
 run in seconds, before any training. Every call after the start is tolerant: no exception reaches
 the training loop. When the store stops answering the tracker goes *offline*: metric values stay
 in :attr:`Tracker.pending` (saved with the checkpoint, sent on resume), every other record (params,
-tags, run status, artifacts, the creation of a stage run) is queued in order, and each
+tags, run status, artifacts, the dataset input, the creation of a stage run) is queued in order, and each
 :meth:`~Tracker.flush` probes the store once (no retries) and, when it answers again, replays the
 queue and sends the buffered metrics. A record the store *refuses* (it answered, with an error
 such as an invalid value) is dropped and reported; failures are counted, and
@@ -25,10 +25,10 @@ Extra tags for every run of a process come from ``LTCORE_RUN_TAGS`` (a JSON obje
 
 from .store import (DEFAULT_URI, RUN_TAGS_ENV, START_TIMEOUT_ENV, connect, default_uri,
                     describe, experiment_id, extra_run_tags, extra_tags, http_policy,
-                    open_store, refused, resolve_uri, retry_locked, store_lock)
-from .tracker import OFFLINE_PREFIX, SilentTracker, Tracker
+                    open_store, refused, resolve_uri, retry_locked, source_tags, store_lock)
+from .tracker import OFFLINE_PREFIX, SilentTracker, Tracker, dataset_input
 
 __all__ = ["DEFAULT_URI", "OFFLINE_PREFIX", "RUN_TAGS_ENV", "START_TIMEOUT_ENV", "SilentTracker",
-           "Tracker", "connect", "default_uri", "describe", "experiment_id", "extra_run_tags",
-           "extra_tags", "http_policy", "open_store", "refused", "resolve_uri", "retry_locked",
-           "store_lock"]
+           "Tracker", "connect", "dataset_input", "default_uri", "describe", "experiment_id",
+           "extra_run_tags", "extra_tags", "http_policy", "open_store", "refused", "resolve_uri",
+           "retry_locked", "source_tags", "store_lock"]

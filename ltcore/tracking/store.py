@@ -7,9 +7,11 @@ bounded number of times (:func:`retry_locked`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -116,6 +118,47 @@ def extra_run_tags() -> dict[str, str]:
     if not isinstance(tags, dict):
         raise TrackingError(f"{RUN_TAGS_ENV} must be a JSON object of tag -> value")
     return {str(k): str(v) for k, v in tags.items()}
+
+
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+GIT_BRANCH_TAG = "mlflow.source.git.branch"
+GIT_REPO_URL_TAG = "mlflow.source.git.repoURL"
+GIT_DIRTY_TAG = "ltcore.git.dirty"
+
+GIT_TIMEOUT = 5
+"""Seconds each ``git`` call may take before the source tags are left out."""
+
+
+def _git(cwd: str, *args: str) -> str | None:
+    """The output of ``git args`` in ``cwd``; None when git is missing, fails or is slow."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=None)
+def source_tags(cwd: str) -> dict[str, str]:
+    """The source version of the code run from ``cwd``, as MLflow's own tags: the commit, the
+    branch (not when detached), the ``origin`` URL without credentials, and ``ltcore.git.dirty``
+    (``true`` when tracked files differ from the commit). Empty outside a git repository or
+    without git; computed once per directory and process."""
+    head = _git(cwd, "rev-parse", "HEAD", "--abbrev-ref", "HEAD")
+    if not head or len(head.split()) != 2:
+        return {}
+    commit, branch = head.split()
+    tags = {GIT_COMMIT_TAG: commit}
+    if branch != "HEAD":
+        tags[GIT_BRANCH_TAG] = branch
+    url = _git(cwd, "config", "--get", "remote.origin.url")
+    if url:
+        tags[GIT_REPO_URL_TAG] = re.sub(r"^(\w+://)[^/@]*@", r"\1", url)
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        tags[GIT_DIRTY_TAG] = "true" if status else "false"
+    return tags
 
 
 @contextmanager

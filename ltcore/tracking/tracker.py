@@ -5,14 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TrackingError
-from .store import (PROBE_TIMEOUT, RUN_BACKOFF, RUN_RETRIES, RUN_TIMEOUT, _warn, describe,
-                    experiment_id, extra_run_tags, http_policy, open_store, refused, resolve_uri,
-                    retry_locked, start_timeout, unreachable)
+from .store import (GIT_COMMIT_TAG, PROBE_TIMEOUT, RUN_BACKOFF, RUN_RETRIES, RUN_TIMEOUT, _warn,
+                    describe, experiment_id, extra_run_tags, http_policy, open_store, refused,
+                    resolve_uri, retry_locked, source_tags, start_timeout, unreachable)
+
+if TYPE_CHECKING:
+    from ..run import Run
 
 MAX_BATCH = 1000
 PARAM_LIMIT = 6000
@@ -37,6 +41,37 @@ def _decode_placeholder(run_id: str) -> tuple[str, dict[str, str]]:
 
 def _digest(run_id: str) -> str:
     return hashlib.sha1(run_id.encode()).hexdigest()[:20]
+
+
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+"""The input tag MLflow uses for the role of a dataset in a run."""
+
+
+def dataset_input(run: Run) -> dict[str, str]:
+    """The run's training data as an MLflow dataset input (the fields of
+    ``mlflow.entities.Dataset`` and its context): named after the dataset, with a digest of the
+    training split's identity (name, imbalance factor, images per class, split sizes), the folder
+    it was read from as a ``local`` source (else the dataset's loader as an ``ltcore`` source),
+    and its classes and sizes as schema and profile."""
+    data, cfg = run.dataset, run.config
+    splits = {name: len(split) for name, split in (("train", data.train), ("val", data.val),
+                                                   ("test", data.test)) if split is not None}
+    profile = {"num_classes": data.num_classes, "train_images": len(data.train),
+               "imbalance_factor": cfg.imbalance_factor, "splits": splits,
+               "class_counts": data.class_counts.tolist()}
+    identity = json.dumps({"name": data.name, "imbalance_factor": cfg.imbalance_factor,
+                           "class_counts": profile["class_counts"], "splits": splits},
+                          sort_keys=True)
+    folder = Path(data.source) if data.source else None
+    if folder is not None and folder.exists():
+        source_type, source = "local", {"uri": str(folder.resolve())}
+    else:
+        source_type, source = "ltcore", {"dataset": data.name, "loader": data.source}
+    schema = {"image": [data.channels, data.image_size, data.image_size], "label": "class index",
+              "classes": list(data.classes)}
+    return {"name": data.name, "digest": hashlib.sha256(identity.encode()).hexdigest()[:16],
+            "source_type": source_type, "source": json.dumps(source),
+            "schema": json.dumps(schema), "profile": json.dumps(profile), "context": "train"}
 
 
 class Tracker:
@@ -64,6 +99,8 @@ class Tracker:
         self._dedupe: dict[str, str] = {}  # run id -> metric key, checked before sending
         self._parents: set[str] = set()
         self._tags = extra_run_tags()
+        self._source_tags = {} if GIT_COMMIT_TAG in self._tags else dict(source_tags(os.getcwd()))
+        """The git tags of parent runs (none when a commit is given by hand)."""
         with http_policy(retries=0, timeout=start_timeout()):
             try:
                 self.client = open_store(self.uri)
@@ -78,6 +115,7 @@ class Tracker:
         while the store is away gets a placeholder id and is created when it answers."""
         tags = {**self._tags, **{k: str(v) for k, v in tags.items()}}
         if parent_id is None:
+            tags = {**self._source_tags, **tags}
             try:
                 with self._policy():
                     run_id = retry_locked(self.client.create_run, self.experiment_id,
@@ -128,6 +166,11 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> bool:
         """Set tags (values cut at 5000 characters)."""
         return self._call("tags", run_id, [(k, str(v)[:TAG_LIMIT]) for k, v in tags.items()])
+
+    def log_input(self, run_id: str, dataset: dict[str, str]) -> bool:
+        """Record a dataset input (a :func:`dataset_input` record), as ``mlflow.log_input``
+        does; queued like params when the store is away."""
+        return self._call("input", run_id, dict(dataset))
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         """Buffer metrics; :meth:`flush` sends them."""
@@ -184,7 +227,7 @@ class Tracker:
         counts = {"metric values": len(self.pending)}
         for op, *_ in self._queue:
             kind = {"artifact": "artifacts", "params": "param sets", "tags": "tag sets",
-                    "create": "stage runs", "status": "status changes",
+                    "input": "dataset inputs", "create": "stage runs", "status": "status changes",
                     "end": "status changes"}[op]
             counts[kind] = counts.get(kind, 0) + 1
         counts["refused records"] = len(self.refused)
@@ -253,7 +296,7 @@ class Tracker:
         retry_locked(self._do_once, op, run_id, payload)
 
     def _do_once(self, op: str, run_id: str, payload) -> None:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Param, RunTag
 
         with self._policy():
             if op == "create":
@@ -268,6 +311,10 @@ class Tracker:
                 items = [RunTag(k, v) for k, v in payload]
                 for i in range(0, len(items), 100):
                     self.client.log_batch(real, tags=items[i:i + 100])
+            elif op == "input":
+                fields = {k: v for k, v in payload.items() if k != "context"}
+                context = [InputTag(DATASET_CONTEXT_TAG, payload["context"])]
+                self.client.log_inputs(real, datasets=[DatasetInput(Dataset(**fields), context)])
             elif op == "status":
                 self.client.update_run(real, status=payload)
             elif op == "end":
@@ -402,6 +449,9 @@ class SilentTracker:
         return True
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> bool:
+        return True
+
+    def log_input(self, run_id: str, dataset: dict[str, str]) -> bool:
         return True
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:

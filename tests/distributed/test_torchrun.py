@@ -97,6 +97,8 @@ def test_torchrun_trains_one_run_recorded_once(tmp_path, bcl_rcl):
         history = client.get_metric_history(stage.info.run_id, key)
         assert [m.step for m in history] == list(range(8))
     assert sum(line.split()[:2] == ["train", "8/8"] for line in ranks.stdout.splitlines()) == 1
+    assert "device cpu, 2 ranks (gloo, 16 images per rank)" in ranks.stdout
+    assert "find_unused_parameters" not in ranks.stdout + ranks.stderr  # not asked for
     folder = Path(two / "runs" / parents[0].info.run_name)
     assert sorted(p.name for p in folder.glob("*.pt")) == ["checkpoint.pt", "model.pt",
                                                            "model_best.pt"]

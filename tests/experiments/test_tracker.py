@@ -1,6 +1,8 @@
 """The tracker: a fast failure at the start, tolerant calls after it, the offline queue."""
 
+import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -11,6 +13,8 @@ from ltcore import tracking
 from ltcore.errors import TrackingError
 from ltcore.testing import FAST, mlflow_client
 from ltcore.tracking import Tracker, http_policy
+from ltcore.tracking.store import source_tags
+from ltcore.tracking.tracker import dataset_input
 
 
 def closed_port() -> int:
@@ -221,3 +225,56 @@ def test_artifact_paths_are_kept_absolute(isolated):
     Path("config.toml").write_text("x = 1\n")
     tracker.log_artifact(parent, "config.toml")
     assert tracker.journal()["queue"][0][2][0] == str(isolated / "config.toml")
+
+
+def git(cwd, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=ltcore", "-c", "user.email=ltcore@example.com",
+                           *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_parent_runs_record_the_git_commit_and_the_dataset(isolated, make_run, monkeypatch,
+                                                           tmp_path_factory):
+    git(isolated, "init", "-q", "-b", "main")
+    Path("train.py").write_text("print(1)\n")
+    git(isolated, "add", "train.py")
+    git(isolated, "commit", "-q", "-m", "first")
+    git(isolated, "remote", "add", "origin", "https://user:secret@example.com/lab/ltcore.git")
+    commit = git(isolated, "rev-parse", "HEAD")
+
+    tracker, flaky = flaky_tracker()
+    parent = tracker.start("ce", {"plugins": "ce"})
+    stage = tracker.start("train", {}, parent_id=parent)
+    run = make_run(["ce"])
+    record = dataset_input(run)
+    flaky.down = True
+    assert tracker.log_input(parent, record) is False  # queued with the other records
+    assert "1 dataset inputs" in tracker.summary()
+    flaky.down = False
+    assert tracker.flush() and tracker.end(parent)
+
+    client = mlflow_client(local_uri())
+    tags = client.get_run(parent).data.tags
+    assert tags["mlflow.source.git.commit"] == commit
+    assert tags["mlflow.source.git.branch"] == "main" and tags["ltcore.git.dirty"] == "false"
+    assert tags["mlflow.source.git.repoURL"] == "https://example.com/lab/ltcore.git"
+    assert "mlflow.source.git.commit" not in client.get_run(stage).data.tags
+    (found,) = client.get_run(parent).inputs.dataset_inputs
+    assert found.dataset.name == "digits-lt" and len(found.dataset.digest) == 16
+    assert {t.key: t.value for t in found.tags} == {"mlflow.data.context": "train"}
+    profile = json.loads(found.dataset.profile)
+    assert profile["class_counts"] == run.dataset.class_counts.tolist()
+    assert profile["train_images"] == len(run.dataset.train) and profile["num_classes"] == 10
+    assert dataset_input(make_run(["la"]))["digest"] == record["digest"]
+
+    Path("train.py").write_text("print(2)\n")  # a changed tracked file makes the checkout dirty
+    (isolated / "data").mkdir()
+    assert source_tags(str(isolated / "data"))["ltcore.git.dirty"] == "true"
+    assert source_tags(str(tmp_path_factory.mktemp("elsewhere"))) == {}  # not in a repository
+    monkeypatch.setenv(tracking.RUN_TAGS_ENV, '{"mlflow.source.git.commit": "given"}')
+    by_hand = Tracker(local_uri(), "ltcore").start("ce", {})
+    tags = client.get_run(by_hand).data.tags
+    assert tags["mlflow.source.git.commit"] == "given" and "ltcore.git.dirty" not in tags

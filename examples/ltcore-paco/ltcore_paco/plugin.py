@@ -105,12 +105,10 @@ def register_reference_results(register):
 
 @hookimpl
 def setup_run(run):
-    import torch.nn.functional as F
-
-    from ltcore import classifier_term
+    from ltcore import cross_entropy_term
 
     options: Options = run.option(PLUGIN)
     stage = run.main_stage
     stage.add_loss(_paco_term(run, options))
-    stage.set_classifier_loss(classifier_term("paco-ce", PLUGIN, F.cross_entropy,
-                                              options.ce_weight), default=True)
+    stage.set_classifier_loss(cross_entropy_term("paco-ce", PLUGIN, options.ce_weight),
+                              default=True)

@@ -265,9 +265,7 @@ class Pretraining:
 
 @hookimpl
 def setup_run(run):
-    import torch.nn.functional as F
-
-    from ltcore import OptimConfig, ScheduleConfig, classifier_term
+    from ltcore import OptimConfig, ScheduleConfig, cross_entropy_term
 
     from .classifier import reweighted_classifier_term
     from .components import cogloat_term
@@ -287,8 +285,8 @@ def setup_run(run):
     stage.add_view(query, run.config.views.contrastive, classify=True)
     # With weight 0 the loss is not a default another plugin could silently take over: a
     # classifier-loss plugin (la, ldam-drw...) selected too is reported as a conflict.
-    stage.set_classifier_loss(classifier_term("pretrain-ce", PLUGIN, F.cross_entropy,
-                                              options.pretrain_classifier_weight, role=query),
+    stage.set_classifier_loss(cross_entropy_term("pretrain-ce", PLUGIN,
+                                                 options.pretrain_classifier_weight, role=query),
                               default=options.pretrain_classifier_weight > 0)
     if options.pretrain_classifier_weight == 0:
         run.register(Pretraining(stage), "cogloat-pretraining")

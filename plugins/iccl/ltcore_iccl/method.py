@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltcore import CLASSIFIER_ROLE, LossTerm, PluginError, ScheduleConfig, classifier_term, hookimpl
+from ltcore import (CLASSIFIER_ROLE, LossTerm, PluginError, ScheduleConfig, cross_entropy_term,
+                    hookimpl)
 
 from .loss import (
     centroid_contrastive_loss,
@@ -369,7 +370,7 @@ def setup(run: "Run", options: "Options") -> ICCLRun:
     stage.add_view(TAIL_ROLE, view, source=PAIRED, forward=False)
     stage.add_view(MIX_ROLE, None, source="sample", forward=state.interpolative, classify=True)
 
-    stage.set_classifier_loss(classifier_term("ce", PLUGIN, F.cross_entropy), default=True)
+    stage.set_classifier_loss(cross_entropy_term("ce", PLUGIN), default=True)
     for term in (warmup_centroid_term(state), interpolative_ce_term(state),
                  interpolative_centroid_term(state)):
         state.terms[term.name] = stage.add_loss(term)
