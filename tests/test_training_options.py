@@ -231,6 +231,7 @@ def test_fp16_trains_on_the_cpu_with_a_gradient_scaler(isolated):
     lines = []
     result = train(plugins, ["ce"], settings, progress=False, echo=lines.append)
     assert any("compute float16 with a gradient scaler" in line for line in lines)
+    assert any(line.startswith("warning: precision fp16 on the CPU") for line in lines)
     saved = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
     assert saved["updates"]["scaler"]["scale"] > 0
     assert math.isfinite(result.metrics["val/acc"])

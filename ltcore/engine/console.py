@@ -113,6 +113,10 @@ class Console:
                     f"{f' x {accumulate} accumulated' if accumulate > 1 else ''}) and "
                     f"{steps * stage.epochs} in all: too few to learn much; lower --batch-size "
                     f"or raise {option_name(stage) or 'its epochs'}")
+        if cfg.precision == "fp16" and run.device.type == "cpu":
+            warnings.append("warning: precision fp16 on the CPU is tens of times slower than fp32 "
+                            "(torch has few float16 CPU kernels); it is meant for GPUs without "
+                            "bfloat16")
         return lines + warnings
 
     def epoch(self, stage: Stage, epoch: int, metrics: dict[str, float]) -> str:
