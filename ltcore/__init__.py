@@ -40,6 +40,7 @@ _EXPORTS = {
     "resume": "engine.runs", "Result": "engine.runs", "load_saved_run": "engine.runs",
     "find_run_folder": "engine.runs",
     "load_safely": "engine.checkpoints",
+    "load_model": "standalone", "TrainedModel": "standalone", "Preprocessing": "standalone",
     # errors users see
     "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",
     "DataError": "errors", "NonFiniteLossError": "errors", "RunStopped": "errors",

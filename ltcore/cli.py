@@ -23,6 +23,7 @@ RUN_OPTIONS = {
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
     "views": "views.backend", "experiment": "tracking.experiment",
     "tracking_uri": "tracking.uri", "output": "output",
+    "register_model": "tracking.register_model",
 }
 """CLI option -> configuration key, applied after --set."""
 
@@ -91,8 +92,11 @@ def plugins_of(ctx):
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Set any configuration key, e.g. --set optim.lr=0.2 --set bcl.temperature=0.1.")
 @click.option("--dataset", help="Dataset name (ltrun datasets lists them).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the dataset's files are.")
-@click.option("--imbalance-factor", type=float, help="n_max / n_min of the training split.")
+@click.option("--data-dir", type=click.Path(), help="Where the dataset's files are (manifest-lt: "
+              "the manifest file).")
+@click.option("--imbalance-factor", metavar="IF|natural",
+              help="n_max / n_min of the long tail imposed on the training images, or natural "
+                   "(every training image as it is).")
 @click.option("--epochs", type=int, help="Epochs of the main stage.")
 @click.option("--batch-size", type=int, help="Training batch size.")
 @click.option("--seed", type=int, help="Random seed.")
@@ -102,6 +106,8 @@ def plugins_of(ctx):
 @click.option("--experiment", help="MLflow experiment name.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db).")
 @click.option("--output", type=click.Path(file_okay=False), help="Checkpoints and reports folder.")
+@click.option("--register-model", metavar="NAME",
+              help="Register the run's MLflow Model under NAME in the Model Registry.")
 @click.option("--resume", metavar="RUN", help="Continue a run from its last checkpoint: its id, "
               "its folder's name or 'last' (the run started last under --output).")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
@@ -245,11 +251,15 @@ def describe_options(plugins, name: str) -> str:
 
 @cli.command("datasets")
 @click.option("--dataset", help="Show the per-class counts of this dataset.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default="")
-@click.option("--imbalance-factor", type=float, default=None)
+@click.option("--data-dir", type=click.Path(), default="",
+              help="Where the dataset's files are (manifest-lt: the manifest file).")
+@click.option("--imbalance-factor", metavar="IF|natural", default=None,
+              help="The long tail to impose, or natural (the images as they are).")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Change a setting, e.g. --set eval.shot_groups=thirds --set val_fraction=0.2.")
 @click.pass_context
-def datasets_command(ctx, dataset, data_dir, imbalance_factor):
-    """List datasets, or print a dataset's per-class counts and shot groups."""
+def datasets_command(ctx, dataset, data_dir, imbalance_factor, assignments):
+    """List datasets, or print a dataset's per-class counts and shot groups (by name)."""
     plugins = plugins_of(ctx)
     if not dataset:
         for c in plugins.components["dataset"].values():
@@ -258,41 +268,50 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor):
     import torch
 
     from .config import RunConfig, structure
-    from .metrics import shot_groups
+    from .config_text import merge, nest, parse_assignment
+    from .data import imbalance_factor_text
+    from .evaluation import shot_group_lines, shot_groups_of
 
-    values = {"dataset": dataset, "data_dir": data_dir}
-    if imbalance_factor is not None:
-        values["imbalance_factor"] = imbalance_factor
-    cfg = structure(RunConfig, values)
+    options = {"dataset": dataset, "data_dir": data_dir or None,
+               "imbalance_factor": imbalance_factor}
+    cfg = structure(RunConfig, merge(nest(dict(parse_assignment(a) for a in assignments)),
+                                     {k: v for k, v in options.items() if v is not None}))
     factory = plugins.component("dataset", dataset).obj
     formula = getattr(factory, "class_counts", None)
     if formula is not None:  # from the construction: no image read, nothing downloaded
         counts = torch.tensor(formula(cfg))
-        names = [str(i) for i in range(len(counts))]
+        names = getattr(factory, "class_names", None) or [str(i) for i in range(len(counts))]
         click.echo(f"{dataset}: {int(counts.sum())} training images in {len(counts)} classes, "
-                   f"imbalance factor {cfg.imbalance_factor:g} (counts from the dataset's "
-                   "construction; no image was read)")
+                   f"imbalance factor {imbalance_factor_text(cfg.imbalance_factor)} (counts from "
+                   "the dataset's construction; no image was read)")
     else:
         ds = factory(cfg)
         counts, names = ds.class_counts, ds.classes
         click.echo(f"{ds.name}: {len(ds.train)} training images in {ds.num_classes} classes, "
-                   f"imbalance factor {cfg.imbalance_factor:g} (source {ds.source})")
+                   f"imbalance factor {imbalance_factor_text(cfg.imbalance_factor)} "
+                   f"(source {ds.source})")
         for split, data in ds.eval_splits().items():
             click.echo(f"{split}: {len(data)} images")
-    groups = shot_groups(counts, cfg.eval.many_threshold, cfg.eval.few_threshold)
+        for note in ds.notes:
+            click.echo(f"data: {note}")
+        for warning in ds.warnings:
+            click.echo(f"warning: {warning}")
+    groups = shot_groups_of(counts, cfg.eval)
     group_of = {int(i): g for g, idx in groups.items() for i in idx}
     click.echo(f"{'class':>5}  {'name':20} {'count':>6}  group")
     for i, (name, n) in enumerate(zip(names, counts.tolist())):
         click.echo(f"{i:>5}  {name[:20]:20} {n:>6}  {group_of.get(i, '')}")
-    click.echo("groups: " + ", ".join(f"{g} {len(idx)} classes" for g, idx in groups.items()))
+    for line in shot_group_lines(counts, names, cfg.eval):
+        click.echo(line)
 
 
 @cli.command("evaluate")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
               help="model.pt or checkpoint.pt of a run.")
 @click.option("--dataset", help="Dataset to evaluate on (default: the run's).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="The dataset's files.")
-@click.option("--imbalance-factor", type=float, help="Defines the shot groups (default: the run's).")
+@click.option("--data-dir", type=click.Path(), help="The dataset's files.")
+@click.option("--imbalance-factor", metavar="IF|natural",
+              help="Defines the shot groups (default: the run's).")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Change a setting for this evaluation, e.g. --set eval.posthoc_la_tau=1 "
                    "--set 'eval.metrics=[\"ece\"]'.")
@@ -307,16 +326,23 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor):
               help="Seed of the --test-shift resampling.")
 @click.option("--draws", type=click.IntRange(min=1), default=1, show_default=True,
               help="Resamplings per ratio (seeds shift-seed, shift-seed+1, ...); figures averaged.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: the figures and, under per_class, each class's accuracy.")
+@click.option("--predictions", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write every test image's label and prediction to FILE (CSV).")
+@click.option("--save-model", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the run's model to FILE as model.pt is written now (class names, "
+                   "preprocessing, architecture): upgrades a model saved by an older ltcore.")
 @click.pass_context
 def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assignments,
-                     test_shift, ratios, shift_seed, draws, as_json):
+                     test_shift, ratios, shift_seed, draws, as_json, predictions, save_model):
     """Evaluate a saved model on the evaluation splits of a dataset, or on shifted test sets.
 
     \b
     Examples:
       ltrun evaluate --checkpoint runs/RUN/model.pt
       ltrun evaluate --checkpoint runs/RUN/model.pt --set eval.posthoc_la_tau=1
+      ltrun evaluate --checkpoint runs/RUN/model.pt --json --predictions test.csv
       ltrun evaluate --checkpoint runs/RUN/model.pt --test-shift --ratios 50,10,1,0.1,0.02
     """
     from .engine.console import final_lines
@@ -332,8 +358,98 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
             parse_ratios(ratios) if ratios else None, shift_seed, draws, echo=warn)
         click.echo(json.dumps(result, indent=2) if as_json else format_shift_table(result))
         return
-    figures = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments, warn)
-    click.echo(json.dumps(figures, indent=2) if as_json else "\n".join(final_lines(figures)))
+    evaluation = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments, warn)
+    if predictions:
+        from .predict import write_test_predictions
+
+        count = write_test_predictions(evaluation, predictions)
+        warn(f"wrote the predictions of the {count} test images to {predictions}")
+    if save_model:
+        from .engine import checkpoints
+
+        checkpoints.write(save_model, checkpoints.model_state(evaluation.run))
+        warn(f"wrote {save_model}: the model with its class names, preprocessing and "
+             "architecture (ltcore.load_model, ltrun predict, ltrun export read it)")
+    figures = evaluation.figures()
+    if as_json:
+        from .predict import per_class_accuracy
+
+        click.echo(json.dumps({**figures, "per_class": per_class_accuracy(evaluation)}, indent=2))
+    else:
+        click.echo("\n".join(final_lines(figures)))
+
+
+@cli.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="model.pt of a run (or a .safetensors file ltrun export wrote).")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Classes given per image, most probable first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (a GPU when there is one) | cpu | cuda | cuda:N.")
+@click.option("--posthoc-la-tau", type=click.FloatRange(min=0), metavar="TAU",
+              help="Post-hoc logit adjustment logits - TAU * log(prior) (default: the run's "
+                   "eval.posthoc_la_tau).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON with the class names.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: one row per image and rank.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def predict_command(paths, checkpoint, top_k, batch_size, device, posthoc_la_tau, as_json,
+                    as_csv, no_progress):
+    """Predict the classes of unlabelled images (files or folders) with a saved model.
+
+    Only the model file is needed: no dataset, no method plugin. Images that cannot be read
+    are reported and skipped.
+
+    \b
+    Examples:
+      ltrun predict --checkpoint runs/RUN/model.pt photos/ extra.jpg
+      ltrun predict --checkpoint runs/RUN/model.pt photos/ --json --top-k 3
+    """
+    from .engine.runs import resolve_device
+    from .predict import (image_files, prediction_csv, prediction_table, predict_files,
+                          predictions_json)
+    from .standalone import load_model
+
+    if as_json and as_csv:
+        raise ConfigError("--json and --csv exclude each other; give one")
+    files = image_files(paths)
+    model, preprocessing = load_model(checkpoint, posthoc_la_tau)
+    found, skipped = predict_files(model, preprocessing, files, resolve_device(device),
+                                   batch_size, top_k, not no_progress, warn)
+    if as_json:
+        click.echo(predictions_json(checkpoint, float(model.posthoc_la_tau), found, skipped,
+                                    model.classes))
+    elif as_csv:
+        click.echo(prediction_csv(found, model.classes), nl=False)
+    else:
+        click.echo("\n".join(prediction_table(found, model.classes)))
+
+
+@cli.command("export")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+              help="model.pt of a run (or a .safetensors file ltrun export wrote).")
+@click.option("--format", "fmt", required=True, metavar="FORMAT",
+              help="torchscript | onnx | safetensors.")
+@click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The exported file (default: beside the checkpoint: model.torchscript.pt, "
+                   "model.onnx, model.safetensors); its JSON is FILE.json.")
+def export_command(checkpoint, fmt, output):
+    """Export a saved model to TorchScript, ONNX or safetensors, with its preprocessing.
+
+    The preprocessing (class names, input size, resize, crop, mean, std) is written beside it
+    as JSON, and the exported model's logits are compared with the PyTorch model's on a batch.
+
+    \b
+    Examples:
+      ltrun export --checkpoint runs/RUN/model.pt --format onnx
+      ltrun export --checkpoint runs/RUN/model.pt --format safetensors --output deploy/m.safetensors
+    """
+    from .export import describe, export_model
+
+    for line in describe(export_model(checkpoint, fmt, output), fmt):
+        click.echo(line)
 
 
 def warn(line: str) -> None:

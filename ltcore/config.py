@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 from attrs import field, validators as v
 
-from .config_text import (PLUGINS_KEY, dump_toml, flatten, merge, nest, parse_assignment,
-                          read_toml)
+from .config_text import (PLUGINS_KEY, dump_toml, flatten, imbalance_factor_value, merge, nest,
+                          parse_assignment, read_toml)
 from .errors import ConfigError
 
 INT_LIMIT = 2 ** 63
@@ -190,8 +190,12 @@ class ViewsConfig:
 class EvalConfig:
     """Evaluation after every epoch."""
 
-    many_threshold: int = doc("classes with more training images are 'many'", default=100)
-    few_threshold: int = doc("classes with fewer training images are 'few'", default=20)
+    many_threshold: int = doc("classes with more training images are 'many' (counts)", default=100)
+    few_threshold: int = doc("classes with fewer training images are 'few' (counts)", default=20)
+    shot_groups: str = doc("the many/medium/few groups: counts (by the thresholds) | thirds "
+                           "(the classes by training images, most first, ties by index, in "
+                           "three equal groups, the first ones a class larger if need be)",
+                           default="counts", validator=v.in_(("counts", "thirds")))
     every: int = doc("evaluate every N epochs (the last epoch always)", default=1,
                      validator=_positive)
     metrics: tuple[str, ...] = doc("extra registered metrics to compute (e.g. "
@@ -267,13 +271,26 @@ class EarlyStopConfig:
                         validator=_non_negative)
 
 
+def _registrable(instance, attribute, value):
+    if value and not instance.log_model:
+        raise ValueError(f"'{attribute.name}' needs tracking.log_model = true (the model "
+                         "registered is the logged one)")
+
+
 @attrs.define(kw_only=True)
 class TrackingConfig:
-    """Where runs are recorded."""
+    """Where runs are recorded, and how their final model is."""
 
     uri: str = doc("MLflow tracking URI ('' = MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
                    default="")
     experiment: str = doc("MLflow experiment name", default="ltcore")
+    log_model: bool = doc("log the final model as an MLflow Model (runs:/<id>/model: network "
+                          "and preprocessing exported with torch.export, loadable without "
+                          "ltcore; 0.5 to 1 s a run on a CPU, 2 s the first in a process)",
+                          default=True)
+    register_model: str = doc("also register the logged model in the MLflow Model Registry "
+                              "under this name ('' = no)", default="",
+                              validator=_registrable)
 
 
 @attrs.define(kw_only=True)
@@ -324,14 +341,31 @@ class SpeedConfig:
                                       validator=v.in_(SWITCH))
 
 
+def _fractions_leave_training_images(instance, attribute, value):
+    if instance.val_fraction + instance.test_fraction >= 1:
+        raise ValueError(f"'val_fraction' + 'test_fraction' must be below 1, got "
+                         f"{instance.val_fraction:g} + {instance.test_fraction:g}")
+
+
 @attrs.define(kw_only=True)
 class RunConfig:
     """Everything a run needs besides the plugins' own options."""
 
     dataset: str = doc("registered dataset name (ltrun datasets lists them)", default="digits-lt")
-    data_dir: str = doc("where the dataset's files are ('' = the dataset's default)", default="")
-    imbalance_factor: float = doc("n_max / n_min of the long-tailed training split",
-                                  default=10.0, validator=_positive)
+    data_dir: str = doc("where the dataset's files are ('' = the dataset's default; manifest-lt: "
+                        "the manifest file)", default="")
+    imbalance_factor: str | float = doc(  # read as text, then converted
+        "n_max / n_min of the long tail imposed on the training images (the plan says how many "
+        "it dropped), or natural: every training image as it is", default=10.0,
+        converter=imbalance_factor_value)
+    val_fraction: float = doc("share of each class's training images split off as the "
+                              "validation split of data with neither a val nor a test split "
+                              "(ImageFolder trees, manifests); at least one image per class; "
+                              "0 = none", default=0.1, validator=interval(0, 1, include_high=False))
+    test_fraction: float = doc("the same for the test split", default=0.2, validator=[
+        interval(0, 1, include_high=False), _fractions_leave_training_images])
+    split_seed: int = doc("seed of the val_fraction/test_fraction split", default=0,
+                          validator=interval(0, 2 ** 63, include_high=False))
     epochs: int = doc("epochs of the main stage", default=10, validator=_positive)
     batch_size: int = doc("training batch size (images, before views; over all ranks of a "
                           "distributed run)", default=128,

@@ -1,13 +1,32 @@
-"""Configuration as text: ``--set KEY=VALUE`` assignments, dotted keys and nested trees, and the
-TOML files ``--config`` reads and ``--print-config`` writes (headed by the plugin selection)."""
+"""Configuration as text: ``--set KEY=VALUE`` assignments, dotted keys and nested trees, the
+TOML files ``--config`` reads and ``--print-config`` writes (headed by the plugin selection), and
+the imbalance factor's two forms (a number, or ``natural``)."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+
+NATURAL = "natural"
+"""The ``imbalance_factor`` that keeps a dataset's training images as they are."""
+
+
+def imbalance_factor_value(value: Any) -> float | str:
+    """``natural``, or the imbalance factor as a float (numbers written as text included)."""
+    if isinstance(value, str) and value.strip().lower() == NATURAL:
+        return NATURAL
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 < number < math.inf:
+        raise ValueError(f"'imbalance_factor' must be a number > 0 or {NATURAL!r}, got {value!r}")
+    return number
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

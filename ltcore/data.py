@@ -9,6 +9,7 @@ DataLoader workers.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,7 @@ import attrs
 import numpy as np
 import torch
 
+from .config_text import NATURAL
 from .errors import DataError
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
@@ -60,6 +62,11 @@ class Dataset:
     """The classifier branch's view when ``views.classifier`` is ``auto``."""
     contrastive_view: str = "simaugment"
     """The contrastive branches' view when ``views.contrastive`` is ``auto``."""
+    notes: list[str] = attrs.Factory(list)
+    """How the splits were made where the plan should say so: images dropped by an imposed long
+    tail, evaluation splits split off the training images."""
+    warnings: list[str] = attrs.Factory(list)
+    """What the plan warns about the data (a long tail imposed on data that already has one)."""
 
     @property
     def num_classes(self) -> int:
@@ -122,6 +129,20 @@ def long_tail_indices(labels: Sequence[int], num_classes: int, imbalance_factor:
     return torch.from_numpy(np.concatenate(keep)).long()
 
 
+def imbalance_factor_text(value: float | str) -> str:
+    """``10``, ``100``, ``2.5`` or ``natural``: an imbalance factor as tags and lines show it."""
+    return value if value == NATURAL else f"{value:g}"
+
+
+def training_subset(labels: Sequence[int], num_classes: int, imbalance_factor: float | str,
+                    n_max: int | None = None) -> torch.Tensor:
+    """Indices of the training images kept: every one with ``natural``, else the long-tailed
+    subset of :func:`long_tail_indices`."""
+    if imbalance_factor == NATURAL:
+        return torch.arange(len(labels))
+    return long_tail_indices(labels, num_classes, imbalance_factor, n_max)
+
+
 def split_per_class(labels: torch.Tensor, fractions_or_counts: Sequence[float | int],
                     seed: int = 0) -> list[torch.Tensor]:
     """Split indices per class into consecutive parts (counts, or fractions of each class)."""
@@ -164,13 +185,14 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int, copy=False)
 
 
-def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
+def digits_lt(imbalance_factor: float | str, image_size: int = 32) -> Dataset:
     """scikit-learn's handwritten digits (1,797 real 8x8 images shipped with the package).
 
     Per class (seeded): 30 images for test, 20 for validation, the rest is the training pool
     (124 to 133 per class) made long-tailed with the standard profile and n_max = 124, so IF 10
-    gives 124 ... 12 images. Images are upsampled to ``image_size`` and replicated to 3 channels
-    so every CIFAR pipeline and model applies unchanged. Both training branches use the
+    gives 124 ... 12 images (``natural``: the whole pool). Images are upsampled to
+    ``image_size`` and replicated to 3 channels so every CIFAR pipeline and model applies
+    unchanged. Both training branches use the
     ``standard`` view (random crop and flip): AutoAugment's and SimAugment's colour and
     geometric changes erase the strokes of digits upsampled from 8 x 8.
     """
@@ -183,7 +205,7 @@ def digits_lt(imbalance_factor: float, image_size: int = 32) -> Dataset:
     test_idx, val_idx, pool_idx = split_per_class(labels, [30, 20, 1.0])
     pool_labels = labels[pool_idx]
     n_max = int(torch.bincount(pool_labels).min())
-    keep = pool_idx[long_tail_indices(pool_labels.tolist(), 10, imbalance_factor, n_max)]
+    keep = pool_idx[training_subset(pool_labels.tolist(), 10, imbalance_factor, n_max)]
     train = Split(labels[keep], images[keep])
     mean, std = channel_stats(train.images)
     return Dataset("digits-lt", [str(d) for d in range(10)], train,
@@ -200,14 +222,15 @@ def default_data_dir(name: str) -> Path:
     return Path(root) / name
 
 
-def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float,
+def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float | str,
              val_per_class: int | None = None) -> Dataset:
     """CIFAR-10-LT / CIFAR-100-LT built as in the LDAM-DRW reference.
 
     Reads torchvision's CIFAR from ``data_dir``: the extracted python batches or the
     ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` archive (no network needed), and
-    downloads it otherwise. The official test split is the test set; the validation split is 20%
-    of it per class (seeded), which is then left out of the test figures.
+    downloads it otherwise. The training split is made long-tailed (``natural``: all of it). The
+    official test split is the test set; the validation split is 20% of it per class (seeded),
+    which is then left out of the test figures.
     """
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -222,7 +245,7 @@ def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float,
                         f"({cls.filename}) or its extracted folder ({cls.base_folder}) there") from exc
     train_images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
     train_labels = torch.tensor(train.targets).long()
-    keep = long_tail_indices(train.targets, num_classes, imbalance_factor)
+    keep = training_subset(train.targets, num_classes, imbalance_factor)
     test_images = torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous()
     test_labels = torch.tensor(test.targets).long()
     per_class = val_per_class if val_per_class is not None else len(test_labels) // num_classes // 5
@@ -312,28 +335,92 @@ def cached_decode(paths: list[str], key: str) -> torch.Tensor:
     return images
 
 
-def imagefolder_lt(data_dir: str, imbalance_factor: float) -> Dataset:
-    """An ImageFolder tree made long-tailed with the standard profile (seed 0).
+def stratified_split(labels: torch.Tensor, fractions: dict[str, float], seed: int,
+                     classes: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Split each class's images into parts: ``round(fraction * n)`` of them, at least one, for
+    each named part, the images of each class drawn in a random order from ``seed`` (classes in
+    label order). Returns the parts' indices and the indices left, of which every class keeps at
+    least one (a class too small for that is refused)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[torch.Tensor]] = {part: [] for part in fractions}
+    rest = []
+    for label, name in enumerate(classes):
+        idx = torch.nonzero(labels == label).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        sizes = {part: max(1, math.floor(fraction * len(idx) + 0.5))
+                 for part, fraction in fractions.items()}
+        if sum(sizes.values()) >= len(idx):
+            wanted = " and ".join(f"{size} {part}" for part, size in sizes.items())
+            settings = " or ".join(f"{part}_fraction" for part in sizes)
+            raise DataError(f"class {name!r} has {len(idx)} training image(s): too few to split "
+                            f"off {wanted} and keep one for training; add images, give the data "
+                            f"its own {' and '.join(sizes)} split, or set {settings} to 0 (no "
+                            f"such split)")
+        start = 0
+        for part, size in sizes.items():
+            parts[part].append(idx[start:start + size])
+            start += size
+        rest.append(idx[start:])
+    return ({part: torch.cat(found).sort().values for part, found in parts.items()},
+            torch.cat(rest).sort().values)
 
-    ``DIR/train/<class>/...`` is the training pool (classes in sorted order, n_max = mean class
-    size); ``DIR/val`` and ``DIR/test``, when present, are the evaluation splits. Images of at
-    most 64 px are decoded into memory (and cached); larger ones stay on disk.
+
+def image_files_dataset(name: str, classes: list[str], paths: list[str], labels: list[int],
+                        evals: dict[str, tuple[list[str], torch.Tensor]], source: str,
+                        imbalance_factor: float | str, val_fraction: float = 0.0,
+                        test_fraction: float = 0.0, split_seed: int = 0) -> Dataset:
+    """A dataset of image files: ``paths`` and ``labels`` are its training images, ``evals`` its
+    evaluation splits (split -> paths, labels).
+
+    Data without an evaluation split gets ``val`` and ``test`` (those with a fraction above 0)
+    split off its training images per class (:func:`stratified_split`); data with one or both
+    keeps them as they are. The training images left are then made long-tailed with the
+    standard profile (seed 0, n_max = the mean class size) or kept as they are (``natural``).
+    The dataset's notes say both, and it warns when the long tail is imposed on images that are
+    already at least as imbalanced. Images of at most 64 px are decoded into memory (and
+    cached); larger ones stay on disk.
     """
-    if not data_dir:
-        raise DataError("imagefolder-lt needs --data-dir DIR with DIR/train/<class>/<image>")
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"data directory {str(root)!r} does not exist; imagefolder-lt expects "
-                        f"{root}/train/<class>/<image> (and optionally val/ and test/)")
-    classes, paths, labels = _list_folder(root / "train")
-    keep = long_tail_indices(labels, len(classes), imbalance_factor).tolist()
-    train_paths = [paths[i] for i in keep]
-    train_labels = torch.tensor([labels[i] for i in keep]).long()
-    evals = {}
-    for split in ("val", "test"):
-        if (root / split).is_dir():
-            _, p, lab = _list_folder(root / split, classes)
-            evals[split] = (p, torch.tensor(lab).long())
+    all_labels = torch.tensor(labels).long()
+    counts = torch.bincount(all_labels, minlength=len(classes))
+    empty = [classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+    if empty:
+        raise DataError(f"{name}: class(es) {empty[:10]} have no training image; every class "
+                        f"needs at least one")
+    notes, warnings, evals = [], [], dict(evals)
+    fractions = {split: fraction for split, fraction in (("val", val_fraction),
+                                                          ("test", test_fraction))
+                 if fraction > 0 and not evals}
+    pool = torch.arange(len(labels))
+    if fractions:
+        split_off, pool = stratified_split(all_labels, fractions, split_seed, classes)
+        for split, idx in split_off.items():
+            evals[split] = ([paths[i] for i in idx.tolist()], all_labels[idx])
+        shares = ", ".join(f"{split}_fraction {fraction:g}"
+                           for split, fraction in fractions.items())
+        sizes = " and ".join(f"{len(idx)} {split}" for split, idx in split_off.items())
+        notes.append(f"{sizes} images split off the training images per class ({shares}, "
+                     f"split_seed {split_seed}; at least one image of each class), "
+                     f"{len(pool)} left for training")
+    pool_labels = all_labels[pool]
+    keep = pool[training_subset(pool_labels.tolist(), len(classes), imbalance_factor)]
+    pool_counts = torch.bincount(pool_labels, minlength=len(classes))
+    spread = f"{int(pool_counts.max())} to {int(pool_counts.min())} per class"
+    if imbalance_factor == NATURAL:
+        notes.append(f"the {len(pool)} training images as they are (imbalance factor "
+                     f"natural), {spread}")
+    else:
+        dropped = len(pool) - len(keep)
+        notes.append(f"imbalance factor {imbalance_factor_text(imbalance_factor)} imposed "
+                     f"on the training images (n_max {len(pool) // len(classes)}, the mean class "
+                     f"size): {len(keep)} of {len(pool)} kept, {dropped} dropped; "
+                     f"--imbalance-factor natural keeps them all")
+        if 1 < imbalance_factor <= int(pool_counts.max()) / int(pool_counts.min()):
+            warnings.append(f"the training images are already long-tailed ({spread}), "
+                            f"yet imbalance factor {imbalance_factor_text(imbalance_factor)} "
+                            f"was imposed on them and dropped {dropped} of {len(pool)}; "
+                            f"--imbalance-factor natural trains on them as they are")
+    train_paths = [paths[i] for i in keep.tolist()]
+    train_labels = all_labels[keep]
     probe = load_image(train_paths[0])
     small = max(probe.size) <= SMALL_IMAGE_MAX_SIDE
     if small:
@@ -347,8 +434,32 @@ def imagefolder_lt(data_dir: str, imbalance_factor: float) -> Dataset:
         mean, std = IMAGENET_STATS
         size = 224
     views = {} if small else FILE_IMAGE_VIEWS
-    return Dataset("imagefolder-lt", classes, train, splits.get("val"), splits.get("test"),
-                   mean, std, size, source=str(root), **views)
+    return Dataset(name, classes, train, splits.get("val"), splits.get("test"), mean, std, size,
+                   source=source, notes=notes, warnings=warnings, **views)
+
+
+def imagefolder_lt(data_dir: str, imbalance_factor: float | str, val_fraction: float = 0.0,
+                   test_fraction: float = 0.0, split_seed: int = 0) -> Dataset:
+    """An ImageFolder tree (:func:`image_files_dataset`).
+
+    ``DIR/train/<class>/...`` holds the training images (classes in sorted order); ``DIR/val``
+    and ``DIR/test``, when present, are the evaluation splits; a tree with neither gets them
+    split off its training images by ``val_fraction`` / ``test_fraction``.
+    """
+    if not data_dir:
+        raise DataError("imagefolder-lt needs --data-dir DIR with DIR/train/<class>/<image>")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data directory {str(root)!r} does not exist; imagefolder-lt expects "
+                        f"{root}/train/<class>/<image> (and optionally val/ and test/)")
+    classes, paths, labels = _list_folder(root / "train")
+    evals = {}
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            _, p, lab = _list_folder(root / split, classes)
+            evals[split] = (p, torch.tensor(lab).long())
+    return image_files_dataset("imagefolder-lt", classes, paths, labels, evals, str(root),
+                               imbalance_factor, val_fraction, test_fraction, split_seed)
 
 
 # -- split-list benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT) -----------------------

@@ -7,13 +7,15 @@ and returns an :class:`Evaluation`. Per-epoch and final figures, the reports, RC
 measurement, shifted test sets and ``ltrun evaluate`` all call it.
 
 Figures are percentages. Overall accuracy is over samples; ``many``/``medium``/``few`` are the
-unweighted means of per-class accuracies within each shot group (many: more than
-``eval.many_threshold`` training images, few: fewer than ``eval.few_threshold``); ``hmean`` is
-the harmonic mean of per-class accuracies. Metric components (``register_metrics``) add more.
+unweighted means of per-class accuracies within each shot group (``eval.shot_groups``: by
+``eval.many_threshold``/``eval.few_threshold``, or thirds of the classes), and an empty group
+has no figure; ``hmean`` is the harmonic mean of per-class accuracies (:data:`HMEAN`). Metric
+components (``register_metrics``) add more; a figure that is NaN is left out.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import attrs
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 ACCURACY = "accuracy"
 """The metric every evaluation computes (overall, shot groups, harmonic mean)."""
 
+HMEAN = ("hmean: the harmonic mean of the per-class accuracies, C / sum(1 / accuracy), 0 when "
+         "any class is at 0%")
+"""The harmonic mean's definition, as the plan states it."""
+
 
 @attrs.define(eq=False)
 class EvalOutputs:
@@ -43,6 +49,8 @@ class EvalOutputs:
     class_counts: torch.Tensor
     many_threshold: int
     few_threshold: int
+    shot_groups: str = "counts"
+    """``counts`` (by the thresholds) or ``thirds`` (:func:`ltcore.metrics.shot_thirds`)."""
 
     @property
     def num_classes(self) -> int:
@@ -56,7 +64,53 @@ class EvalOutputs:
         return M.per_class_accuracy(self.predictions, self.labels, self.num_classes)
 
     def groups(self) -> dict[str, torch.Tensor]:
-        return M.shot_groups(self.class_counts, self.many_threshold, self.few_threshold)
+        return class_groups(self.class_counts, self.shot_groups, self.many_threshold,
+                            self.few_threshold)
+
+
+def class_groups(class_counts: torch.Tensor, grouping: str = "counts", many: int = 100,
+                 few: int = 20) -> dict[str, torch.Tensor]:
+    """The many/medium/few class indices of ``eval.shot_groups``: by the ``many``/``few``
+    thresholds (``counts``) or thirds of the classes (``thirds``)."""
+    if grouping == "thirds":
+        return M.shot_thirds(class_counts)
+    return M.shot_groups(class_counts, many, few)
+
+
+def shot_groups_of(class_counts: torch.Tensor, config) -> dict[str, torch.Tensor]:
+    """:func:`class_groups` as the evaluation settings ``config`` (an ``EvalConfig``) choose."""
+    return class_groups(class_counts, config.shot_groups, config.many_threshold,
+                        config.few_threshold)
+
+
+SHOWN_CLASSES = 8
+"""Class names a shot-group line shows before saying how many more there are."""
+
+
+def shot_group_lines(class_counts: torch.Tensor, classes: list[str], config) -> list[str]:
+    """What the groups are: how ``config`` (``eval.*``) makes them, then each group's classes
+    (by name) and training-count range, ``-`` for an empty one."""
+    if config.shot_groups == "thirds":
+        rule = ("thirds: the classes ordered by training images, most first, cut into three "
+                "groups of equal size, the first ones a class larger where the classes do not "
+                "divide by 3")
+    else:
+        rule = (f"counts: many > {config.many_threshold}, few < {config.few_threshold} "
+                f"training images, medium in between")
+    lines = [f"shot groups (eval.shot_groups = {rule}):"]
+    counts = torch.as_tensor(class_counts).tolist()
+    for name, indices in shot_groups_of(class_counts, config).items():
+        members = indices.tolist()
+        if not members:
+            lines.append(f"  {name:<7} -")
+            continue
+        low, high = min(counts[i] for i in members), max(counts[i] for i in members)
+        shown = ", ".join(classes[i] for i in members[:SHOWN_CLASSES])
+        if len(members) > SHOWN_CLASSES:
+            shown += f", ... ({len(members) - SHOWN_CLASSES} more)"
+        lines.append(f"  {name:<7} {len(members)} {'class' if len(members) == 1 else 'classes'}, "
+                     f"{low if low == high else f'{low}-{high}'} training images: {shown}")
+    return lines
 
 
 @attrs.define
@@ -124,7 +178,8 @@ class Evaluation:
         for name, out in self.outputs.items():
             for metric in metrics.values():
                 for key, value in metric(out).items():
-                    figures[f"{name}/{key}"] = value
+                    if not (isinstance(value, float) and math.isnan(value)):
+                        figures[f"{name}/{key}"] = value
         return figures
 
 
@@ -164,7 +219,7 @@ def evaluate(run: Run, model: ModelBundle, splits: Sequence[str] | None = None, 
     for name in names:
         logits, kept = model_outputs(run, model, table[name], keep)
         outputs[name] = EvalOutputs(name, logits, table[name].labels, kept, counts,
-                                    cfg.many_threshold, cfg.few_threshold)
+                                    cfg.many_threshold, cfg.few_threshold, cfg.shot_groups)
     evaluation = Evaluation(run, model, outputs, stage, final)
     run.hooks.adjust_eval_logits(evaluation=evaluation)
     if cfg.posthoc_la_tau:

@@ -69,10 +69,12 @@ hookspec = pluggy.HookspecMarker("ltcore")
 def register_datasets(register: Register[DatasetFactory]) -> None:
     """Register datasets: ``register(name, factory, doc="")``.
 
-    ``factory(config: RunConfig) -> Dataset`` builds the long-tailed training split and the
-    balanced validation/test splits. A factory may have an attribute ``class_counts(config) ->
-    list[int]``, the training split's per-class counts from its construction alone:
-    ``ltrun datasets`` then prints them without reading (or downloading) any image.
+    ``factory(config: RunConfig) -> Dataset`` builds the training split (long-tailed at
+    ``config.imbalance_factor``, or as it is with ``natural``) and the validation/test splits;
+    the dataset's ``notes`` and ``warnings`` tell the plan how they were made. A factory may
+    have an attribute ``class_counts(config) -> list[int]``, the training split's per-class
+    counts from its construction alone, and ``class_names``, its classes' names: ``ltrun
+    datasets`` then prints them without reading (or downloading) any image.
     """
 
 
@@ -270,7 +272,11 @@ def adjust_eval_logits(evaluation: Evaluation) -> None:
     per-epoch figures, the final figures and reports, RCL's per-class measurement,
     shifted-test sets and ``ltrun evaluate``. ``evaluation.stage`` is the stage being trained
     (None for a saved model) and ``evaluation.final`` marks its last epoch. Post-hoc logit
-    adjustment (``eval.posthoc_la_tau``) is applied after every implementation.
+    adjustment (``eval.posthoc_la_tau``) is applied after every implementation. An
+    implementation that also offers ``saved_logit_adjustment(model)`` (None, or a per-class
+    ``(scale, bias)``) lets the saved model be used on its own (``ltcore.load_model``, ``ltrun
+    predict``, ``ltrun export``); without it the saved model is used through ``ltrun
+    evaluate`` only.
     """
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "per_class_accuracy",
     "shifted_test_indices",
     "shot_groups",
+    "shot_thirds",
 ]
 
 SHOT_GROUP_NAMES = ("many", "medium", "few")
@@ -62,6 +63,28 @@ def shot_groups(class_counts: Tensor, many: int = 100, few: int = 20) -> dict[st
     is_medium = ~(is_many | is_few)
     masks = (is_many, is_medium, is_few)
     return {name: mask.nonzero().squeeze(1) for name, mask in zip(SHOT_GROUP_NAMES, masks)}
+
+
+def shot_thirds(class_counts: Tensor) -> dict[str, Tensor]:
+    """Split classes into three groups of equal size by training-set count: ``many`` the third
+    with the most images, ``medium`` the next, ``few`` the rest. Classes are ordered by count,
+    most first, ties by class index; when their number is not a multiple of 3 the first groups
+    are one class larger (``numpy.array_split``'s rule: 10 classes give 4, 3 and 3).
+
+    Returns:
+        ``{"many": LongTensor, "medium": LongTensor, "few": LongTensor}`` of class indices in
+        ascending order; with fewer than 3 classes the last groups are empty.
+    """
+    counts = torch.as_tensor(class_counts)
+    order = sorted(range(counts.numel()), key=lambda c: (-int(counts[c]), c))
+    base, larger = divmod(len(order), 3)
+    groups, start = {}, 0
+    for position, name in enumerate(SHOT_GROUP_NAMES):
+        size = base + (position < larger)
+        groups[name] = torch.tensor(sorted(order[start:start + size]), dtype=torch.long,
+                                    device=counts.device)
+        start += size
+    return groups
 
 
 def group_accuracy(per_class_acc: Tensor, groups: dict[str, Tensor]) -> dict[str, Tensor]:

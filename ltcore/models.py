@@ -141,6 +141,9 @@ class ModelBundle(nn.Module):
         self.backbone = backbone
         self.classifier = classifier
         self.heads = nn.ModuleDict()
+        self.architecture: dict | None = None
+        """How :meth:`ltcore.Run.build_model` made it (registered names, plugins, options):
+        what a saved model is rebuilt from (:mod:`ltcore.standalone`)."""
 
     @property
     def feature_dim(self) -> int:

@@ -65,7 +65,10 @@ class Rebalancer(Protocol):
     (every evaluation) and, when it acts during training too, ``adjust_classifier_logits``. State
     it learns or chooses that is not in a module goes through ``state_dict()`` /
     ``load_state_dict(state)`` (plain values and tensors): saved with the run and with the final
-    model, so ``ltrun evaluate`` applies it again.
+    model, so ``ltrun evaluate`` applies it again. ``saved_logit_adjustment(model)`` says what
+    its ``adjust_eval_logits`` does to a saved model's logits, None or a per-class
+    ``(scale, bias)``, so that the model can be used without the run (``ltcore.load_model``);
+    without it, the saved model is usable through ``ltrun evaluate`` only.
     """
 
     def adjust_eval_logits(self, evaluation: Evaluation) -> None: ...

@@ -393,15 +393,19 @@ class Run:
     def build_model(self, classifier: str, backbone: str | None = None) -> ModelBundle:
         """A fresh backbone + classifier as configured (seeded by the caller)."""
         cfg = self.config.model
-        net = self.component("backbone", backbone or cfg.backbone)(self.dataset.channels)
-        head = self.component("head", classifier)
+        backbone = self.plugins.component("backbone", backbone or cfg.backbone)
+        head = self.plugins.component("head", classifier)
+        net = backbone.obj(self.dataset.channels)
         options = {}
         if classifier == "cosine":
             options = {"scale": cfg.cosine_scale}
         elif classifier == "linear":
             options = {"init": (getattr(net, "classifier_init", "default")
                                 if cfg.classifier_init == "auto" else cfg.classifier_init)}
-        model = ModelBundle(net, head(net.feature_dim, self.dataset.num_classes, **options))
+        model = ModelBundle(net, head.obj(net.feature_dim, self.dataset.num_classes, **options))
+        model.architecture = {"backbone": backbone.name, "backbone_plugin": backbone.plugin,
+                              "in_channels": self.dataset.channels, "classifier": head.name,
+                              "classifier_plugin": head.plugin, "classifier_options": options}
         model.to(self.device)
         self.speed.prepare_model(model)
         return model

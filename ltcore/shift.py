@@ -58,9 +58,11 @@ def ratio_kind(ratio: float) -> str:
 
 
 def shifted_figures(logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor,
-                    many_threshold: int, few_threshold: int) -> dict[str, float | None]:
+                    many_threshold: int, few_threshold: int,
+                    shot_groups: str = "counts") -> dict[str, float | None]:
     """Accuracy figures (percent) of one drawn test set; classes without images are left out."""
-    from .metrics import per_class_accuracy, shot_groups
+    from .evaluation import class_groups
+    from .metrics import per_class_accuracy
 
     num_classes = int(class_counts.numel())
     predictions = logits.argmax(dim=1)
@@ -68,7 +70,8 @@ def shifted_figures(logits: torch.Tensor, labels: torch.Tensor, class_counts: to
     present = ~torch.isnan(per_class)
     figures: dict[str, float | None] = {
         "acc": 100.0 * float((predictions == labels).float().mean())}
-    for group, indices in shot_groups(class_counts, many_threshold, few_threshold).items():
+    for group, indices in class_groups(class_counts, shot_groups, many_threshold,
+                                       few_threshold).items():
         values = per_class[indices][present[indices]]
         figures[group] = 100.0 * float(values.mean()) if len(values) else None
     kept = per_class[present].clamp_min(1e-12)
@@ -78,7 +81,8 @@ def shifted_figures(logits: torch.Tensor, labels: torch.Tensor, class_counts: to
 
 def shift_table(logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.Tensor,
                 ratios: Sequence[float] = DEFAULT_RATIOS, seed: int = 0, draws: int = 1,
-                many_threshold: int = 100, few_threshold: int = 20) -> list[dict]:
+                many_threshold: int = 100, few_threshold: int = 20,
+                shot_groups: str = "counts") -> list[dict]:
     """One row per ratio: ratio, label, kind, images per draw and the mean figures over draws."""
     from .metrics import shifted_test_indices
 
@@ -92,7 +96,7 @@ def shift_table(logits: torch.Tensor, labels: torch.Tensor, class_counts: torch.
             generator = torch.Generator().manual_seed(seed + draw)
             kept = shifted_test_indices(labels, ratio, generator)
             per_draw.append(shifted_figures(logits[kept], labels[kept], class_counts,
-                                            many_threshold, few_threshold))
+                                            many_threshold, few_threshold, shot_groups))
         row = {"ratio": ratio, "label": ratio_label(ratio), "kind": ratio_kind(ratio),
                "images": int(kept.numel())}
         for key in FIGURES:
@@ -115,7 +119,7 @@ def evaluate_shifted(run, model, ratios: Sequence[float] = DEFAULT_RATIOS, seed:
     logits = run.evaluate(model, ["test"]).outputs["test"].logits
     cfg = run.config.eval
     rows = shift_table(logits, split.labels, run.dataset.class_counts, ratios, seed, draws,
-                       cfg.many_threshold, cfg.few_threshold)
+                       cfg.many_threshold, cfg.few_threshold, cfg.shot_groups)
     return {"dataset": run.dataset.name, "split": "test", "test_images": len(split),
             "seed": seed, "draws": draws, "posthoc_la_tau": cfg.posthoc_la_tau, "rows": rows}
 

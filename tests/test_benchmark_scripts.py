@@ -77,7 +77,8 @@ def test_the_startup_benchmark_prints_the_breakdown_and_the_ratio(tmp_path):
     out = tmp_path / "startup.json"
     result = python(str(BENCHMARKS / "startup.py"), "--repeat", "1", "--torch-repeat", "1",
                     "--scratch", str(tmp_path / "scratch"), "--json", str(out), "--",
-                    "--set", "model.backbone=resnet8", "--imbalance-factor", "100", timeout=600)
+                    "--set", "model.backbone=resnet8", "--imbalance-factor", "100",
+                    "--set", "tracking.log_model=false", timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     last = result.stdout.strip().splitlines()[-1]
     ratio = re.fullmatch(r"ratio: ([0-9.]+)x import torch to the start of training, store "

@@ -33,21 +33,47 @@ def _cifar100(config):
 
 def _cifar_counts(n_max: int, num_classes: int):
     def class_counts(config) -> list[int]:
+        from ltcore.config_text import NATURAL
         from ltcore.data import long_tail_counts
 
+        if config.imbalance_factor == NATURAL:
+            return [n_max] * num_classes
         return long_tail_counts(n_max, num_classes, config.imbalance_factor)
     return class_counts
 
 
+CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+CIFAR100_CLASSES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
+bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach
+couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
+keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse
+mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
+porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail
+snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger
+tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+"""The class names of CIFAR-10 and CIFAR-100 (fine labels) in label order, as torchvision reads
+them from the data: what ``ltrun datasets`` shows without reading it."""
+
 _cifar10.class_counts = _cifar_counts(5000, 10)
 _cifar100.class_counts = _cifar_counts(500, 100)
+_cifar10.class_names = CIFAR10_CLASSES
+_cifar100.class_names = CIFAR100_CLASSES
 
 
 def _imagefolder(config):
-    """DIR/train/<class>/... made long-tailed; DIR/val and DIR/test as evaluation splits."""
+    """DIR/train/<class>/... long-tailed or natural; DIR/val, DIR/test or split-off ones."""
     from ltcore.data import imagefolder_lt
 
-    return imagefolder_lt(config.data_dir, config.imbalance_factor)
+    return imagefolder_lt(config.data_dir, config.imbalance_factor, config.val_fraction,
+                          config.test_fraction, config.split_seed)
+
+
+def _manifest(config):
+    """--data-dir FILE.csv|.jsonl of path,label[,split] rows; long-tailed or natural."""
+    from ltcore.manifest import manifest_lt
+
+    return manifest_lt(config.data_dir, config.imbalance_factor, config.val_fraction,
+                       config.test_fraction, config.split_seed)
 
 
 def _split_list(name):
@@ -65,6 +91,7 @@ def register_datasets(register):
     register("cifar10-lt", _cifar10)
     register("cifar100-lt", _cifar100)
     register("imagefolder-lt", _imagefolder)
+    register("manifest-lt", _manifest)
     for name in ("imagenet-lt", "inaturalist2018", "places-lt"):
         register(name, _split_list(name))
 

@@ -63,6 +63,13 @@ class ScaledLogits:
         for outputs in evaluation.outputs.values():
             outputs.logits = outputs.logits * scale
 
+    def saved_logit_adjustment(self, model):
+        """What evaluation does to a saved model's logits: the per-class scales, no bias."""
+        if model.classifier is not self.classifier:
+            return None
+        scale = self.scale.detach().float().cpu()
+        return scale, scale.new_zeros(scale.shape)
+
     @hookimpl
     def adjust_parameter_groups(self, run, stage, groups):
         if stage is self.stage:

@@ -108,6 +108,11 @@ class TauNormalisation:
         self.record = {"tau": tau, "criterion": self.options.criterion,
                        "validation": {str(t): v for t, v in scores.items()}}
 
+    def saved_logit_adjustment(self, model):
+        """Nothing: the normalised classifier is in the saved weights, and a saved model's
+        evaluation leaves it as it is."""
+        return None
+
     @hookimpl
     def epoch_end(self, run, stage, epoch, metrics):
         if self.record is not None and stage is run.stages[-1] and epoch == stage.epochs - 1:

@@ -2,7 +2,8 @@
 
 ``<output>/<run id>/checkpoint.pt`` holds everything needed to continue (written after every
 epoch, atomically); ``model.pt`` the settings, the plugin list, every module of the run and the
-state of its plugin objects, which is what ``ltrun evaluate`` and a reused GML teacher read.
+state of its plugin objects, which is what ``ltrun evaluate`` and a reused GML teacher read,
+and the record that makes the final model usable on its own (``ltcore.load_model``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def run_state(run: Run) -> dict[str, Any]:
             "plugin_objects": run.run_plugins.state_dict(),
             "plugin_sources": {name: source.to_dict()
                                for name, source in run.plugins.sources.items()}}
+
+
+def model_state(run: Run) -> dict[str, Any]:
+    """:func:`run_state` with the record that makes the run's final model usable on its own
+    (``standalone``: classes, preprocessing, architecture; :mod:`ltcore.standalone`): what
+    ``model.pt`` and ``model_best.pt`` hold."""
+    from ..standalone import STANDALONE, standalone_record
+
+    return {**run_state(run), STANDALONE: standalone_record(run, run.stages[-1].model)}
 
 
 def restore_run_state(run: Run, saved: dict[str, Any]) -> None:

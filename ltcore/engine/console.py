@@ -1,10 +1,12 @@
 """What a run prints: its plan before training and one line per epoch.
 
-The plan names the run, where it is tracked, the device and precision, then each stage with
-its epochs (and the setting that changes them), steps per epoch, sampler, learning rate, loss
-terms with their weights and views. Stages so short that they cannot learn much get a warning
-there. Each epoch then prints one persistent line: stage, epoch/total, loss, validation accuracy
-with many/medium/few, epoch time and the time left for the whole run.
+The plan names the run and how its data was made (images an imposed long tail dropped,
+evaluation splits split off the training images), where it is tracked, the device and precision,
+then each stage with its epochs (and the setting that changes them), steps per epoch, sampler,
+learning rate, loss terms with their weights and views, and the shot groups with their classes.
+Stages so short that they cannot learn much get a warning there. Each epoch then prints one
+persistent line: stage, epoch/total, loss, validation accuracy with many/medium/few (``-`` for
+an empty group), epoch time and the time left for the whole run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from ..evaluation import HMEAN, shot_group_lines
+from ..metrics import SHOT_GROUP_NAMES
 from .backends import batch_rows
 
 if TYPE_CHECKING:
@@ -77,6 +81,7 @@ class Console:
         lines = [f"{run.run_name}: {'+'.join(run.selected)} on {run.dataset.name} "
                  f"({len(run.dataset.train)} training images, {run.dataset.num_classes} "
                  f"classes), seed {cfg.seed}",
+                 *(f"data: {note}" for note in run.dataset.notes),
                  f"tracked in {tracking}, experiment {cfg.tracking.experiment!r}; files in "
                  f"{run_dir}",
                  f"device {run.device}, {ranks}compute "
@@ -87,7 +92,7 @@ class Console:
                  *training_options(run),
                  f"plan: {plural(len(run.stages), 'stage')}, "
                  f"{plural(total_epochs, 'epoch')} in all"]
-        warnings = []
+        warnings = [f"warning: {warning}" for warning in run.dataset.warnings]
         accumulate = cfg.optim.accumulate
         for number, stage in enumerate(run.stages, 1):
             batches = self.steps[stage.name]
@@ -113,6 +118,8 @@ class Console:
                     f"{f' x {accumulate} accumulated' if accumulate > 1 else ''}) and "
                     f"{steps * stage.epochs} in all: too few to learn much; lower --batch-size "
                     f"or raise {option_name(stage) or 'its epochs'}")
+        lines += shot_group_lines(run.dataset.class_counts, run.dataset.classes, cfg.eval)
+        lines.append(HMEAN)
         if cfg.precision == "fp16" and run.device.type == "cpu":
             warnings.append("warning: precision fp16 on the CPU is tens of times slower than fp32 "
                             "(torch has few float16 CPU kernels); it is meant for GPUs without "
@@ -132,8 +139,8 @@ class Console:
                  f"loss {metrics['train/loss']:.4f}"]
         if "val/acc" in metrics:
             parts.append(f"val {metrics['val/acc']:5.2f}%" + "".join(
-                f" {group} {metrics[f'val/{group}']:.1f}" for group in ("many", "medium", "few")
-                if not math.isnan(metrics.get(f"val/{group}", math.nan))))
+                f" {group} {figure(metrics.get(f'val/{group}'), 1)}"
+                for group in SHOT_GROUP_NAMES))
         parts.append(f"{metrics['train/epoch_time']:.1f} s")
         parts.append(f"left {duration(left * per_step)}" if left else "done")
         return "  ".join(parts)
@@ -182,9 +189,22 @@ def final_lines(metrics: dict[str, float]) -> list[str]:
 
 
 def split_lines(metrics: dict[str, float], prefix: str) -> list[str]:
-    splits: dict[str, dict[str, float]] = {}
+    """A line per split; a split with accuracy figures shows every shot group after ``acc``,
+    ``-`` for an empty one."""
+    splits: dict[str, dict[str, float | None]] = {}
     for key, value in metrics.items():
         split, _, name = key.partition("/")
         splits.setdefault(split, {})[name] = value
-    return [f"{prefix + split:>10}: " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
-            for split, values in splits.items()]
+    lines = []
+    for split, values in splits.items():
+        if "acc" in values:
+            groups = {group: values.pop(group, None) for group in SHOT_GROUP_NAMES}
+            values = {"acc": values.pop("acc"), **groups, **values}
+        lines.append(f"{prefix + split:>10}: " + "  ".join(f"{k} {figure(v, 2)}"
+                                                            for k, v in values.items()))
+    return lines
+
+
+def figure(value: float | None, decimals: int) -> str:
+    """A figure with ``decimals`` decimals, or ``-`` where there is none (an empty shot group)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.{decimals}f}"

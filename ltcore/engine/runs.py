@@ -18,7 +18,7 @@ import torch
 from .. import __version__
 from ..config import Settings, resolve
 from ..config_text import flatten, parse_assignment, plugins_in_file
-from ..data import Dataset
+from ..data import Dataset, imbalance_factor_text
 from ..distributed import SINGLE, World, join
 from ..errors import ConfigError, DataError, LtcoreError, RankFailure, RunFinished, RunStopped
 from ..files import remove_stale, write_text
@@ -194,7 +194,8 @@ def check_training_options(run: Run, stage) -> None:
 def run_tags(run: Run) -> dict[str, str]:
     cfg = run.config
     return {"ltcore.plugins": ",".join(run.selected), "dataset": cfg.dataset,
-            "imbalance_factor": f"{cfg.imbalance_factor:g}", "seed": str(cfg.seed),
+            "imbalance_factor": imbalance_factor_text(cfg.imbalance_factor),
+            "seed": str(cfg.seed),
             "plugins": ",".join(run.selected)}
 
 
@@ -310,7 +311,7 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
     recorded = checkpoint["settings"]["epochs"]
     if epochs is not None and epochs != recorded:
         checkpoint["settings"] = {**checkpoint["settings"], "epochs": epochs}
-    elif finished(checkpoint, folder):
+    elif finished(checkpoint, folder, run_id):
         raise RunFinished(f"run {run_id} finished earlier ({folder.name}): it trained its "
                        f"{recorded} epochs and its files are in {folder}; to train it longer: "
                        f"ltrun --resume {run_id} --epochs N")
@@ -333,13 +334,21 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
     return _finish(trainer, echo, how)
 
 
-def finished(checkpoint: dict, folder: Path) -> bool:
-    """Whether the run of ``checkpoint`` finished: past its last stage, its model written and
-    every record sent to the tracking store."""
+def finished(checkpoint: dict, folder: Path, run_id: str) -> bool:
+    """Whether the run of ``checkpoint`` finished: past its last stage, its model written,
+    every record sent and its MLflow run closed as FINISHED (a process stopped while it logged
+    the model or closed the run is not finished; a store that does not answer leaves it to the
+    resume, which says why)."""
     past_last = checkpoint.get("finished", checkpoint["saved"].startswith("after the last stage"))
     unsent = checkpoint.get("pending_metrics") or (checkpoint.get("tracking_journal") or {}).get(
         "queue")
-    return bool(past_last and not unsent and (folder / checkpoints.MODEL).is_file())
+    if not past_last or unsent or not (folder / checkpoints.MODEL).is_file():
+        return False
+    try:
+        client = connect(checkpoint["settings"]["tracking"]["uri"])
+        return client.get_run(run_id).info.status == "FINISHED"
+    except Exception:  # noqa: BLE001 - unreachable or unknown: resume as usual
+        return False
 
 
 def extend(trainer: Trainer, recorded: int) -> str:
@@ -479,9 +488,18 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
                 raise RankFailure(rank_failure_message(trainer, exc)) from exc
             raise
     final_model = trainer.run_dir / checkpoints.MODEL
+    warnings = []
     if run.world.is_main:
-        checkpoints.write(final_model, checkpoints.run_state(run))
+        state = checkpoints.model_state(run)
+        checkpoints.write(final_model, state)
     tracker.log_artifact(parent, str(final_model), "checkpoints")
+    if run.world.is_main and run.config.tracking.log_model:
+        from ..tracking.model import log_final_model
+
+        try:
+            trainer.say(log_final_model(run, tracker, trainer.run_dir, state))
+        except Exception as exc:  # noqa: BLE001 - the trained run stands without it
+            warnings.append(f"no MLflow Model logged: {type(exc).__name__}: {exc}"[:1000])
     best_model = trainer.run_dir / checkpoints.BEST_MODEL
     if trainer.write_best_model(best_model):
         tracker.log_artifact(parent, str(best_model), "checkpoints")
@@ -491,7 +509,6 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
         trainer.say(line)
     tracker.log_artifact(parent, str(trainer.run_dir / LOG))
     tracker.end(parent)  # sends what is still queued first
-    warnings = []
     if tracker.summary():
         trainer.save(len(run.stages), 0, None)  # the unsent records, for ltrun --resume
         trainer.settle()
@@ -530,11 +547,11 @@ def load_saved_run(plugins: Plugins, path: str, overrides: dict | None = None,
 
 
 def evaluate_checkpoint(plugins: Plugins, path: str, overrides: dict | None = None,
-                        assignments: Sequence[str] = (),
-                        echo: Echo | None = None) -> dict[str, float]:
-    """Every figure of the saved model (its last stage's) on the evaluation splits."""
+                        assignments: Sequence[str] = (), echo: Echo | None = None):
+    """The final evaluation of the saved model (its last stage's) on the evaluation splits:
+    an :class:`~ltcore.Evaluation`, whose ``figures()`` ``ltrun evaluate`` prints."""
     run = load_saved_run(plugins, path, overrides, assignments, echo)
-    return run.evaluate(run.stages[-1].model, final=True).figures()
+    return run.evaluate(run.stages[-1].model, final=True)
 
 
 def evaluate_checkpoint_shifted(plugins: Plugins, path: str, overrides: dict | None = None,

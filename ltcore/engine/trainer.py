@@ -509,7 +509,7 @@ class Trainer:
             return False
         stage = self.run.stage(self.best["stage"])
         with self.best_weights(stage):
-            checkpoints.write(path, {**checkpoints.run_state(self.run),
+            checkpoints.write(path, {**checkpoints.model_state(self.run),
                                      "best_epoch": (stage.name, self.best["epoch"] + 1)})
         return True
 

@@ -117,7 +117,7 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     class counts and shot groups; with ``feature_split``, the backbone features and labels of
     that split's images."""
     from ..engine.runs import load_saved_run
-    from ..metrics import confusion_matrix, shot_groups
+    from ..metrics import confusion_matrix
     from ..plugins import Plugins
 
     overrides: dict[str, Any] = {"device": device, "views.workers": 0}
@@ -128,10 +128,8 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     outputs = run.evaluate(run.stages[-1].model, splits, features=bool(feature_split)).outputs
     out = outputs[split]
     num = run.dataset.num_classes
-    groups = shot_groups(out.class_counts, run.config.eval.many_threshold,
-                         run.config.eval.few_threshold)
     group_of = ["" for _ in range(num)]
-    for name, idx in groups.items():
+    for name, idx in out.groups().items():
         for i in idx.tolist():
             group_of[i] = name
     details = {"classes": list(run.dataset.classes), "counts": out.class_counts.tolist(),

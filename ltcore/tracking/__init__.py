@@ -9,7 +9,8 @@ and raises :class:`~ltcore.errors.TrackingError` naming the URI: an unreachable 
 run in seconds, before any training. Every call after the start is tolerant: no exception reaches
 the training loop. When the store stops answering the tracker goes *offline*: metric values stay
 in :attr:`Tracker.pending` (saved with the checkpoint, sent on resume), every other record (params,
-tags, run status, artifacts, the dataset input, the creation of a stage run) is queued in order, and each
+tags, run status, artifacts, the dataset input, the logged model, the creation of a stage run) is
+queued in order, and each
 :meth:`~Tracker.flush` probes the store once (no retries) and, when it answers again, replays the
 queue and sends the buffered metrics. A record the store *refuses* (it answered, with an error
 such as an invalid value) is dropped and reported; failures are counted, and

@@ -50,9 +50,10 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"
 def dataset_input(run: Run) -> dict[str, str]:
     """The run's training data as an MLflow dataset input (the fields of
     ``mlflow.entities.Dataset`` and its context): named after the dataset, with a digest of the
-    training split's identity (name, imbalance factor, images per class, split sizes), the folder
-    it was read from as a ``local`` source (else the dataset's loader as an ``ltcore`` source),
-    and its classes and sizes as schema and profile."""
+    training split's identity (name, imbalance factor, images per class, split sizes and the
+    settings of a stratified split), the folder it was read from as a ``local`` source (else
+    the dataset's loader as an ``ltcore`` source), and its classes and sizes as schema and
+    profile."""
     data, cfg = run.dataset, run.config
     splits = {name: len(split) for name, split in (("train", data.train), ("val", data.val),
                                                    ("test", data.test)) if split is not None}
@@ -60,7 +61,8 @@ def dataset_input(run: Run) -> dict[str, str]:
                "imbalance_factor": cfg.imbalance_factor, "splits": splits,
                "class_counts": data.class_counts.tolist()}
     identity = json.dumps({"name": data.name, "imbalance_factor": cfg.imbalance_factor,
-                           "class_counts": profile["class_counts"], "splits": splits},
+                           "class_counts": profile["class_counts"], "splits": splits,
+                           "split": [cfg.split_seed, cfg.val_fraction, cfg.test_fraction]},
                           sort_keys=True)
     folder = Path(data.source) if data.source else None
     if folder is not None and folder.exists():
@@ -211,6 +213,12 @@ class Tracker:
             self.unsent_artifacts.append(path)
         return ok
 
+    def log_model(self, run_id: str, folder: str, name: str, registered_name: str = "") -> bool:
+        """Log the MLflow Model saved in ``folder`` as the model ``name`` of ``run_id`` (an
+        MLflow logged model, ``runs:/<run id>/<name>``) and register it as
+        ``registered_name`` when given; queued like artifacts when the store is away."""
+        return self._call("model", run_id, (str(Path(folder).resolve()), name, registered_name))
+
     def end(self, run_id: str, status: str = "FINISHED") -> bool:
         """Terminate a run; ending a parent run first sends everything still queued."""
         if run_id in self._parents:
@@ -226,7 +234,8 @@ class Tracker:
         """Counts of what has not reached the store: metric values, artifacts, other records."""
         counts = {"metric values": len(self.pending)}
         for op, *_ in self._queue:
-            kind = {"artifact": "artifacts", "params": "param sets", "tags": "tag sets",
+            kind = {"artifact": "artifacts", "model": "models", "params": "param sets",
+                    "tags": "tag sets",
                     "input": "dataset inputs", "create": "stage runs", "status": "status changes",
                     "end": "status changes"}[op]
             counts[kind] = counts.get(kind, 0) + 1
@@ -324,8 +333,42 @@ class Tracker:
                 self.client.log_artifact(real, path, artifact_path)
                 if path in self.unsent_artifacts:
                     self.unsent_artifacts.remove(path)
+            elif op == "model":
+                self._log_model(real, *payload)
             else:  # pragma: no cover - the ops are this class's own
                 raise ValueError(f"unknown tracking operation {op!r}")
+
+    def _log_model(self, run_id: str, folder: str, name: str, registered_name: str) -> None:
+        """Create the logged model ``name`` of ``run_id`` (or find the one an attempt that
+        stopped half-way created), write its id into the MLmodel file, upload ``folder``, mark
+        it ready and register it."""
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model
+
+        found = self.client.search_logged_models(
+            [self.experiment_id], f"name = '{name}' AND source_run_id = '{run_id}'")
+        model = found[0] if found else self.client.create_logged_model(
+            self.experiment_id, name=name, source_run_id=run_id)
+        if not found:
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        description = Model.load(folder)
+        description.run_id = run_id
+        description.model_id = description.model_uuid = model.model_id
+        description.artifact_path = model.artifact_location
+        description.save(str(Path(folder) / "MLmodel"))
+        self.client.log_model_artifacts(model.model_id, folder)
+        self.client.finalize_logged_model(model.model_id, "READY")
+        if registered_name:
+            try:
+                self.client.create_registered_model(registered_name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            # the files' location, not models:/<id>: MLflow would look that up in the store
+            # of its global tracking URI
+            self.client.create_model_version(registered_name, model.artifact_location,
+                                             run_id=run_id, model_id=model.model_id)
 
     def _call(self, op: str, run_id: str, payload) -> bool:
         """Do ``op`` now, or queue it when offline or when it fails transiently. Never raises."""
@@ -458,6 +501,9 @@ class SilentTracker:
         pass
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> bool:
+        return True
+
+    def log_model(self, run_id: str, folder: str, name: str, registered_name: str = "") -> bool:
         return True
 
     def flush(self) -> bool:

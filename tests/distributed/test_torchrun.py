@@ -24,7 +24,8 @@ import pytest
 from ltcore.testing import plugins_holding
 
 RECIPE = ["--plugin", "bcl", "--plugin", "rcl", "--epochs", "2", "--batch-size", "16",
-          "--set", "model.backbone=resnet8", "--set", "views.workers=0", "--no-progress"]
+          "--set", "model.backbone=resnet8", "--set", "views.workers=0", "--no-progress",
+          "--set", "tracking.log_model=false"]
 TOLERANCE = 10.0
 ACCURACY_RECIPE = [*RECIPE, "--epochs", "8", "--batch-size", "32"]
 

@@ -145,6 +145,33 @@ def test_a_store_that_goes_away_loses_nothing(isolated, capsys):
     assert client.get_run(parent).info.status == "FINISHED"
 
 
+def test_a_model_logged_while_the_store_is_away_is_logged_and_registered_when_it_answers(
+        isolated):
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    folder = isolated / "mlflow_model"
+    folder.mkdir()
+    Model().save(str(folder / "MLmodel"))
+    (folder / "weights.bin").write_bytes(b"\0" * 16)
+    tracker, flaky = flaky_tracker()
+    parent = tracker.start("ce", {"plugins": "ce"})
+    flaky.down = True
+    assert tracker.log_model(parent, str(folder), "model", "digits") is False
+    assert "1 models" in tracker.summary()
+    flaky.down = False
+    assert tracker.end(parent) and tracker.summary() is None
+
+    client = mlflow_client(local_uri())
+    (logged,) = client.search_logged_models([tracker.experiment_id],
+                                            f"source_run_id = '{parent}'")
+    assert logged.name == "model" and logged.status == LoggedModelStatus.READY
+    assert Model.load(str(folder)).model_id == logged.model_id
+    assert {f.path for f in client.list_logged_model_artifacts(logged.model_id)} == {
+        "MLmodel", "weights.bin"}
+    assert client.get_model_version("digits", "1").run_id == parent
+
+
 def test_a_run_created_offline_is_made_once_even_from_later_processes(isolated):
     first, flaky = flaky_tracker()
     parent = first.start("ce", {"plugins": "ce"})
