@@ -10,9 +10,11 @@
 # 7. the full 200-epoch BCL cifar10-lt run, its model kept as benchmarks/reproductions/
 # 8. several runs on one GPU (benchmarks/sharing.py, N = 1, 2, 4, 8)
 # 9. (only when named) what each fast-path switch buys: benchmarks/speed.py --ablate
-# Parts: 1-8 by default, or those named, e.g. `bash benchmarks/gpu_checks.sh 6 7 8`.
+# 10. a GML text-centre training step of CLIP RN50 and ViT-B/16 towers (random init, 224 px,
+#     ViT-B/16 also at 384), batch 64, bf16: benchmarks/clip_step.py (needs open_clip)
+# Parts: 1-8 and 10 by default, or those named, e.g. `bash benchmarks/gpu_checks.sh 6 7 8`.
 # Parts 6-8 read CIFAR-10-LT IF 100 from .gpu-data/cifar10-lt-if100.tar.gz (benchmarks/pack_data.py
-# pack) when ../shared is not there, and ltrun's MLflow from wheels in .whl/ when it is missing;
+# pack) when ../shared is not there, and ltrun's MLflow and open_clip from wheels in .whl/ when missing;
 # on a GPU they write benchmarks/results/gpu-speed.json (the CPU fallback: /tmp/ltcore-cpu-results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +23,14 @@ for p in plugins/*/; do PYTHONPATH="$PYTHONPATH:$PWD/$p"; done
 device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 workers=$(python3 -c "import os; print(min(16, os.cpu_count()))")
 echo "== device: $device ($(python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"))"
-parts="${*:-1 2 3 4 5 6 7 8}"
+parts="${*:-1 2 3 4 5 6 7 8 10}"
 want() { [[ " $parts " == *" $1 "* ]]; }
 if ! python3 -c "import sys; from importlib.metadata import entry_points as e; sys.exit(not any(
     p.name == 'bcl' for p in e(group='ltcore')))" 2>/dev/null; then  # entry points for ltrun
   python3 -m pip install -q --no-deps --no-index --no-build-isolation --no-compile \
     --target /tmp/ltcore-site . plugins/*/ && export PYTHONPATH="/tmp/ltcore-site:$PYTHONPATH"
 fi
-if ! python3 -c "import mlflow" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+if ! python3 -c "import mlflow, open_clip" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
@@ -146,4 +148,28 @@ name = "gpu-speed.json" if sys.argv[1] == "cuda" else "cpu-speed-check.json"
 (results / name).write_text(json.dumps(record, indent=2) + "\n")
 print(f"{results / name}: " + ", ".join(f"{k} {v}" for k, v in record.items()))
 PY
+fi
+if want 10; then
+echo "== 10. CLIP towers: one GML text-centre training step"
+if ! python3 -c "import open_clip" 2>/dev/null; then
+  echo "skipped: open_clip is not installed (pip install 'ltcore[clip]')"
+else
+  if [ "$device" = cuda ]; then
+    python3 benchmarks/clip_step.py --device cuda --batch-size 64 --json "$results/clip-step.json"
+  else
+    python3 benchmarks/clip_step.py --tiny --device cpu --json "$results/clip-step.json"
+  fi
+  python3 - "$device" <<'PY'
+import json, os, sys
+from pathlib import Path
+results = Path(os.environ["RESULTS"])
+target = results / ("gpu-speed.json" if sys.argv[1] == "cuda" else "cpu-speed-check.json")
+record = json.loads(target.read_text()) if target.exists() else {}
+record["clip_step"] = json.loads((results / "clip-step.json").read_text())
+target.write_text(json.dumps(record, indent=2) + "\n")
+print(f"{target}: clip_step " + ", ".join(
+    f"{r['backbone']}@{r['image_size']} {r['images_per_s']} images/s"
+    for r in record["clip_step"]["rows"]))
+PY
+fi
 fi

@@ -12,7 +12,7 @@ from importlib import import_module
 
 import pluggy
 
-__version__ = "1.1.0"
+__version__ = "1.2.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""
@@ -33,6 +33,8 @@ _EXPORTS = {
     # components
     "ViewPipeline": "views", "seed_image_randomness": "views", "ModelBundle": "models", "MLPHead": "models",
     "LinearClassifier": "models", "CosineClassifier": "models",
+    "ClipBackbone": "clip", "clip_backbone": "clip", "read_clip_config": "clip",
+    "prompt_templates": "clip", "prompt_class_names": "clip", "class_prompt_name": "clip",
     "ClassPowerSampler": "samplers", "InstanceBalancedSampler": "samplers",
     "Dataset": "data", "Split": "data", "load_image": "data",
     # plugins, training and saved runs

@@ -306,8 +306,15 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor, assignments):
 
 
 @cli.command("evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False),
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
               help="model.pt or checkpoint.pt of a run.")
+@click.option("--zero-shot", is_flag=True, help="Instead of a checkpoint: a CLIP model "
+              "(model.backbone=clip:...) with its text tower's class-name classifier, configured "
+              "as for training (--config, --preset, --set, --dataset...; docs/clip.md).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --zero-shot: a TOML configuration file, as ltrun --config.")
+@click.option("--preset", "presets", multiple=True, metavar="NAME",
+              help="With --zero-shot: a preset of the selected plugins, as ltrun --preset.")
 @click.option("--dataset", help="Dataset to evaluate on (default: the run's).")
 @click.option("--data-dir", type=click.Path(), help="The dataset's files.")
 @click.option("--imbalance-factor", metavar="IF|natural",
@@ -334,9 +341,11 @@ def datasets_command(ctx, dataset, data_dir, imbalance_factor, assignments):
               help="Write the run's model to FILE as model.pt is written now (class names, "
                    "preprocessing, architecture): upgrades a model saved by an older ltcore.")
 @click.pass_context
-def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assignments,
-                     test_shift, ratios, shift_seed, draws, as_json, predictions, save_model):
-    """Evaluate a saved model on the evaluation splits of a dataset, or on shifted test sets.
+def evaluate_command(ctx, checkpoint, zero_shot, config_file, presets, dataset, data_dir,
+                     imbalance_factor, assignments, test_shift, ratios, shift_seed, draws,
+                     as_json, predictions, save_model):
+    """Evaluate a saved model (or, with --zero-shot, an untrained CLIP model) on the evaluation
+    splits of a dataset, or on shifted test sets.
 
     \b
     Examples:
@@ -344,21 +353,28 @@ def evaluate_command(ctx, checkpoint, dataset, data_dir, imbalance_factor, assig
       ltrun evaluate --checkpoint runs/RUN/model.pt --set eval.posthoc_la_tau=1
       ltrun evaluate --checkpoint runs/RUN/model.pt --json --predictions test.csv
       ltrun evaluate --checkpoint runs/RUN/model.pt --test-shift --ratios 50,10,1,0.1,0.02
+      ltrun evaluate --zero-shot --set model.backbone=clip:ViT-B-32 --set model.pretrained=hub
     """
     from .engine.console import final_lines
     from .engine.runs import evaluate_checkpoint, evaluate_checkpoint_shifted
+    from .zero_shot import evaluate_zero_shot, evaluate_zero_shot_shifted
 
+    if bool(checkpoint) == zero_shot or (checkpoint and (config_file or presets)):
+        raise ConfigError("ltrun evaluate takes --checkpoint FILE, or --zero-shot (with "
+                          "--config and --preset if need be)")
     overrides = {k: v for k, v in (("dataset", dataset), ("data_dir", data_dir),
                                    ("imbalance_factor", imbalance_factor)) if v is not None}
+    source = ((plugins_of(ctx), presets, config_file, assignments, overrides) if zero_shot
+              else (plugins_of(ctx), checkpoint, overrides, assignments))
     if test_shift or ratios:
         from .shift import format_shift_table, parse_ratios
 
-        result = evaluate_checkpoint_shifted(
-            plugins_of(ctx), checkpoint, overrides, assignments,
-            parse_ratios(ratios) if ratios else None, shift_seed, draws, echo=warn)
+        shifted = evaluate_zero_shot_shifted if zero_shot else evaluate_checkpoint_shifted
+        result = shifted(*source, parse_ratios(ratios) if ratios else None, shift_seed, draws,
+                         echo=warn)
         click.echo(json.dumps(result, indent=2) if as_json else format_shift_table(result))
         return
-    evaluation = evaluate_checkpoint(plugins_of(ctx), checkpoint, overrides, assignments, warn)
+    evaluation = (evaluate_zero_shot if zero_shot else evaluate_checkpoint)(*source, echo=warn)
     if predictions:
         from .predict import write_test_predictions
 

@@ -21,6 +21,9 @@ from typing import Any
 import attrs
 from attrs import field, validators as v
 
+from .config_fields import (doc, fraction_or_off, interval, keyword_options, moment_decays,
+                            needs_pretrained, non_negative, per_channel, positive,
+                            prompt_templates)
 from .config_text import (PLUGINS_KEY, dump_toml, flatten, imbalance_factor_value, merge, nest,
                           parse_assignment, read_toml)
 from .errors import ConfigError
@@ -32,52 +35,6 @@ FLOAT_LIMIT = 1e300
 """Float settings beyond this size are refused like infinity (they overflow at the first use)."""
 
 
-def doc(text: str, **kwargs):
-    """An attrs field with documentation shown by ``ltrun plugins --options``."""
-    return field(metadata={"doc": text}, **kwargs)
-
-
-def interval(low: float, high: float, *, include_low: bool = True, include_high: bool = True):
-    """An attrs validator: the value lies between ``low`` and ``high`` (``[0, 1)``:
-    ``interval(0, 1, include_high=False)``); the message names the option and the interval."""
-    def shown(x):
-        return f"{x:g}" if isinstance(x, float) else str(x)
-    text = f"{'[' if include_low else '('}{shown(low)}, {shown(high)}{']' if include_high else ')'}"
-
-    def check(instance, attribute, value):
-        above = value >= low if include_low else value > low
-        below = value <= high if include_high else value < high
-        if not (above and below):
-            raise ValueError(f"'{attribute.name}' must be in {text}, got {value!r}")
-    return check
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be > 0, got {value!r}")
-
-
-def _non_negative(instance, attribute, value):
-    if value < 0:
-        raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
-
-
-def _betas(instance, attribute, value):
-    if len(value) != 2 or not all(0 <= b < 1 for b in value):
-        raise ValueError(f"'{attribute.name}' must be two numbers in [0, 1), got {value!r}")
-
-
-def _options(instance, attribute, value):
-    if not isinstance(value, dict):
-        raise ValueError(f"'{attribute.name}' must be a table of keyword options "
-                         f"({{name = value, ...}}), got {value!r}")
-
-
-def _decay(instance, attribute, value):
-    if value != 0 and not 0 < value < 1:
-        raise ValueError(f"'{attribute.name}' must be in (0, 1) (0 switches it off), got {value!r}")
-
-
 @attrs.define(kw_only=True)
 class OptimConfig:
     """The optimiser: SGD with momentum (every recipe in the papers) or another registered one,
@@ -86,27 +43,34 @@ class OptimConfig:
     name: str = doc("optimiser: sgd | adamw (ltcore's) | any name timm.optim.list_optimizers() "
                     "gives (lamb, lars, lion, adan, ...), or timm:NAME for timm's own where "
                     "the names clash (timm:sgd is Nesterov SGD)", default="sgd")
-    lr: float = doc("peak learning rate (after warm-up)", default=0.1, validator=_positive)
+    lr: float = doc("peak learning rate (after warm-up)", default=0.1, validator=positive)
     momentum: float = doc("SGD momentum (and timm optimisers that take one)", default=0.9,
-                          validator=_non_negative)
+                          validator=non_negative)
     weight_decay: float = doc("weight decay (L2 for SGD, decoupled for AdamW)", default=5e-4,
-                              validator=_non_negative)
+                              validator=non_negative)
     nesterov: bool = doc("Nesterov momentum (SGD)", default=False)
     betas: tuple[float, ...] = doc("AdamW's moment decay rates (beta1, beta2); also given to "
                                    "timm optimisers that take betas",
-                                   default=(0.9, 0.999), validator=_betas)
+                                   default=(0.9, 0.999), validator=moment_decays)
     fused: str = doc("auto | on | off: torch's fused optimiser kernel (fused=True: one kernel "
                      "for every parameter; auto: on when every parameter is on CUDA)",
                      default="auto", validator=v.in_(("auto", "on", "off")))
     options: dict[str, Any] = doc("further keyword options of a timm optimiser, e.g. "
                                   "{eps = 1e-6, trust_clip = true}", factory=dict,
-                                  validator=_options)
+                                  validator=keyword_options)
     accumulate: int = doc("micro-batches whose gradients are summed before each optimiser "
                           "update (the effective batch is batch_size x accumulate); refused "
                           "with contrastive losses, which need the whole batch at once",
                           default=1, validator=[v.ge(1), v.le(4096)])
     clip_grad_norm: float = doc("clip the gradients' total L2 norm to this before each update "
-                                "(0 = no clipping)", default=0.0, validator=_non_negative)
+                                "(0 = no clipping)", default=0.0, validator=non_negative)
+    backbone_lr_scale: float = doc("the backbone's learning rate as a share of lr (e.g. 0.1 to "
+                                   "fine-tune a pretrained backbone gently)", default=1.0,
+                                   validator=positive)
+    layer_decay: float = doc("layer-wise learning-rate decay (timm/BEiT): with L the backbone's "
+                             "layers, layer i trains at lr x layer_decay^(L - i), the classifier "
+                             "and heads at lr; 1 = off", default=1.0,
+                             validator=interval(0, 1, include_low=False))
 
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -123,22 +87,40 @@ class ScheduleConfig:
                     "checkpoint.monitor), or timm:NAME for timm's own cosine, step or constant "
                     "(cycles, k-decay, noise through schedule.options)", default="cosine")
     warmup_epochs: int = doc("epochs of linear warm-up from lr/warmup_epochs", default=0,
-                             validator=_non_negative)
+                             validator=non_negative)
     milestones: tuple[int, ...] = doc("epochs where a step schedule multiplies lr by gamma",
                                       default=())
-    gamma: float = doc("step-schedule decay factor", default=0.1, validator=_positive)
+    gamma: float = doc("step-schedule decay factor", default=0.1, validator=positive)
     min_lr: float = doc("the lowest learning rate of a timm schedule", default=0.0,
-                        validator=_non_negative)
+                        validator=non_negative)
     options: dict[str, Any] = doc("further keyword options of timm's create_scheduler_v2, e.g. "
                                   "{cycle_limit = 2, patience_epochs = 5}", factory=dict,
-                                  validator=_options)
+                                  validator=keyword_options)
 
 
 @attrs.define(kw_only=True)
 class ModelConfig:
     """Backbone and heads."""
 
-    backbone: str = doc("registered backbone name (ltrun plugins shows them)", default="resnet32")
+    backbone: str = doc("a registered backbone (ltrun plugins lists them), timm:NAME (any model "
+                        "timm creates), torchvision:NAME (any classification model of "
+                        "torchvision.models) or clip:NAME (an open_clip architecture, or an "
+                        "open_clip model .json); docs/backbones.md", default="resnet32")
+    backbone_options: dict[str, Any] = doc("keyword options of the backbone's factory, e.g. "
+                                           "{drop_path_rate = 0.1}", factory=dict,
+                                           validator=keyword_options)
+    pretrained: str = doc("the backbone's initial weights: none (random) | hub (the published "
+                          "weights of a timm:, torchvision: or clip: model, from its library's "
+                          "download cache) | a .safetensors, .pt or .pth state dict | an earlier "
+                          "run (its id, folder name or folder)", default="none",
+                          validator=v.min_len(1))
+    pretrained_strict: bool = doc("refuse weights whose keys or shapes do not match the "
+                                  "backbone's (false: load what fits and report the rest)",
+                                  default=True)
+    freeze: str = doc("none | backbone | backbone-except-norm: the part of a pretrained backbone "
+                      "kept fixed (in eval mode and out of the optimiser)", default="none",
+                      validator=[v.in_(("none", "backbone", "backbone-except-norm")),
+                                 needs_pretrained])
     classifier: str = doc("classifier head: linear | cosine", default="linear")
     classifier_init: str = doc("initialisation of the linear classifier: auto (the backbone's "
                                "choice: kaiming_normal for the CIFAR ResNets as in their "
@@ -146,11 +128,11 @@ class ModelConfig:
                                "kaiming_normal", default="auto",
                                validator=v.in_(("auto", "default", "kaiming_normal")))
     cosine_scale: float = doc("logit scale of the cosine classifier", default=30.0,
-                              validator=_positive)
+                              validator=positive)
     projection_hidden: int = doc("hidden width of the projection MLP", default=512,
-                                 validator=_positive)
+                                 validator=positive)
     projection_dim: int = doc("output width of the projection MLP", default=128,
-                              validator=_positive)
+                              validator=positive)
 
 
 @attrs.define(kw_only=True)
@@ -164,9 +146,15 @@ class ViewsConfig:
                            "simaugment for small images, imagenet-simaugment for image files)",
                            default="auto")
     image_size: int = doc("side of the training and evaluation views (0 = the dataset's: its "
-                          "images' side in memory, 224 for image files); only datasets of image "
-                          "files can change it", default=0,
-                          validator=[_non_negative, v.le(4096)])
+                          "images' side in memory, for image files the pretrained weights' input "
+                          "size, else 224); only datasets of image files can change it",
+                          default=0, validator=[non_negative, v.le(4096)])
+    mean: tuple[float, ...] = doc("per-channel mean the views subtract from pixels in [0, 1] "
+                                  "([] = the pretrained weights' when model.pretrained states "
+                                  "one, else the dataset's)", default=(),
+                                  validator=per_channel(False))
+    std: tuple[float, ...] = doc("per-channel standard deviation the views divide by ([] as "
+                                 "for mean)", default=(), validator=per_channel(True))
     backend: str = doc("auto | reference (per-image torchvision in DataLoader workers) | "
                        "batched (per-sample randomness on whole batches on the training "
                        "device; image files are decoded there) ", default="auto",
@@ -197,15 +185,29 @@ class EvalConfig:
                            "three equal groups, the first ones a class larger if need be)",
                            default="counts", validator=v.in_(("counts", "thirds")))
     every: int = doc("evaluate every N epochs (the last epoch always)", default=1,
-                     validator=_positive)
+                     validator=positive)
     metrics: tuple[str, ...] = doc("extra registered metrics to compute (e.g. "
                                    "calinski-harabasz)", default=())
     posthoc_la_tau: float = doc("post-hoc logit adjustment at evaluation: logits - tau*log(pi); "
-                                "0 disables", default=0.0, validator=_non_negative)
-    batch_size: int = doc("evaluation batch size", default=512, validator=_positive)
+                                "0 disables", default=0.0, validator=non_negative)
+    batch_size: int = doc("evaluation batch size", default=512, validator=positive)
     use_ema: bool = doc("with ema.decay set: evaluate, select and save the EMA weights (false: "
                         "the trained weights; the EMA is still kept in checkpoints)",
                         default=True)
+
+
+@attrs.define(kw_only=True)
+class ClipConfig:
+    """The text side of a clip: backbone (zero-shot evaluation, GML's text centres)."""
+
+    templates: tuple[str, ...] = doc(
+        "prompt templates the class names are put in: imagenet (CLIP's 80 ImageNet prompts), "
+        "simple ('a photo of a {}.') or templates with {} for the name", default=("imagenet",),
+        validator=[v.min_len(1), prompt_templates])
+    class_names: str = doc(
+        "the class names put in the prompts: dataset (the dataset's) | openai-imagenet (CLIP's "
+        "curated names of the 1,000 ImageNet classes in ImageNet's label order, for "
+        "imagenet-lt)", default="dataset", validator=v.in_(("dataset", "openai-imagenet")))
 
 
 @attrs.define(kw_only=True)
@@ -213,7 +215,8 @@ class EmaConfig:
     """An exponential moving average of the trained model's weights (timm's ModelEmaV3)."""
 
     decay: float = doc("weight of the average at each update: ema = decay * ema + (1 - decay) "
-                       "* weights, in (0, 1); 0 = no EMA", default=0.0, validator=_decay)
+                       "* weights, in (0, 1); 0 = no EMA", default=0.0,
+                       validator=fraction_or_off)
 
 
 @attrs.define(kw_only=True)
@@ -231,9 +234,9 @@ class MixConfig:
     """Mixup and CutMix of the classifier view's images, batched on the training device."""
 
     mixup_alpha: float = doc("Beta(alpha, alpha) of mixup's weight (0 = no mixup)",
-                             default=0.0, validator=_non_negative)
+                             default=0.0, validator=non_negative)
     cutmix_alpha: float = doc("Beta(alpha, alpha) of CutMix's area (0 = no CutMix)",
-                              default=0.0, validator=_non_negative)
+                              default=0.0, validator=non_negative)
     prob: float = doc("probability that a batch is mixed", default=1.0,
                       validator=interval(0, 1))
     switch_prob: float = doc("with both alphas set: probability of CutMix rather than mixup "
@@ -268,7 +271,7 @@ class EarlyStopConfig:
 
     patience: int = doc("end a stage after this many epochs without a better "
                         "checkpoint.monitor figure (0 = never)", default=0,
-                        validator=_non_negative)
+                        validator=non_negative)
 
 
 def _registrable(instance, attribute, value):
@@ -301,7 +304,7 @@ class DistributedConfig:
                        validator=v.in_(("auto", "nccl", "gloo")))
     timeout_s: float = doc("seconds a rank waits for the others in a collective before the "
                            "run fails (a crashed or hung rank)", default=300.0,
-                           validator=_positive)
+                           validator=positive)
     sync_batchnorm: bool = doc("BatchNorm statistics over the global batch (SyncBatchNorm; "
                                "CUDA only)", default=False)
     find_unused_parameters: bool = doc("let DistributedDataParallel skip parameters a step "
@@ -366,10 +369,10 @@ class RunConfig:
         interval(0, 1, include_high=False), _fractions_leave_training_images])
     split_seed: int = doc("seed of the val_fraction/test_fraction split", default=0,
                           validator=interval(0, 2 ** 63, include_high=False))
-    epochs: int = doc("epochs of the main stage", default=10, validator=_positive)
+    epochs: int = doc("epochs of the main stage", default=10, validator=positive)
     batch_size: int = doc("training batch size (images, before views; over all ranks of a "
                           "distributed run)", default=128,
-                          validator=_positive)
+                          validator=positive)
     sampler: str = doc("registered training sampler", default="instance-balanced")
     seed: int = doc("seed of initialisation, sampling and augmentation (0 <= seed < 2^63)",
                     default=0, validator=interval(0, 2 ** 63, include_high=False))
@@ -381,13 +384,14 @@ class RunConfig:
     check_finite_every: int = doc("steps between reads of the on-device flags that catch a NaN "
                                   "or infinite loss term or gradient (no host synchronisation "
                                   "in between; also at the end of every epoch)", default=50,
-                                  validator=_positive)
+                                  validator=positive)
     optim: OptimConfig = field(factory=OptimConfig)
     schedule: ScheduleConfig = field(factory=ScheduleConfig)
     model: ModelConfig = field(factory=ModelConfig)
     views: ViewsConfig = field(factory=ViewsConfig)
     eval: EvalConfig = field(factory=EvalConfig)
     ema: EmaConfig = field(factory=EmaConfig)
+    clip: ClipConfig = field(factory=ClipConfig)
     loss: LossConfig = field(factory=LossConfig)
     mix: MixConfig = field(factory=MixConfig)
     checkpoint: CheckpointConfig = field(factory=CheckpointConfig)
@@ -570,7 +574,6 @@ def check_components(plugins, run: RunConfig) -> None:
     from .errors import PluginError
 
     named = [("dataset", "dataset", run.dataset),
-             ("model.backbone", "backbone", run.model.backbone),
              ("model.classifier", "head", run.model.classifier),
              ("sampler", "sampler", run.sampler),
              *[(f"views.{branch}", "view", name) for branch, name in
@@ -582,6 +585,12 @@ def check_components(plugins, run: RunConfig) -> None:
             plugins.component(kind, name)
         except PluginError as exc:
             raise ConfigError(f"{key}: {exc}") from None
+    from .backbones import resolve
+
+    try:
+        resolve(plugins, run.model.backbone, run.model.backbone_options)
+    except ConfigError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
     from .engine.timm_factories import check_schedule, optimizer_factory
 
     try:

@@ -507,6 +507,28 @@ def split_list_dataset(name: str, data_dir: str) -> Dataset:
     if missing:
         raise DataError(f"image {missing[0]!r} listed in {train_file} does not exist under "
                         f"--data-dir {root}")
-    return Dataset(name, [str(c) for c in range(num_classes)], Split(train_labels, paths=train_paths),
-                   splits.get("val"), splits.get("test"), *IMAGENET_STATS, image_size=224,
-                   source=str(root), **FILE_IMAGE_VIEWS)
+    return Dataset(name, split_list_class_names(name, root, num_classes),
+                   Split(train_labels, paths=train_paths), splits.get("val"), splits.get("test"),
+                   *IMAGENET_STATS, image_size=224, source=str(root), **FILE_IMAGE_VIEWS)
+
+
+def split_list_class_names(name: str, root: Path, num_classes: int) -> list[str]:
+    """The class names of a split-list benchmark in label order: ImageNet's (torchvision's
+    list) for ImageNet-LT; iNaturalist's from the release's ``categories.json`` and Places'
+    from ``categories_places365.txt`` under ``root`` when there; else the label numbers."""
+    names: dict[int, str] = {}
+    if name == "imagenet-lt":
+        from torchvision.models import ResNet50_Weights
+
+        names = dict(enumerate(ResNet50_Weights.IMAGENET1K_V1.meta["categories"]))
+    elif name == "inaturalist2018" and (root / "categories.json").is_file():
+        import json
+
+        names = {int(c["id"]): c["name"] for c in
+                 json.loads((root / "categories.json").read_text(encoding="utf-8"))}
+    elif name == "places-lt" and (root / "categories_places365.txt").is_file():
+        for line in (root / "categories_places365.txt").read_text().splitlines():
+            if line.strip():
+                path, label = line.rsplit(maxsplit=1)
+                names[int(label)] = path.strip("/").split("/", 1)[-1].replace("/", " ")
+    return [names.get(c, str(c)) for c in range(num_classes)]

@@ -82,9 +82,18 @@ def register_datasets(register: Register[DatasetFactory]) -> None:
 def register_backbones(register: Register[BackboneFactory]) -> None:
     """Register feature extractors: ``register(name, factory, doc="")``.
 
-    ``factory(in_channels: int) -> torch.nn.Module`` with an integer attribute ``feature_dim``
-    and, optionally, ``classifier_init`` (``default`` | ``kaiming_normal``): the initialisation
-    its reference code gives the linear classifier on top (``model.classifier_init = auto``).
+    ``factory(in_channels: int, **options) -> torch.nn.Module`` with an integer attribute
+    ``feature_dim``. ``options`` are ``model.backbone_options``, plus ``pretrained=True`` for
+    ``model.pretrained = hub`` (a factory without published weights does not take it; ltcore
+    then refuses in one line, as for an option a factory does not name). Since ltcore 1.2; a
+    factory taking ``in_channels`` alone still works while no option is set. Optional
+    attributes: ``classifier_init`` (``default`` | ``kaiming_normal``: the initialisation its
+    reference code gives the linear classifier on top, for ``model.classifier_init = auto``),
+    ``group_matcher(coarse=False)`` (timm's: its layers in order, for ``optim.layer_decay``),
+    ``pretrained_cfg`` (the published weights' ``mean``, ``std``, ``input_size``) and
+    ``removed_classifier`` (names of a classifier taken off, whose keys a weights file may
+    carry). ``model.backbone`` also takes ``timm:NAME``, ``torchvision:NAME`` and
+    ``clip:NAME`` without a registration (:mod:`ltcore.backbones`).
     """
 
 
@@ -185,7 +194,8 @@ def register_reference_results(register: RegisterReference) -> None:
 
     ``register(plugins="bcl,rcl", dataset="cifar10-lt", imbalance_factor=100,
     metrics={"test/acc": 86.2}, source="RCL, Table 2")``: a comparison row of runs with these
-    plugins, dataset and factor shows the numbers beside its own.
+    plugins, dataset and factor shows the numbers beside its own. ``match={"model.backbone":
+    "clip:RN50", ...}`` (since ltcore 1.2) names further settings the runs must share.
     """
 
 

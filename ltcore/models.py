@@ -4,14 +4,34 @@
 shortcuts, Kaiming init, 64-d pooled feature; it asks for a Kaiming-normal classifier as that
 code gives its final linear layer); ``resnet8/20/56`` are the same family with 1/3/9
 blocks per stage. ``resnet50`` and ``resnext50`` are torchvision's ImageNet models without their
-final fully-connected layer.
+final fully-connected layer. Both name their layers for layer-wise learning-rate decay
+(``group_matcher``, timm's convention). A :class:`ModelBundle` keeps the part of its backbone
+that ``model.freeze`` fixes in evaluation mode.
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+RESNET_LAYERS = {"stem": r"^conv1|^bn1", "blocks": r"^layer(\d+)\.(\d+)"}
+"""The layers of torchvision's ResNets in timm's ``group_matcher`` form: the stem, then every
+block in order."""
+
+VIT_LAYERS = {"stem": r"^class_token|^conv_proj|^encoder\.pos_embedding",
+              "blocks": [(r"^encoder\.layers\.encoder_layer_(\d+)", None),
+                         (r"^encoder\.ln", (99999,))]}
+"""The layers of torchvision's vision transformers, as :data:`RESNET_LAYERS`."""
+
+
+def layer_matcher(layers: dict):
+    """A ``group_matcher(coarse=False)`` returning ``layers``, for a module that lacks one."""
+    def group_matcher(coarse: bool = False) -> dict:
+        return layers
+    return group_matcher
 
 
 class _ShortcutA(nn.Module):
@@ -64,6 +84,10 @@ class CifarResNet(nn.Module):
         out = self.layers(F.relu(self.bn1(self.conv1(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The stem, then each block (timm's convention, for ``optim.layer_decay``)."""
+        return {"stem": r"^conv1|^bn1", "blocks": r"^layers\.(\d+)"}
+
 
 def cifar_resnet(blocks_per_stage: int):
     def factory(in_channels: int = 3) -> nn.Module:
@@ -74,14 +98,12 @@ def cifar_resnet(blocks_per_stage: int):
 
 
 def torchvision_resnet(name: str):
-    def factory(in_channels: int = 3) -> nn.Module:
-        import torchvision
+    def factory(in_channels: int = 3, **options) -> nn.Module:
+        from .backbones import torchvision_backbone
 
-        model = getattr(torchvision.models, name)(weights=None)
-        model.feature_dim = model.fc.in_features
-        model.fc = nn.Identity()
-        return model
-    factory.__doc__ = f"torchvision {name} (random init), final fc removed"
+        return torchvision_backbone(name, in_channels, **options)
+    factory.__doc__ = (f"torchvision {name} without its final fc; options (pretrained=True "
+                       "included) go to its builder")
     return factory
 
 
@@ -133,17 +155,55 @@ class MLPHead(nn.Sequential):
                          nn.Linear(hidden, out_dim))
 
 
-class ModelBundle(nn.Module):
-    """What a stage trains: a backbone, a classifier and named extra heads."""
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+               nn.LocalResponseNorm)
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Module):
+
+def norm_layers(module: nn.Module) -> list[nn.Module]:
+    """The normalisation layers in ``module``: torch's (batch, instance, group, layer, RMS
+    norms) and any layer whose class is named ``...Norm`` or ``...Norm1d/2d/3d`` (timm's)."""
+    return [m for m in module.modules() if isinstance(m, _NORM_TYPES)
+            or re.search(r"Norm([123]d)?$", type(m).__name__)]
+
+
+class ModelBundle(nn.Module):
+    """What a stage trains: a backbone, a classifier and named extra heads.
+
+    ``freeze`` (``none``, ``backbone``, ``backbone-except-norm``: ``model.freeze``) names the
+    part of the backbone kept fixed: it stays in
+    evaluation mode when the bundle trains, and :meth:`frozen_parameters` are left out of the
+    optimiser."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, freeze: str = "none"):
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.heads = nn.ModuleDict()
+        self.freeze = freeze
         self.architecture: dict | None = None
         """How :meth:`ltcore.Run.build_model` made it (registered names, plugins, options):
         what a saved model is rebuilt from (:mod:`ltcore.standalone`)."""
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """The backbone's parameters ``freeze`` fixes (none for ``none``)."""
+        if self.freeze == "none":
+            return []
+        kept = set()
+        if self.freeze == "backbone-except-norm":
+            kept = {id(p) for layer in norm_layers(self.backbone)
+                    for p in layer.parameters(recurse=False)}
+        return [p for p in self.backbone.parameters() if id(p) not in kept]
+
+    def train(self, mode: bool = True) -> "ModelBundle":
+        """Training or evaluation mode; the frozen part of the backbone stays in evaluation
+        mode (BatchNorm keeps its running statistics, dropout is off)."""
+        super().train(mode)
+        if mode and self.freeze != "none":
+            self.backbone.eval()
+            if self.freeze == "backbone-except-norm":
+                for layer in norm_layers(self.backbone):
+                    layer.train()
+        return self
 
     @property
     def feature_dim(self) -> int:

@@ -381,10 +381,12 @@ class Plugins:
         return register
 
     def _reference_registrar(self, plugin: str) -> Callable:
-        def register(*, plugins: str, dataset: str, imbalance_factor: float,
-                     metrics: dict[str, float], source: str) -> None:
+        def register(*, plugins: str, dataset: str, imbalance_factor: float | str,
+                     metrics: dict[str, float], source: str,
+                     match: dict[str, Any] | None = None) -> None:
             self.reference_results.append({"plugins": plugins, "dataset": dataset,
-                                           "imbalance_factor": imbalance_factor, **metrics,
+                                           "imbalance_factor": imbalance_factor,
+                                           **(match or {}), **metrics,
                                            "source": source, "plugin": plugin})
         return register
 

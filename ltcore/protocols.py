@@ -130,11 +130,13 @@ class RegisterPreset(Protocol):
 
 
 class RegisterReference(Protocol):
-    """``register(plugins=..., dataset=..., imbalance_factor=..., metrics=..., source=...)`` of
-    ``register_reference_results``."""
+    """``register(plugins=..., dataset=..., imbalance_factor=..., metrics=..., source=...,
+    match=None)`` of ``register_reference_results``; ``match`` holds further keys a run must
+    share for the row to apply (run parameters such as ``{"model.backbone": "clip:RN50"}``)."""
 
-    def __call__(self, *, plugins: str, dataset: str, imbalance_factor: float,
-                 metrics: dict[str, float], source: str) -> None: ...
+    def __call__(self, *, plugins: str, dataset: str, imbalance_factor: float | str,
+                 metrics: dict[str, float], source: str,
+                 match: dict[str, Any] | None = None) -> None: ...
 
 
 DatasetFactory = Callable[["RunConfig"], "Dataset"]

@@ -29,6 +29,7 @@ from .speed import Speed
 
 if TYPE_CHECKING:
     from .evaluation import Evaluation
+    from .pretrained import InitialWeights
     from .tracking import Tracker
 
 CLASSIFIER_ROLE = "cls"
@@ -312,7 +313,8 @@ class Run:
     """A training run being assembled by the selected plugins and then trained by the engine."""
 
     def __init__(self, settings: Settings, plugins: Plugins, selected: list[str],
-                 dataset: Dataset, device: torch.device, world: World = SINGLE):
+                 dataset: Dataset, device: torch.device, world: World = SINGLE,
+                 initial_weights: InitialWeights | None = None):
         self.settings = settings
         self.world = world
         """The processes training this run together (:mod:`ltcore.distributed`)."""
@@ -329,6 +331,11 @@ class Run:
         self.class_counts = dataset.class_counts.to(device)
         self.class_prior = self.class_counts.float() / self.class_counts.sum()
         self.modules = nn.ModuleDict()
+        self.initial_weights = initial_weights
+        """Where the configured backbone's weights start (``model.pretrained``; None: random,
+        or restored from a checkpoint)."""
+        self.model_notes: list[str] = []
+        """What the plan says of the model: the pretrained weights loaded, the frozen part."""
         self.model = self.build_model(self.config.model.classifier)
         self.add_module("model", self.model)
         self.stages: list[Stage] = [self.new_stage("train", self.config.epochs, plugin="core",
@@ -342,8 +349,12 @@ class Run:
     @property
     def run_name(self) -> str:
         """``bcl+rcl-digits-lt-s0-1a2b3c4d``: the plugins, dataset, seed and the id's first 8
-        characters; the MLflow run's name and its folder's."""
-        name = f"{'+'.join(self.selected)}-{self.dataset.name}-s{self.config.seed}"
+        characters; the MLflow run's name and its folder's. A backbone named by specification
+        comes after the dataset (``ce-digits-lt-timm.resnet18-s0-...``)."""
+        library, _, model = self.config.model.backbone.partition(":")
+        backbone = (f"-{library}.{Path(model).stem if model.endswith('.json') else model}"
+                    if model else "")
+        name = f"{'+'.join(self.selected)}-{self.dataset.name}{backbone}-s{self.config.seed}"
         return f"{name}-{self.run_id[:8]}" if self.run_id else name
 
     # -- assembling ---------------------------------------------------------------------------
@@ -391,19 +402,36 @@ class Run:
         return self.component(kind, name)(self, **options)
 
     def build_model(self, classifier: str, backbone: str | None = None) -> ModelBundle:
-        """A fresh backbone + classifier as configured (seeded by the caller)."""
+        """A fresh backbone + classifier as configured (seeded by the caller). The configured
+        backbone (``backbone`` None or ``model.backbone``) gets ``model.backbone_options``, its
+        initial weights and ``model.freeze``; another backbone is built plain."""
+        from .backbones import resolve
+        from .pretrained import load_into
+
         cfg = self.config.model
-        backbone = self.plugins.component("backbone", backbone or cfg.backbone)
+        configured = backbone is None or backbone == cfg.backbone
+        spec = resolve(self.plugins, cfg.backbone if configured else backbone,
+                       cfg.backbone_options if configured else {})
+        weights = self.initial_weights if configured else None
         head = self.plugins.component("head", classifier)
-        net = backbone.obj(self.dataset.channels)
+        net = spec.build(self.dataset.channels, pretrained=weights is not None and weights.hub)
+        if weights is not None:
+            note = "pretrained: " + (weights.describe() if weights.hub else
+                                     load_into(net, weights, cfg.pretrained_strict, spec.name))
+            if note not in self.model_notes:
+                self.model_notes.append(note)
         options = {}
         if classifier == "cosine":
             options = {"scale": cfg.cosine_scale}
         elif classifier == "linear":
             options = {"init": (getattr(net, "classifier_init", "default")
                                 if cfg.classifier_init == "auto" else cfg.classifier_init)}
-        model = ModelBundle(net, head.obj(net.feature_dim, self.dataset.num_classes, **options))
-        model.architecture = {"backbone": backbone.name, "backbone_plugin": backbone.plugin,
+        model = ModelBundle(net, head.obj(net.feature_dim, self.dataset.num_classes, **options),
+                            freeze=cfg.freeze if configured else "none")
+        for parameter in model.frozen_parameters():
+            parameter.requires_grad_(False)
+        model.architecture = {"backbone": spec.name, "backbone_plugin": spec.plugin,
+                              "backbone_options": spec.options,
                               "in_channels": self.dataset.channels, "classifier": head.name,
                               "classifier_plugin": head.plugin, "classifier_options": options}
         model.to(self.device)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import LIBRARIES
 from .errors import DataError
 
 STANDALONE = "standalone"
@@ -293,12 +294,24 @@ def standalone_of(saved: dict[str, Any], path: str) -> dict[str, Any]:
 def build_model(record: dict[str, Any], plugins, path: str) -> TrainedModel:
     """A fresh :class:`TrainedModel` of the architecture ``record`` describes."""
     arch = record["architecture"]
-    backbone = component("backbone", arch["backbone"], arch["backbone_plugin"], plugins, path)
+    backbone = backbone_spec(arch, plugins, path)
     head = component("head", arch["classifier"], arch["classifier_plugin"], plugins, path)
     with torch.random.fork_rng(devices=[]):  # the initial weights, replaced, draw privately
-        net = backbone(arch["in_channels"])
+        net = backbone.build(arch["in_channels"])
         classifier = head(net.feature_dim, len(record["classes"]), **arch["classifier_options"])
     return TrainedModel(net, classifier, record["classes"], torch.tensor(record["class_counts"]))
+
+
+def backbone_spec(arch: dict[str, Any], plugins, path: str):
+    """The backbone an architecture record names: by specification (``timm:``,
+    ``torchvision:``, ``clip:``, with its recorded options), else a registered one."""
+    from .backbones import BackboneSpec, resolve
+
+    options = arch.get("backbone_options", {})
+    if arch["backbone_plugin"] in LIBRARIES:
+        return resolve(None, arch["backbone"], options)
+    factory = component("backbone", arch["backbone"], arch["backbone_plugin"], plugins, path)
+    return BackboneSpec(arch["backbone"], factory, arch["backbone_plugin"], options)
 
 
 def component(kind: str, name: str, plugin: str, plugins, path: str):

@@ -91,3 +91,20 @@ def test_the_startup_benchmark_prints_the_breakdown_and_the_ratio(tmp_path):
         assert list(phases)[-1] == "first step" and times == sorted(times) and times[0] > 0
     assert {"torch", "mlflow"} <= set(figures["imports_s"])
     assert not {"sklearn", "matplotlib"} & set(figures["notable_imports_s"])
+
+
+def test_the_clip_step_benchmark_times_a_tiny_tower(tmp_path):
+    """``clip_step.py --tiny --device cpu``: one row of positive figures, printed and in the
+    JSON (gpu_checks.sh part 10 times the RN50 and ViT-B/16 towers the same way)."""
+    import json
+
+    pytest.importorskip("open_clip")
+    pytest.importorskip("ltcore_gml")
+    out = tmp_path / "clip-step.json"
+    result = python(str(BENCHMARKS / "clip_step.py"), "--tiny", "--device", "cpu", "--json",
+                    str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["backbone"] == "clip:tiny" and row["batch_size"] == 8
+    assert row["images_per_s"] > 0 and row["ms_per_step"] > 0
+    assert result.stdout.strip().splitlines()[-1].split()[0] == "clip:tiny"

@@ -111,13 +111,13 @@ def register_backbones(register):
         register(name, _lazy("ltcore.models", "cifar_resnet", blocks),
                  f"CIFAR ResNet-{6 * blocks + 2} (LDAM variant, option-A shortcuts), 64-d feature")
     register("resnet50", _lazy("ltcore.models", "torchvision_resnet", "resnet50"),
-             "torchvision ResNet-50, random init, 2048-d feature")
+             "torchvision ResNet-50, 2048-d feature (model.pretrained = hub: its ImageNet weights)")
     register("resnext50", _lazy("ltcore.models", "torchvision_resnet", "resnext50_32x4d"),
-             "torchvision ResNeXt-50 32x4d, random init, 2048-d feature")
+             "torchvision ResNeXt-50 32x4d, 2048-d feature (hub: its ImageNet weights)")
     register("resnet152", _lazy("ltcore.models", "torchvision_resnet", "resnet152"),
-             "torchvision ResNet-152, random init, 2048-d feature (teacher size)")
+             "torchvision ResNet-152, 2048-d feature (teacher size; hub: its ImageNet weights)")
     register("resnext101", _lazy("ltcore.models", "torchvision_resnet", "resnext101_32x8d"),
-             "torchvision ResNeXt-101 32x8d, random init, 2048-d feature (teacher size)")
+             "torchvision ResNeXt-101 32x8d, 2048-d feature (teacher size; hub: its ImageNet weights)")
 
 
 @hookimpl

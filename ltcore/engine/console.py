@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..evaluation import HMEAN, shot_group_lines
 from ..metrics import SHOT_GROUP_NAMES
 from .backends import batch_rows
+from .schedule import describe_groups, stage_groups
 
 if TYPE_CHECKING:
     from ..run import Run, Stage
@@ -87,8 +88,9 @@ class Console:
                  f"device {run.device}, {ranks}compute "
                  f"{str(run.compute_dtype).removeprefix('torch.')}"
                  f"{' with a gradient scaler' if cfg.precision == 'fp16' else ''}, "
-                 f"batch {cfg.batch_size}, model {cfg.model.backbone} + "
+                 f"batch {cfg.batch_size}, model {backbone_words(cfg.model)} + "
                  f"{cfg.model.classifier} classifier; fast path: {run.speed.describe()}",
+                 *(f"model: {note}" for note in run.model_notes),
                  *training_options(run),
                  f"plan: {plural(len(run.stages), 'stage')}, "
                  f"{plural(total_epochs, 'epoch')} in all"]
@@ -105,6 +107,9 @@ class Console:
                          f"sampler {stage.sampler}, {stage.optim.name} lr {stage.optim.lr:g} "
                          f"{stage.schedule.kind}, trains "
                          f"{'the classifier only' if stage.trainable == 'classifier' else 'all'}")
+            groups = describe_groups(stage_groups(stage), stage.optim.lr)
+            if groups:
+                lines.append(f"     parameter groups: {groups}")
             lines.append("     losses: " + ", ".join(f"{term.weight:g} x {term.name}"
                                                      for term in stage.losses))
             lines.append("     views: " + ", ".join(
@@ -144,6 +149,17 @@ class Console:
         parts.append(f"{metrics['train/epoch_time']:.1f} s")
         parts.append(f"left {duration(left * per_step)}" if left else "done")
         return "  ".join(parts)
+
+
+def backbone_words(model) -> str:
+    """The backbone as the plan names it: its specification, options and frozen part."""
+    words = model.backbone
+    options = [f"{k} = {v}" for k, v in model.backbone_options.items() if k != "config"]
+    if options:
+        words += f" ({', '.join(options)})"
+    if model.freeze != "none":
+        words += f", {model.freeze} frozen"
+    return words
 
 
 def training_options(run: Run) -> list[str]:

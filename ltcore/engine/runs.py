@@ -23,6 +23,7 @@ from ..distributed import SINGLE, World, join
 from ..errors import ConfigError, DataError, LtcoreError, RankFailure, RunFinished, RunStopped
 from ..files import remove_stale, write_text
 from ..plugins import Plugins
+from ..pretrained import initial_weights, with_pretrained_preprocessing
 from ..run import Run
 from ..startup import mark
 from ..tracking import SilentTracker, Tracker, connect, dataset_input, resolve_uri
@@ -91,9 +92,10 @@ def new_tracker(settings: Settings, world: World) -> Tracker | SilentTracker:
 
 
 def prepare(plugins: Plugins, selected: list[str], settings: Settings,
-            world: World = SINGLE) -> Run:
+            world: World = SINGLE, restoring: bool = False) -> Run:
     """Build the dataset and model, let the selected plugins set the run up and compose it, and
-    check what they built. In a distributed run each rank trains on its local GPU."""
+    check what they built. In a distributed run each rank trains on its local GPU. A run
+    ``restoring`` its weights from a checkpoint does not load ``model.pretrained``."""
     cfg = settings.run
     device = resolve_device(cfg.device)
     if cfg.distributed.sync_batchnorm and device.type != "cuda":
@@ -102,10 +104,12 @@ def prepare(plugins: Plugins, selected: list[str], settings: Settings,
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     dataset = plugins.component("dataset", cfg.dataset).obj(cfg)
-    settings = with_dataset_views(settings, dataset)
+    weights = None if restoring else initial_weights(cfg.model.pretrained, cfg.output)
+    settings = with_dataset_views(with_pretrained_preprocessing(plugins, settings, weights,
+                                                                dataset), dataset)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    run = Run(settings, plugins, selected, dataset, device, world)
+    run = Run(settings, plugins, selected, dataset, device, world, initial_weights=weights)
     run.speed.apply_backend_flags(device)
     run.hooks.setup_run(run=run)
     run.hooks.compose_run(run=run)
@@ -131,8 +135,16 @@ def check_distributed(run: Run) -> None:
 
 def with_dataset_views(settings: Settings, dataset: Dataset) -> Settings:
     """``settings`` with ``views.classifier`` / ``views.contrastive`` = ``auto`` replaced by the
-    dataset's views, and ``dataset`` set to ``views.image_size`` when that is given."""
+    dataset's views, and ``dataset`` set to ``views.image_size``, ``views.mean`` and
+    ``views.std`` when those are given."""
     views = settings.run.views
+    for name in ("mean", "std"):
+        value = getattr(views, name)
+        if value and len(value) != dataset.channels:
+            raise ConfigError(f"views.{name} has {len(value)} values; dataset {dataset.name!r} "
+                              f"has {dataset.channels} channels")
+        if value:
+            setattr(dataset, name, tuple(value))
     size = views.image_size
     if size and size != dataset.image_size:
         if dataset.in_memory:
@@ -320,7 +332,7 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
     world = join_world(settings)
     if world.is_main:
         remove_stale(folder)
-    run = prepare(plugins, selected, settings, world)
+    run = prepare(plugins, selected, settings, world, restoring=True)
     run.run_id = run_id
     tracker = new_tracker(run.settings, world)
     trainer = Trainer(run, tracker, folder, progress, echo)
@@ -537,7 +549,8 @@ def load_saved_run(plugins: Plugins, path: str, overrides: dict | None = None,
     values.update(dict(parse_assignment(a) for a in assignments))
     values.update(overrides or {})
     selected = plugins.select(saved["plugins"])
-    run = prepare(plugins, selected, resolve(plugins, selected, overrides=values))
+    run = prepare(plugins, selected, resolve(plugins, selected, overrides=values),
+                  restoring=True)
     saved_classes = saved["modules"]["model.classifier.weight"].shape[0]
     if saved_classes != run.dataset.num_classes:
         raise DataError(f"the model has {saved_classes} classes but dataset "

@@ -112,15 +112,83 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def parameter_groups(run: Run, stage: Stage) -> list[dict]:
-    """The groups the optimiser of ``stage`` holds (``stage.trainable``, then the hook)."""
-    module = stage.model.classifier if stage.trainable == "classifier" else stage.model
-    groups = [{"params": [p for p in module.parameters() if p.requires_grad]}]
+    """The groups the optimiser of ``stage`` holds: :func:`stage_groups`, then the hook's
+    changes, less the parameters ``model.freeze`` fixes."""
+    groups = stage_groups(stage)
     run.hooks.adjust_parameter_groups(run=run, stage=stage, groups=groups)
     for group in groups:
         if not isinstance(group, dict) or "params" not in group:
             raise PluginError(f"a parameter group of stage {stage.name!r} is not a dict with "
                               f"'params': {group!r}")
+    return without_frozen(stage.model, groups)
+
+
+def stage_groups(stage: Stage) -> list[dict]:
+    """``stage.trainable``'s parameters before the plugins' hook: the classifier's, or every
+    trainable one (the backbone's by layer when ``optim.backbone_lr_scale`` or
+    ``optim.layer_decay`` asks); what the plan prints."""
+    model = stage.model
+    if stage.trainable == "classifier":
+        groups = [{"params": [p for p in model.classifier.parameters() if p.requires_grad]}]
+    else:
+        groups = layer_groups(model, stage.optim)
+    return without_frozen(model, groups)
+
+
+def without_frozen(model, groups: list[dict]) -> list[dict]:
+    """The non-empty ``groups`` without the parameters ``model.freeze`` fixes."""
+    frozen = {id(p) for p in getattr(model, "frozen_parameters", list)()}
+    if frozen:
+        for group in groups:
+            group["params"] = [p for p in group["params"] if id(p) not in frozen]
     return [g for g in groups if g["params"]]
+
+
+def layer_groups(model, optim) -> list[dict]:
+    """Every trainable parameter of ``model`` in one group, or, with ``optim.backbone_lr_scale``
+    or ``optim.layer_decay`` set, a group per backbone layer at ``lr_scale = backbone_lr_scale
+    * layer_decay^(L - i)`` (layer ``i`` of the backbone's ``L`` in its ``group_matcher``'s
+    order, timm's convention) and one for the classifier and heads at the full rate."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optim.backbone_lr_scale == 1 and optim.layer_decay == 1:
+        return [{"params": params}]
+    backbone = model.backbone
+    named = [(name, p) for name, p in backbone.named_parameters() if p.requires_grad]
+    layer_of = {name: 0 for name, _ in named}
+    if optim.layer_decay != 1:
+        matcher = getattr(backbone, "group_matcher", None)
+        if matcher is None:
+            raise ConfigError(f"optim.layer_decay needs a backbone that names its layers "
+                              f"(timm's group_matcher); {type(backbone).__name__} does not: use a "
+                              "timm: or clip: model, a ResNet or ViT of torchvision, or "
+                              "optim.backbone_lr_scale alone")
+        from timm.models import group_parameters
+
+        layer_of = group_parameters(backbone, matcher(coarse=False), reverse=True)
+    count = max(layer_of.values(), default=0) + 1
+    layers: dict[int, list] = {}
+    for name, p in named:
+        layers.setdefault(layer_of.get(name, count - 1), []).append(p)
+    in_backbone = {id(p) for _, p in named}
+    groups = [{"params": layers[i], "name": f"backbone.layer{i}" if count > 1 else "backbone",
+               "lr_scale": optim.backbone_lr_scale * optim.layer_decay ** (count - i)
+               if optim.layer_decay != 1 else optim.backbone_lr_scale}
+              for i in sorted(layers)]
+    return groups + [{"params": [p for p in params if id(p) not in in_backbone],
+                      "name": "classifier+heads", "lr_scale": 1.0}]
+
+
+def describe_groups(groups: list[dict], lr: float) -> str | None:
+    """The plan's words for a stage's parameter groups (None for one group at the full rate):
+    each group's name, learning rate and size."""
+    if len(groups) == 1 and groups[0].get("lr_scale", 1.0) == 1.0:
+        return None
+
+    def size(group):
+        count = sum(p.numel() for p in group["params"])
+        return f"{count / 1e6:.2f} M" if count >= 1e5 else f"{count / 1e3:.1f} k"
+    return ", ".join(f"{group.get('name', f'group {i}')} lr {lr * group.get('lr_scale', 1.0):.3g} "
+                     f"({size(group)})" for i, group in enumerate(groups))
 
 
 def build_optimizer(run: Run, stage: Stage, groups: list[dict]) -> torch.optim.Optimizer:

@@ -16,6 +16,10 @@ Three views per image: the classifier view (``views.classifier``), the query vie
 through the frozen teacher only). ``class-queue`` is registered as a memory bank, the teacher
 stage as the stage ``gml-teacher``, and the teachers of the paper's ImageNet recipes as the
 backbones ``resnet152`` and ``resnext101`` (registered by the core).
+
+``gml.centres = text`` is the visual-linguistic variant (sec. 3.4, Table 4): a ``clip:``
+backbone, its text features of each class's prompts as the mixture centres, no teacher
+(``text.py``).
 """
 
 from __future__ import annotations
@@ -88,6 +92,15 @@ class Options:
                                 validator=v.gt(0))
     key_view: str = doc("view pipeline of the teacher's key view ('' = views.contrastive)",
                         default="")
+    centres: str = doc(
+        "mixture centres of L_GML: contrast (the teacher's contrast features in class-wise "
+        "queues) | text (sec. 3.4: a clip: backbone's text features of each class's prompts, "
+        "clip.templates; no teacher, queue or distillation)", default="contrast",
+        validator=v.in_(("contrast", "text")))
+    text_classifier_init: str = doc(
+        "with centres = text: zero-shot (the cosine classifier starts as CLIP's zero-shot "
+        "classifier of the same prompts) | random", default="zero-shot",
+        validator=v.in_(("zero-shot", "random")))
 
 
 # -- registration ---------------------------------------------------------------------------
@@ -154,6 +167,21 @@ INATURALIST = {
     "gml.queue_size": 65536, "gml.temperature": 0.1,
 }
 
+CLIP_TEXT = {
+    # sec. 3.4: text centres, CLIP initialisation; VL-LTR's (Tian et al.) pre-training settings:
+    # AdamW, weight decay 0.05, timm cosine with 5 warm-up epochs from 1e-6 (docs/methods/gml.md)
+    "model.pretrained": "hub", "model.classifier": "cosine", "model.cosine_scale": 30.0,
+    "gml.centres": "text", "gml.distill": False, "gml.text_classifier_init": "zero-shot",
+    "clip.templates": ["imagenet"], "imbalance_factor": "natural",
+    "optim.name": "adamw", "optim.weight_decay": 0.05, "optim.betas": [0.9, 0.999],
+    "schedule.kind": "timm:cosine", "schedule.warmup_epochs": 5,
+    "schedule.options": {"warmup_lr": 1e-6, "warmup_prefix": False},
+    "views.classifier": "imagenet-randaugment",
+}
+CLIP_IMAGENET = {**CLIP_TEXT, "dataset": "imagenet-lt", "epochs": 50, "views.image_size": 224,
+                 "schedule.min_lr": 0.0, "gml.temperature": 0.07,
+                 "clip.class_names": "openai-imagenet"}
+
 
 @hookimpl
 def register_presets(register):
@@ -186,6 +214,44 @@ def register_presets(register):
     register("inaturalist2018-400", {**INATURALIST, "epochs": 400},
              "GML paper, iNaturalist 2018, ResNet-50 student, ResNet-152 teacher, 400 epochs "
              "(Table A.1, Table 2 (b))")
+    register("imagenet-lt-clip-rn50", {**CLIP_IMAGENET, "model.backbone": "clip:RN50",
+                                       "batch_size": 2048, "optim.lr": 5e-5},
+             "GML paper, ImageNet-LT, text centres, CLIP ResNet-50, VL-LTR's settings: AdamW lr "
+             "5e-5, batch 2048, 50 epochs (Table 4: 70.9)")
+    register("imagenet-lt-clip-vitb16", {**CLIP_IMAGENET, "model.backbone": "clip:ViT-B-16",
+                                         "batch_size": 1024, "optim.lr": 3.5e-5},
+             "GML paper, ImageNet-LT, text centres, CLIP ViT-B/16, VL-LTR's settings: AdamW lr "
+             "3.5e-5, batch 1024, 50 epochs (Table 4: 78.0)")
+    register("inaturalist2018-clip-vitb16",
+             {**CLIP_TEXT, "dataset": "inaturalist2018", "model.backbone": "clip:ViT-B-16",
+              "model.backbone_options": {"force_image_size": 384}, "views.image_size": 384,
+              "batch_size": 1024, "optim.lr": 3.5e-4, "epochs": 100, "schedule.min_lr": 1e-5,
+              "gml.temperature": 0.1},
+             "GML paper, iNaturalist 2018, text centres, CLIP ViT-B/16 at 384 px, VL-LTR's "
+             "settings: AdamW lr 3.5e-4, batch 1024, 100 epochs (Table 4: 82.1)")
+
+
+TABLE_4 = ("GML Table 4, top-1 on the balanced test set, backbone initialised from CLIP, "
+           "text centres")
+
+
+@hookimpl
+def register_reference_results(register):
+    # Table 4: the visual-linguistic variant; its baselines are named in the source
+    for dataset, backbone, accuracy, baselines in (
+            ("imagenet-lt", "clip:RN50", 70.9, "VL-LTR 70.1, zero-shot CLIP 59.8"),
+            ("imagenet-lt", "clip:ViT-B-16", 78.0, "VL-LTR 77.2"),
+            ("inaturalist2018", "clip:ViT-B-16", 82.1, "VL-LTR 81.0, both at 384 px")):
+        register(plugins="gml", dataset=dataset, imbalance_factor="natural",
+                 metrics={"test/acc": accuracy}, source=f"{TABLE_4} ({baselines})",
+                 match={"model.backbone": backbone, "gml.centres": "text"})
+    # Table 3: CIFAR-100-LT, ResNet-32, 200 and 400 epochs
+    for epochs, accuracies in ((200, (53.0, 57.6, 65.7)), (400, (54.0, 58.1, 67.0))):
+        for factor, accuracy in zip((100, 50, 10), accuracies):
+            register(plugins="gml", dataset="cifar100-lt", imbalance_factor=factor,
+                     metrics={"test/acc": accuracy},
+                     source=f"GML Table 3, ResNet-32, {epochs} epochs, top-1 (best epoch)",
+                     match={"epochs": epochs})
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -227,21 +293,22 @@ class GMLRun:
 
     @hookimpl
     def stage_start(self, run, stage):
-        if stage is self.stage:
+        if stage is self.stage and self.teacher is not None:
             from .teacher import freeze
 
             freeze(self.teacher)
 
     @hookimpl
     def epoch_start(self, run, stage, epoch):
-        if stage is self.stage:
+        if stage is self.stage and self.teacher is not None:
             self.teacher.eval()
 
     @hookimpl
     def epoch_end(self, run, stage, epoch, metrics):
         if stage is self.stage:
             metrics["train/gml_temperature"] = float(self.temperature().detach())
-            metrics["train/gml_queue_filled"] = float(self.queue.valid().float().mean())
+            if self.queue is not None:
+                metrics["train/gml_queue_filled"] = float(self.queue.valid().float().mean())
 
 
 @hookimpl
@@ -257,6 +324,16 @@ def setup_run(run):
     options: Options = run.option(PLUGIN)
     stage = run.main_stage
     model = stage.model
+    if options.centres == "text":
+        from .text import setup_text_centres
+
+        temperature = setup_text_centres(run, options, PLUGIN)
+        model.heads[TEMPERATURE_HEAD] = temperature
+        run.register(GMLRun(stage, None, temperature, None), PLUGIN)
+        return
+    from .text import refuse_contrast_mode_text_options
+
+    refuse_contrast_mode_text_options(options)
     if options.teacher:
         teacher = teachers.load_teacher(run, options.teacher, options.teacher_module,
                                         options.teacher_backbone)
