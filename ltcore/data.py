@@ -514,10 +514,11 @@ def split_list_dataset(name: str, data_dir: str) -> Dataset:
 
 def split_list_class_names(name: str, root: Path, num_classes: int) -> list[str]:
     """The class names of a split-list benchmark in label order: ImageNet's (torchvision's
-    list) for ImageNet-LT; iNaturalist's from the release's ``categories.json`` and Places'
-    from ``categories_places365.txt`` under ``root`` when there; else the label numbers."""
+    list) for ImageNet-LT's 1,000 classes; iNaturalist's from the release's
+    ``categories.json`` and Places' from ``categories_places365.txt`` under ``root`` when
+    there; else the label numbers."""
     names: dict[int, str] = {}
-    if name == "imagenet-lt":
+    if name == "imagenet-lt" and num_classes == 1000:
         from torchvision.models import ResNet50_Weights
 
         names = dict(enumerate(ResNet50_Weights.IMAGENET1K_V1.meta["categories"]))

@@ -33,7 +33,8 @@ def test_timm_and_torchvision_models_train_by_name_with_their_options(one_epoch_
     assert model.backbone.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
     assert preprocessing.crop_size == 32
 
-    mobile = one_epoch_run("--plugin", "ce", "--set", "model.backbone=torchvision:mobilenet_v3_small",
+    mobile = one_epoch_run("--plugin", "ce",
+                           "--set", "model.backbone=torchvision:mobilenet_v3_small",
                            "--set", "model.backbone_options={dropout = 0.5}")
     model, _ = load_model(mobile.folder / "model.pt")
     assert model.backbone.feature_dim == 1024 and model.backbone.classifier[2].p == 0.5

@@ -74,3 +74,18 @@ def test_files_decode_in_workers_and_on_the_device_alike(trees):
         pil = torch.from_numpy(np.asarray(load_image(path)).copy()).permute(2, 0, 1)
         assert image.shape == pil.shape and torch.equal(image, other)
         assert float((image.float() - pil.float()).abs().mean()) < 1.0
+
+
+def test_split_list_benchmarks_name_their_classes(tmp_path):
+    from ltcore.data import split_list_class_names
+
+    assert split_list_class_names("imagenet-lt", tmp_path, 1000)[:3] == [
+        "tench", "goldfish", "great white shark"]
+    assert split_list_class_names("imagenet-lt", tmp_path, 4) == ["0", "1", "2", "3"]
+    (tmp_path / "categories.json").write_text(
+        '[{"id": 1, "name": "Aix sponsa"}, {"id": 0, "name": "Plantae"}]')
+    assert split_list_class_names("inaturalist2018", tmp_path, 3) == ["Plantae", "Aix sponsa", "2"]
+    (tmp_path / "categories_places365.txt").write_text(
+        "/a/airfield 0\n/a/apartment_building/outdoor 1\n")
+    assert split_list_class_names("places-lt", tmp_path, 2) == ["airfield",
+                                                                "apartment_building outdoor"]
