@@ -26,7 +26,7 @@ NAMES = "train-names.txt"
 
 def pack(source: Path, target: Path, imbalance_factor: float) -> None:
     classes, paths, labels = _list_folder(source / "train")
-    keep = long_tail_indices(labels, len(classes), imbalance_factor).tolist()
+    keep = long_tail_indices(labels, len(classes), imbalance_factor, class_names=classes).tolist()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(target, "w:gz") as tar:
         for i in sorted(keep):

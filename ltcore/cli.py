@@ -13,7 +13,8 @@ import sys
 
 import click
 
-from .errors import ConfigError, LtcoreError, RunFinished, RunStopped
+from .errors import (ConfigError, DeviceMemoryError, LtcoreError, RunFinished, RunStopped,
+                     is_out_of_memory, out_of_memory_message)
 from .startup import mark
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -516,6 +517,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"{prefix}Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except RuntimeError as exc:
+        if "--debug" in args or not is_out_of_memory(exc):
+            raise
+        click.echo(f"{prefix}Error: {out_of_memory_message(exc)}", err=True)
+        sys.exit(DeviceMemoryError.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

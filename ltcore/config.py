@@ -23,7 +23,7 @@ from attrs import field, validators as v
 
 from .config_fields import (doc, fraction_or_off, interval, keyword_options, moment_decays,
                             needs_pretrained, non_negative, per_channel, positive,
-                            prompt_templates)
+                            prompt_templates, experiment_name)
 from .config_text import (PLUGINS_KEY, dump_toml, flatten, imbalance_factor_value, merge, nest,
                           parse_assignment, read_toml)
 from .errors import ConfigError
@@ -286,7 +286,7 @@ class TrackingConfig:
 
     uri: str = doc("MLflow tracking URI ('' = MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
                    default="")
-    experiment: str = doc("MLflow experiment name", default="ltcore")
+    experiment: str = doc("MLflow experiment name", default="ltcore", validator=experiment_name)
     log_model: bool = doc("log the final model as an MLflow Model (runs:/<id>/model: network "
                           "and preprocessing exported with torch.export, loadable without "
                           "ltcore; 0.5 to 1 s a run on a CPU, 2 s the first in a process)",

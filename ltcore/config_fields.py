@@ -7,6 +7,8 @@ import math
 
 from attrs import field
 
+from .files import EXPERIMENT_RULE, experiment_problem
+
 
 def doc(text: str, **kwargs):
     """An attrs field with documentation shown by ``ltrun plugins --options``."""
@@ -36,6 +38,13 @@ def positive(instance, attribute, value):
 def non_negative(instance, attribute, value):
     if value < 0:
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value!r}")
+
+
+def experiment_name(instance, attribute, value):
+    """An MLflow experiment's name (``tracking.experiment``): not empty, no control character."""
+    problem = experiment_problem(value)
+    if problem:
+        raise ValueError(f"'{attribute.name}' {problem} ({EXPERIMENT_RULE}), got {value!r}")
 
 
 def moment_decays(instance, attribute, value):

@@ -103,11 +103,13 @@ def long_tail_counts(n_max: int, num_classes: int, imbalance_factor: float) -> l
 
 
 def long_tail_indices(labels: Sequence[int], num_classes: int, imbalance_factor: float,
-                      n_max: int | None = None, seed: int = 0) -> torch.Tensor:
+                      n_max: int | None = None, seed: int = 0,
+                      class_names: Sequence[str] = ()) -> torch.Tensor:
     """Indices of the long-tailed subset, exactly as the LDAM-DRW reference builds CIFAR-LT.
 
     numpy is seeded once with ``seed``; classes are visited in label order; each class's indices
-    are shuffled and the first ``n_i`` kept. ``n_max`` defaults to the mean class size.
+    are shuffled and the first ``n_i`` kept. ``n_max`` defaults to the mean class size. Errors
+    name classes by ``class_names`` when given.
     """
     labels_np = np.asarray(labels)
     n_max = n_max if n_max is not None else len(labels_np) // num_classes
@@ -115,18 +117,27 @@ def long_tail_indices(labels: Sequence[int], num_classes: int, imbalance_factor:
     empty = [cls for cls, n in enumerate(counts) if n < 1]
     if empty:
         raise DataError(f"with {n_max} images in the largest class, imbalance factor "
-                        f"{imbalance_factor:g} leaves class(es) {empty[:10]} without a training "
-                        f"image; use an imbalance factor of at most {max(n_max, 1)} or more images")
+                        f"{imbalance_factor:g} leaves class(es) {named(empty, class_names)} "
+                        f"without a training image; use an imbalance factor of at most "
+                        f"{max(n_max, 1)} or more images")
     rng = np.random.RandomState(seed)
     keep = []
     for cls, n in enumerate(counts):
         idx = np.where(labels_np == cls)[0]
         if len(idx) < n:
-            raise DataError(f"class {cls} has {len(idx)} images, fewer than the {n} the "
-                            f"long-tailed profile with imbalance factor {imbalance_factor} needs")
+            raise DataError(f"class {named([cls], class_names)} has {len(idx)} images, fewer "
+                            f"than the {n} the long-tailed profile with imbalance factor "
+                            f"{imbalance_factor} needs")
         rng.shuffle(idx)
         keep.append(idx[:n])
     return torch.from_numpy(np.concatenate(keep)).long()
+
+
+def named(indices: Sequence[int], class_names: Sequence[str]) -> str:
+    """Classes as errors name them: ``'cat' (3), 'dog' (4)`` (the first ten), or by index
+    without names."""
+    shown = [f"{class_names[i]!r} ({i})" if class_names else str(i) for i in indices[:10]]
+    return ", ".join(shown) + (f" and {len(indices) - 10} more" if len(indices) > 10 else "")
 
 
 def imbalance_factor_text(value: float | str) -> str:
@@ -134,13 +145,14 @@ def imbalance_factor_text(value: float | str) -> str:
     return value if value == NATURAL else f"{value:g}"
 
 
-def training_subset(labels: Sequence[int], num_classes: int, imbalance_factor: float | str,
-                    n_max: int | None = None) -> torch.Tensor:
+def training_subset(labels: Sequence[int], class_names: Sequence[str],
+                    imbalance_factor: float | str, n_max: int | None = None) -> torch.Tensor:
     """Indices of the training images kept: every one with ``natural``, else the long-tailed
     subset of :func:`long_tail_indices`."""
     if imbalance_factor == NATURAL:
         return torch.arange(len(labels))
-    return long_tail_indices(labels, num_classes, imbalance_factor, n_max)
+    return long_tail_indices(labels, len(class_names), imbalance_factor, n_max,
+                             class_names=class_names)
 
 
 def split_per_class(labels: torch.Tensor, fractions_or_counts: Sequence[float | int],
@@ -205,10 +217,11 @@ def digits_lt(imbalance_factor: float | str, image_size: int = 32) -> Dataset:
     test_idx, val_idx, pool_idx = split_per_class(labels, [30, 20, 1.0])
     pool_labels = labels[pool_idx]
     n_max = int(torch.bincount(pool_labels).min())
-    keep = pool_idx[training_subset(pool_labels.tolist(), 10, imbalance_factor, n_max)]
+    classes = [str(d) for d in range(10)]
+    keep = pool_idx[training_subset(pool_labels.tolist(), classes, imbalance_factor, n_max)]
     train = Split(labels[keep], images[keep])
     mean, std = channel_stats(train.images)
-    return Dataset("digits-lt", [str(d) for d in range(10)], train,
+    return Dataset("digits-lt", classes, train,
                    Split(labels[val_idx], images[val_idx]), Split(labels[test_idx], images[test_idx]),
                    mean, std, image_size, source="sklearn.datasets.load_digits",
                    classifier_view="standard", contrastive_view="standard")
@@ -245,7 +258,7 @@ def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float | str,
                         f"({cls.filename}) or its extracted folder ({cls.base_folder}) there") from exc
     train_images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
     train_labels = torch.tensor(train.targets).long()
-    keep = training_subset(train.targets, num_classes, imbalance_factor)
+    keep = training_subset(train.targets, train.classes, imbalance_factor)
     test_images = torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous()
     test_labels = torch.tensor(test.targets).long()
     per_class = val_per_class if val_per_class is not None else len(test_labels) // num_classes // 5
@@ -382,10 +395,10 @@ def image_files_dataset(name: str, classes: list[str], paths: list[str], labels:
     """
     all_labels = torch.tensor(labels).long()
     counts = torch.bincount(all_labels, minlength=len(classes))
-    empty = [classes[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+    empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
-        raise DataError(f"{name}: class(es) {empty[:10]} have no training image; every class "
-                        f"needs at least one")
+        raise DataError(f"{name}: class(es) {named(empty, classes)} have no training image; "
+                        f"every class needs at least one")
     notes, warnings, evals = [], [], dict(evals)
     fractions = {split: fraction for split, fraction in (("val", val_fraction),
                                                           ("test", test_fraction))
@@ -402,7 +415,7 @@ def image_files_dataset(name: str, classes: list[str], paths: list[str], labels:
                      f"split_seed {split_seed}; at least one image of each class), "
                      f"{len(pool)} left for training")
     pool_labels = all_labels[pool]
-    keep = pool[training_subset(pool_labels.tolist(), len(classes), imbalance_factor)]
+    keep = pool[training_subset(pool_labels.tolist(), classes, imbalance_factor)]
     pool_counts = torch.bincount(pool_labels, minlength=len(classes))
     spread = f"{int(pool_counts.max())} to {int(pool_counts.min())} per class"
     if imbalance_factor == NATURAL:

@@ -5,6 +5,8 @@ Every error a user can fix (bad option, missing data, plugin trouble, a divergin
 traceback unless ``--debug`` is given.
 """
 
+import re
+
 
 class LtcoreError(Exception):
     """An error the user can act on; its message says what went wrong and what to do."""
@@ -67,3 +69,27 @@ class RankFailure(LtcoreError):
     ended; the message names the rank and its error."""
 
     exit_code = 1
+
+
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
+"""What torch's reports of a failed allocation say: a GPU's (``torch.OutOfMemoryError``) or the
+CPU allocator's (a ``RuntimeError``)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's report that an allocation failed, on a GPU or the CPU."""
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY)
+
+
+def out_of_memory_message(exc: BaseException) -> str:
+    """torch's report of a failed allocation outside a training step, in one line: which memory ran
+    out, how much was asked for and what to lower."""
+    text = str(exc)
+    memory = "CPU memory" if "can't allocate memory" in text else "GPU memory"
+    in_bytes = re.search(r"allocate (\d+) bytes", text)
+    stated = re.search(r"allocate ([\d.]+ [KMGTP]?i?B)", text)
+    asked = (f"{int(in_bytes.group(1)) / 2**30:,.1f} GiB" if in_bytes
+             else stated.group(1) if stated else "more than was free")
+    return (f"out of {memory}: an allocation of {asked} failed; lower the sizes the settings "
+            f"ask for (--batch-size, eval.batch_size, the model's widths such as "
+            f"model.projection_hidden) or use a machine with more memory")

@@ -91,11 +91,7 @@ def read_weights(path: Path) -> Any:
             raise DataError(f"{str(path)!r} is not a readable safetensors file: {exc}") from None
     from .engine.checkpoints import load_safely
 
-    try:
-        return load_safely(path)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable PyTorch state dict: "
-                        f"{' '.join(str(exc).split())[:200]}") from None
+    return load_safely(path)
 
 
 def _is_ltcore_model(contents: Any) -> bool:

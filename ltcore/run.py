@@ -350,12 +350,15 @@ class Run:
     def run_name(self) -> str:
         """``bcl+rcl-digits-lt-s0-1a2b3c4d``: the plugins, dataset, seed and the id's first 8
         characters; the MLflow run's name and its folder's. A backbone named by specification
-        comes after the dataset (``ce-digits-lt-timm.resnet18-s0-...``)."""
+        comes after the dataset (``ce-digits-lt-timm.resnet18-s0-...``). Path separators and
+        control characters become ``-``: the run's folder is one folder under ``output``."""
+        from .files import file_name
+
         library, _, model = self.config.model.backbone.partition(":")
         backbone = (f"-{library}.{Path(model).stem if model.endswith('.json') else model}"
                     if model else "")
         name = f"{'+'.join(self.selected)}-{self.dataset.name}{backbone}-s{self.config.seed}"
-        return f"{name}-{self.run_id[:8]}" if self.run_id else name
+        return file_name(f"{name}-{self.run_id[:8]}" if self.run_id else name)
 
     # -- assembling ---------------------------------------------------------------------------
 

@@ -9,15 +9,34 @@ from __future__ import annotations
 import click
 
 from ltcore import hookimpl
+from ltcore.files import EXPERIMENT_RULE, check_name, experiment_problem
+
+
+def name_option(ctx, param, value):
+    """Refuse a sweep id that could not name a folder (one line, exit 2)."""
+    return value if value is None else check_name(value, param.opts[0])
+
+
+def experiment_option(ctx, param, value):
+    """Refuse an experiment name MLflow could not hold (one line, exit 2)."""
+    from ltcore.errors import ConfigError
+
+    problem = value is not None and experiment_problem(value)
+    if problem:
+        raise ConfigError(f"{param.opts[0]} {value!r} is refused: it {problem} "
+                          f"({EXPERIMENT_RULE})")
+    return value
+
 
 SELECTION = [
-    click.option("--experiment", default="ltcore", show_default=True,
+    click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
                  help="MLflow experiment of the runs."),
     click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
                  "sqlite:///mlflow.db)."),
     click.option("--filter", "filter_string", default="", metavar="EXPR",
                  help="MLflow search filter, e.g. \"tags.dataset = 'digits-lt'\"."),
-    click.option("--sweep", metavar="ID", help="Only the runs of this sweep."),
+    click.option("--sweep", metavar="ID", callback=name_option,
+                 help="Only the runs of this sweep."),
     click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
                  help="These runs (repeat); overrides --experiment/--filter/--sweep."),
     click.option("--group-by", metavar="KEYS",
@@ -84,7 +103,7 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
     from ltcore.errors import DataError
     from ltcore.tracking import connect
 
-    client = connect(tracking_uri or None)
+    client = connect(tracking_uri or None, create=False)
     runs, left_out = ex.collect_runs(client, experiment, filter_string, sweep, status, run_ids)
     if not runs:
         where = f"sweep {sweep!r}" if sweep else f"experiment {experiment!r}"
@@ -114,9 +133,11 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
 @click.option("--in-process", is_flag=True,
               help="Train cells one after another in this process instead of subprocesses.")
 @launch_options
-@click.option("--sweep-id", metavar="ID", help="Id of the sweep (default: new); reusing one "
-              "runs only its cells that have not finished.")
-@click.option("--experiment", default="ltcore", show_default=True, help="MLflow experiment.")
+@click.option("--sweep-id", metavar="ID", callback=name_option,
+              help="Id of the sweep (default: new); reusing one runs only its cells that have "
+                   "not finished.")
+@click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
+              help="MLflow experiment.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
               "sqlite:///mlflow.db).")
 @click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -251,12 +272,13 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
     from pathlib import Path
 
     from ltcore import experiments as ex
+    from ltcore.files import inside
 
     client, runs, comparison = _comparison(tracking_uri, experiment, filter_string, sweep,
                                            run_ids, group_by, status, select, reference,
                                            table_split, ",".join(ex.METRICS))
     name = sweep or (experiment if not run_ids else "runs")
-    output = Path(output_dir or Path("reports") / ex.slug(name))
+    output = Path(output_dir) if output_dir else inside(Path("reports") / ex.slug(name), "reports")
     options = ex.ReportOptions(split=split, format=fmt, tsne=not no_tsne,
                                tsne_normalise=tsne_normalise, tsne_points=tsne_points,
                                max_runs=max_runs, log=not no_log, device=device,

@@ -9,14 +9,19 @@ and the record that makes the final model usable on its own (``ltcore.load_model
 from __future__ import annotations
 
 import io
+import mmap
+import pickletools
+import re
 import threading
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .. import __version__
-from ..errors import DataError
+from ..errors import DataError, is_out_of_memory
 from ..files import write_bytes
 from ..run import Run
 
@@ -115,31 +120,100 @@ def copy_state(module: torch.nn.Module, device: str | None = None) -> dict:
 
 
 def load_safely(path: str | Path) -> Any:
-    """``torch.load`` of tensors and plain values only (``weights_only``): a file whose pickle
-    needs code to load is refused with a :class:`DataError` naming it, and nothing in it runs."""
-    import pickle
-
+    """``torch.load`` of tensors and plain values only (``weights_only``), nothing in the file
+    run: a file that is empty, truncated, not a PyTorch file, or whose pickle needs code to load
+    raises a :class:`DataError` naming it and saying which."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{str(path)!r} is empty (0 bytes): there is nothing to load; copy the "
+                        "file again from where it was saved")
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        detail = " ".join(str(exc).split("\n\n")[0].split())[:300]
-        raise DataError(f"{str(path)!r} is refused: loading it would run code it carries (an "
-                        f"object beyond tensors and plain values: {detail}); nothing in it was "
-                        "run. ltcore's checkpoints and models hold tensors and plain values "
-                        "only") from None
+        with warnings.catch_warnings():  # torch's remark on a pickle protocol it may not read
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise DataError(f"{str(path)!r} {unreadable(path, exc)}") from None
+
+
+def unreadable(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed on ``path`` with ``exc``, as the end of a
+    sentence that starts with the file's name."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+    text = str(exc)
+    if head.startswith(ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        return ("is truncated: a PyTorch zip archive whose end is missing (cut short, e.g. by an "
+                "interrupted copy or download); copy the file again from where it was saved")
+    if any(refusal in text for refusal in REFUSALS):
+        named = re.search(r"GLOBAL (\S+)", text)
+        needs = f"it imports {named.group(1)}" if named else "it builds an object"
+    else:
+        imports = pickle_imports(path)
+        needs = f"it imports {', '.join(sorted(set(imports))[:5])}" if imports else None
+    if needs:
+        return (f"is refused: loading it would run code it carries ({needs}, which is neither a "
+                "tensor nor a plain value); nothing in it was run. ltcore's checkpoints and "
+                "models hold tensors and plain values only")
+    if head.startswith(ZIP_MAGIC):
+        reason = " ".join(re.sub(r"^\[enforce fail at [^]]*\][ .]*", "", text).split())
+        return f"is a zip archive but not a PyTorch file ({reason[:200]})"
+    return (f"is not a PyTorch file: neither a torch.save archive nor a pickle (it starts with "
+            f"{head!r})")
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+"""The first bytes of a zip archive, which ``torch.save`` writes."""
+
+REFUSALS = ("allowlist", "is blocked")
+"""What torch's weights-only unpickler says when it refuses an object that needs code to load
+(a global it was not told to trust); its other errors are about malformed bytes."""
+
+
+def pickle_imports(path: Path) -> list[str] | None:
+    """The names the pickle in ``path`` imports to load, read from its opcodes without loading
+    it; None when the file is not one complete pickle."""
+    names: list[str] = []
+    recent: list[str | None] = [None, None]  # the strings the last two opcodes pushed
+    try:
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0,
+                                                  access=mmap.ACCESS_READ) as data:
+            for opcode, arg, _ in pickletools.genops(data):
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(arg.replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL":
+                    names.append(".".join(recent) if None not in recent else "an object")
+                if "PUT" not in opcode.name and opcode.name != "MEMOIZE":
+                    recent = [recent[1], arg if isinstance(arg, str) else None]
+    except Exception:  # noqa: BLE001 - any malformed byte ends the pickle: not one
+        return None
+    return names
+
+
+LTCORE_KEYS = ("settings", "plugins", "modules")
+"""What every checkpoint and model file of a run holds."""
 
 
 def read(path: str | Path) -> dict[str, Any]:
     """A saved ``checkpoint.pt`` or ``model.pt``, loaded safely; a :class:`DataError` names a
-    file that is missing, unsafe or not ltcore's."""
+    file that is missing, unreadable, unsafe or not ltcore's."""
     if not Path(path).is_file():
         raise DataError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        saved = load_safely(path)
-        saved["settings"], saved["plugins"], saved["modules"]
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{str(path)!r} is not an ltcore checkpoint: "
-                        f"{' '.join(str(exc).split())[:300]}") from exc
+    saved = load_safely(path)
+    if not (isinstance(saved, dict) and all(key in saved for key in LTCORE_KEYS)):
+        raise DataError(f"{str(path)!r} is not an ltcore checkpoint: it holds "
+                        f"{describe(saved)}, where a run's checkpoint.pt or model.pt holds a dict "
+                        f"with {', '.join(map(repr, LTCORE_KEYS))}")
     return saved
+
+
+def describe(value: Any) -> str:
+    """What a loaded file holds, in a few words."""
+    if torch.is_tensor(value):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        keys = ", ".join(repr(key) for key in list(value)[:5])
+        more = f" and {len(value) - 5} more" if len(value) > 5 else ""
+        return f"a dict with keys {keys}{more}" if value else "an empty dict"
+    return f"a {type(value).__name__}"

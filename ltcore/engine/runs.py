@@ -9,6 +9,7 @@ and the ``evaluate_*`` functions rebuild a run from a saved model for ``ltrun ev
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -68,12 +69,21 @@ def find_run_folder(output: str | Path, reference: str) -> tuple[Path, str]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``) stands for; a
+    :class:`ConfigError` for any other name or a CUDA device this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N (N: a GPU's "
+                          "index)")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for, but CUDA is not available; use "
                           "--device cpu or auto")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} was asked for, but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s), cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

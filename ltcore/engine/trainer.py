@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DeviceMemoryError, PluginError, RunStopped, StorageError
+from ..errors import (ConfigError, DeviceMemoryError, PluginError, RunStopped, StorageError,
+                      is_out_of_memory)
 from ..evaluation import Evaluation
 from ..files import write_csv
 from ..run import Run, Stage, Step
@@ -413,14 +414,14 @@ class Trainer:
                     updates.backward(total, size)
                 finite.update(losses, updates.step() if last else None, i)
                 mark("first step")
-            except torch.OutOfMemoryError as exc:
-                raise DeviceMemoryError(
-                    f"{run.device} ran out of memory in stage {stage.name!r} at batch size "
-                    f"{run.config.batch_size} ({len(stage.views)} views per image): use a "
-                    f"smaller --batch-size (e.g. {max(1, run.config.batch_size // 2)}, with "
-                    f"optim.lr scaled alike, or optim.accumulate to keep the effective batch) "
-                    f"or a smaller model") from exc
             except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    raise DeviceMemoryError(
+                        f"{run.device} ran out of memory in stage {stage.name!r} at batch size "
+                        f"{run.config.batch_size} ({len(stage.views)} views per image): use a "
+                        f"smaller --batch-size (e.g. {max(1, run.config.batch_size // 2)}, with "
+                        f"optim.lr scaled alike, or optim.accumulate to keep the effective "
+                        f"batch) or a smaller model") from exc
                 if UNUSED_PARAMETERS not in str(exc):
                     raise
                 raise PluginError(
@@ -519,7 +520,9 @@ class Trainer:
         splits = None if final else [s for s in self.run.dataset.eval_splits() if s != "test"]
         try:
             return self.run.evaluate(stage.model, splits, stage=stage, final=final)
-        except torch.OutOfMemoryError as exc:
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
             size = self.run.config.eval.batch_size
             raise DeviceMemoryError(
                 f"{self.run.device} ran out of memory evaluating stage {stage.name!r} at "

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import attrs
 
 from ..errors import ConfigError, LtcoreError
-from ..files import write_csv
+from ..files import inside, write_csv
 from ..tracking import RUN_TAGS_ENV, connect, experiment_id, extra_tags, resolve_uri
 from .compare import search_all, text_table
 from .tags import ATTEMPT_TAG, AXES_TAG, CELL_TAG, ERROR_TAG, INDEX_TAG, KIND_TAG, SWEEP_TAG
@@ -207,7 +207,8 @@ class Sweep:
         return resolve_uri(self.tracking_uri or None)
 
     def folder(self) -> Path:
-        return Path(self.output) / "sweeps" / self.id
+        """``OUTPUT/sweeps/ID``: the cells' logs and the summary, never outside ``output``."""
+        return inside(Path(self.output) / "sweeps" / self.id, self.output)
 
     def tracking_args(self) -> list[str]:
         args = ["--experiment", self.experiment, "--output", self.output]

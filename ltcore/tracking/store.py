@@ -2,7 +2,9 @@
 
 The local sqlite store is created and migrated under a file lock (:func:`store_lock`), so any
 number of first runs at once succeed, and writes that meet "database is locked" are retried a
-bounded number of times (:func:`retry_locked`).
+bounded number of times (:func:`retry_locked`). The commands that only read (compare, report)
+never create or migrate a store: :func:`require_store` refuses one that does not exist or is
+not MLflow's, and leaves it as it is.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import functools
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -239,29 +243,93 @@ QUIET_LOGGERS = ("mlflow.store.db.utils",)
 creating tables): the tracker reports what failed in one line instead."""
 
 
-def open_store(uri: str):
+def open_store(uri: str, create: bool = True):
     """An ``MlflowClient`` on ``uri`` whose store exists: a new sqlite store is created and
-    migrated under :func:`store_lock`; the first call raises what the store raised."""
+    migrated under :func:`store_lock` (without ``create``, :func:`require_store` has found it
+    complete, so nothing is created); the first call raises what the store raised."""
     import logging
 
     from mlflow.tracking import MlflowClient
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    with store_lock(uri):
+    with store_lock(uri) if create else nullcontext():
         client = MlflowClient(tracking_uri=uri)
         retry_locked(client.search_experiments, max_results=1)
     return client
 
 
-def connect(uri: str | None = None):
-    """An ``MlflowClient`` on ``uri`` after a quick reachability check; raises TrackingError."""
+def connect(uri: str | None = None, create: bool = True):
+    """An ``MlflowClient`` on ``uri`` after a quick reachability check; raises TrackingError.
+    Without ``create`` (the commands that only read) a store that does not exist or is not
+    MLflow's is refused and left as it is (:func:`require_store`)."""
     uri = resolve_uri(uri)
     with http_policy(retries=0, timeout=start_timeout()):
         try:
-            return open_store(uri)
+            if not create:
+                require_store(uri)
+            return open_store(uri, create)
+        except TrackingError:
+            raise
         except Exception as exc:
             raise unreachable(uri, exc) from exc
+
+
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+"""The database schemes of tracking URIs (a driver may follow: ``postgresql+psycopg2``)."""
+
+
+def require_store(uri: str) -> None:
+    """Raise TrackingError unless ``uri`` is a server or a store with all of MLflow's tables,
+    looking without writing anything (a sqlite file is opened read-only): MLflow itself would
+    create a store that is missing and add its tables to a database that lacks them. Other
+    failures (a database server that does not answer) are raised as they are."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _all_tables_exist  # MLflow's own test before it creates
+    from mlflow.utils.uri import is_databricks_uri
+
+    scheme = urlparse(uri).scheme
+    if scheme == "file" or not (scheme or is_databricks_uri(uri)):
+        where = urlparse(uri).path if scheme else uri
+        if not os.path.isdir(where):
+            raise no_store(where)
+        return
+    if scheme.partition("+")[0] not in DATABASES or uri == "sqlite://":
+        return  # a server (the start check asks it), or sqlite in memory
+    if scheme == "sqlite":
+        where = uri[len("sqlite:///"):]
+        if not os.path.isfile(where):
+            raise no_store(where)
+        read_only = f"{Path(where).as_uri()}?mode=ro"
+        engine = sqlalchemy.create_engine(
+            "sqlite://", creator=lambda: sqlite3.connect(read_only, uri=True))
+    else:
+        where = uri
+        engine = sqlalchemy.create_engine(uri)
+    try:
+        if _all_tables_exist(engine):
+            return
+        older = "alembic_version" in sqlalchemy.inspect(engine).get_table_names()
+    except sqlalchemy.exc.DatabaseError:
+        if scheme != "sqlite":
+            raise  # the server of the database did not answer
+        older = False  # a file that is not a sqlite database
+    finally:
+        engine.dispose()
+    if older:
+        raise TrackingError(f"{where!r} is the store of an older MLflow, without some of the "
+                            "tables this one needs; it was left as it is: upgrade it with "
+                            f"'mlflow db upgrade {uri}' (after a backup), or point "
+                            "--tracking-uri elsewhere")
+    raise TrackingError(f"{where!r} is not an MLflow store (it lacks MLflow's tables); it was "
+                        "left as it is: point --tracking-uri (or MLFLOW_TRACKING_URI) at the "
+                        "store the runs were recorded in")
+
+
+def no_store(where: str) -> TrackingError:
+    return TrackingError(f"there is no MLflow store at {where!r}, and nothing was created there: "
+                         "point --tracking-uri (or MLFLOW_TRACKING_URI) at the store the runs "
+                         "were recorded in")
 
 
 def unreachable(uri: str, exc: BaseException) -> TrackingError:
