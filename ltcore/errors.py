@@ -40,7 +40,8 @@ class RunFinished(LtcoreError):
 
 
 class RunStopped(LtcoreError):
-    """SIGTERM or SIGINT stopped the run at a step boundary; its checkpoint is saved."""
+    """SIGTERM, SIGINT or SIGHUP stopped the run at a step boundary with a checkpoint, or a
+    second signal stopped it at once (its last checkpoint kept)."""
 
     def __init__(self, message: str, signal_name: str, where: str):
         super().__init__(message)

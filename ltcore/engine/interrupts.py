@@ -1,9 +1,10 @@
 """Stopping a run cleanly and continuing it where it stopped.
 
-:class:`StopSignals` turns SIGTERM (what schedulers, ``kill`` and container runtimes send) and
-SIGINT (Ctrl-C) into a request the trainer honours at the next step boundary: it saves a
-checkpoint of the epoch in progress (:class:`EpochProgress`) and stops. A second signal stops at
-once. :class:`EpochProgress` holds what continuing an epoch at a given step needs besides the
+:class:`StopSignals` turns SIGTERM (what schedulers, ``kill`` and container runtimes send),
+SIGINT (Ctrl-C) and SIGHUP (a closed terminal or SSH session) into a request the trainer honours
+at the next step boundary: it saves a checkpoint of the epoch in progress (:class:`EpochProgress`)
+and stops. A second signal stops at once; once the stop is being recorded, further signals wait
+for it, so the run always ends KILLED. :class:`EpochProgress` holds what continuing an epoch at a given step needs besides the
 modules, the optimiser and the plugin objects: the running loss sums and the random states.
 """
 
@@ -17,15 +18,19 @@ from typing import Any
 import attrs
 import torch
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 class StopSignals:
-    """While entered (in the main thread), SIGTERM and SIGINT set :attr:`received` instead of
-    interrupting; a second signal raises ``KeyboardInterrupt`` at once."""
+    """While entered (in the main thread), SIGTERM, SIGINT and SIGHUP set :attr:`received`
+    instead of interrupting; a second signal raises ``KeyboardInterrupt`` at once, unless the
+    stop is already being recorded (:attr:`finishing`), which no signal interrupts."""
 
     def __init__(self):
         self.received: str | None = None
+        self.finishing = False
+        """Set while a stop or failure is recorded: signals no longer interrupt."""
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopSignals":
@@ -40,10 +45,11 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            self.__exit__()
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+        elif not self.finishing:
+            self.finishing = True
             raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
 
 
 @attrs.define

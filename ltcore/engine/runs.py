@@ -475,6 +475,9 @@ def _record_failure(trainer: Trainer, exc: BaseException) -> None:
     status = "KILLED" if isinstance(exc, (KeyboardInterrupt, RunStopped)) else "FAILED"
     if isinstance(exc, RunStopped):
         tracker.set_tags(parent, {"ltcore.stopped": f"{exc.signal_name} in {exc.where}"})
+    elif isinstance(exc, KeyboardInterrupt):
+        tracker.set_tags(parent, {"ltcore.stopped": f"{trainer.stop.received or 'SIGINT'} twice: "
+                                                    "stopped at once"})
     elif isinstance(exc, LtcoreError):
         tracker.set_tags(parent, {"ltcore.error": f"{type(exc).__name__}: {exc}"[:5000]})
     elif world.distributed:
@@ -498,6 +501,7 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
             metrics = trainer.train()
             trainer.settle()
         except BaseException as exc:
+            trainer.stop.finishing = True  # a signal now waits for the record
             try:
                 trainer.settle()  # the checkpoint being written is on disk before the record
             except Exception:  # noqa: BLE001 - exc is the failure to record
@@ -506,6 +510,12 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
                 run.hooks.run_failed(run=run, error=exc)
             finally:
                 _record_failure(trainer, exc)
+            if isinstance(exc, KeyboardInterrupt) and trainer.stop.received:
+                name = trainer.stop.received
+                raise RunStopped(f"stopped at once by a second {name}; the last checkpoint "
+                                 f"({trainer.saved}) is kept. Continue with: "
+                                 f"{trainer.resume_command()}", signal_name=name,
+                                 where="a step (stopped at once)") from None
             if run.world.distributed and not isinstance(exc, (LtcoreError, KeyboardInterrupt)):
                 raise RankFailure(rank_failure_message(trainer, exc)) from exc
             raise

@@ -1,20 +1,24 @@
-"""SIGTERM and SIGINT: the run stops at the next step boundary with a checkpoint, its MLflow runs
+"""SIGTERM, SIGINT and SIGHUP: the run stops at the next step boundary with a checkpoint, its MLflow runs
 are marked KILLED with where it stopped, and it says its id and the exact resume command. Every
 run says its id before it trains."""
 
+import os
 import signal
 import time
 
 import pytest
 import torch
 
-from ltcore.testing import FAST, run_folder
+from ltcore import RunStopped, hookimpl, resolve, train
+from ltcore.testing import (FAST, FAST_SETTINGS, mlflow_client, plugins_holding, recorded_runs,
+                            run_folder)
 
 LONG = ["--plugin", "kcl", "--epochs", "30", *FAST]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143),
-                                       pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
+                                       pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
+                                       pytest.param(signal.SIGHUP, 129, marks=pytest.mark.slow)])
 def test_a_signal_stops_at_a_step_with_a_checkpoint_and_the_resume_command(ltrun_process, sig,
                                                                            code):
     process = ltrun_process.start(*LONG)
@@ -63,3 +67,44 @@ def test_resuming_a_run_stopped_before_its_first_checkpoint_closes_it(ltrun_proc
     run = ltrun_process.client().get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["ltcore.error"] == "stopped before its first checkpoint"
+
+
+class SignalsInAStep:
+    """Sends ``signals`` to its own process after step 2, and one more while the stop is being
+    recorded (``run_failed``)."""
+
+    def __init__(self, *signals):
+        self.signals = signals
+        self.sent_while_recording = False
+
+    @hookimpl
+    def step_end(self, step):
+        if step.iteration == 2:
+            for sig in self.signals:
+                os.kill(os.getpid(), sig)
+
+    @hookimpl
+    def run_failed(self, run, error):
+        self.sent_while_recording = True
+        os.kill(os.getpid(), self.signals[-1])
+
+
+@pytest.mark.parametrize("signals, code, line", [
+    ((signal.SIGHUP,), 129, "stopped by SIGHUP in stage 'train', epoch 1/3 after step 3/"),
+    ((signal.SIGINT, signal.SIGINT), 130, "stopped at once by a second SIGINT; the last "
+                                          "checkpoint (")])
+def test_sighup_stops_and_a_second_signal_stops_at_once_both_killed_with_the_resume_line(
+        isolated, signals, code, line):
+    """SIGHUP (a closed terminal) stops like SIGTERM; a second Ctrl-C stops inside the step; a
+    signal while the stop is recorded waits for it: the runs end KILLED either way."""
+    sender = SignalsInAStep(*signals)
+    plugins = plugins_holding("ce", extra={"signals": sender})
+    settings = resolve(plugins, ["ce"], assignments=[*FAST_SETTINGS, "device=cpu",
+                                                     "batch_size=32"], overrides={"epochs": 3})
+    with pytest.raises(RunStopped) as stopped:
+        train(plugins, ["ce", "signals"], settings, progress=False)
+    assert stopped.value.exit_code == code and str(stopped.value).startswith(line)
+    (run,) = recorded_runs(mlflow_client(), nested=False)
+    assert str(stopped.value).endswith(f"Continue with: ltrun --resume {run.info.run_id}")
+    assert sender.sent_while_recording and run.info.status == "KILLED"
+    assert all(r.info.status == "KILLED" for r in recorded_runs(mlflow_client(), nested=True))
