@@ -198,11 +198,6 @@ def torchvision_backbone(name: str, in_channels: int = 3, pretrained: bool = Fal
         model.group_matcher = layer_matcher(RESNET_LAYERS)
     elif name.startswith("vit_"):
         model.group_matcher = layer_matcher(VIT_LAYERS)
-    if pretrained:
-        transform = weights.transforms()
-        model.pretrained_cfg = {"mean": tuple(transform.mean), "std": tuple(transform.std),
-                                "input_size": (3, transform.crop_size[0], transform.crop_size[0]),
-                                "interpolation": transform.interpolation.value}
     return model
 
 
@@ -243,16 +238,7 @@ def published_preprocessing(spec: BackboneSpec) -> dict[str, Any] | None:
         return {"mean": transform.mean, "std": transform.std,
                 "input_size": (3, transform.crop_size[0], transform.crop_size[0])}
     if spec.plugin == "clip":
-        import open_clip
-        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+        from .clip import published_preprocessing as clip_preprocessing
 
-        config = options.get("config") or open_clip.get_model_config(model) or {}
-        size = options.get("force_image_size") or config.get("vision_cfg", {}).get(
-            "image_size", 224)
-        size = size if isinstance(size, int) else size[0]
-        tags = open_clip.list_pretrained_tags_by_model(model) if "config" not in options else []
-        tag = "openai" if "openai" in tags else (tags[0] if tags else None)
-        cfg = open_clip.get_pretrained_cfg(model, tag) if tag else {}
-        return {"mean": cfg.get("mean", OPENAI_DATASET_MEAN),
-                "std": cfg.get("std", OPENAI_DATASET_STD), "input_size": (3, size, size)}
+        return clip_preprocessing(model, options)
     return None

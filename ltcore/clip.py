@@ -136,6 +136,23 @@ def _first_tag(architecture: str) -> str | None:
     return "openai" if "openai" in tags else (tags[0] if tags else None)
 
 
+def published_preprocessing(architecture: str, options: dict) -> dict:
+    """The mean, std and input size (timm's ``pretrained_cfg`` keys) of the weights
+    ``pretrained=True`` loads into ``clip_backbone(architecture, **options)``, without building
+    it: the tag's preprocessing, the input size of the configuration (``config`` in
+    ``options``, else the architecture's) or ``force_image_size``."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    open_clip = _open_clip()
+    config = options.get("config") or open_clip.get_model_config(architecture) or {}
+    size = options.get("force_image_size") or config.get("vision_cfg", {}).get("image_size", 224)
+    size = size if isinstance(size, int) else size[0]
+    tag = None if "config" in options else _first_tag(architecture)
+    cfg = open_clip.get_pretrained_cfg(architecture, tag) if tag else {}
+    return {"mean": cfg.get("mean", OPENAI_DATASET_MEAN),
+            "std": cfg.get("std", OPENAI_DATASET_STD), "input_size": (3, size, size)}
+
+
 def default_tag(architecture: str) -> str:
     """``openai`` when open_clip has OpenAI's weights of ``architecture``, else its first tag."""
     tag = _first_tag(architecture)

@@ -89,8 +89,7 @@ def register_backbones(register: Register[BackboneFactory]) -> None:
     factory taking ``in_channels`` alone still works while no option is set. Optional
     attributes: ``classifier_init`` (``default`` | ``kaiming_normal``: the initialisation its
     reference code gives the linear classifier on top, for ``model.classifier_init = auto``),
-    ``group_matcher(coarse=False)`` (timm's: its layers in order, for ``optim.layer_decay``),
-    ``pretrained_cfg`` (the published weights' ``mean``, ``std``, ``input_size``) and
+    ``group_matcher(coarse=False)`` (timm's: its layers in order, for ``optim.layer_decay``) and
     ``removed_classifier`` (names of a classifier taken off, whose keys a weights file may
     carry). ``model.backbone`` also takes ``timm:NAME``, ``torchvision:NAME`` and
     ``clip:NAME`` without a registration (:mod:`ltcore.backbones`).

@@ -39,8 +39,6 @@ class InitialWeights:
     state: dict[str, torch.Tensor] | None = None
     preprocessing: dict[str, Any] | None = None
     """An earlier run's recorded preprocessing (mean, std, sizes), which the run takes over."""
-    backbone: str | None = None
-    """The earlier run's ``model.backbone``."""
 
     @property
     def hub(self) -> bool:
@@ -128,8 +126,7 @@ def _of_run(saved: dict[str, Any], path: str) -> InitialWeights:
     state = {k[len(prefix):]: v for k, v in saved["modules"].items() if k.startswith(prefix)}
     if not state:
         raise DataError(f"{path!r} holds no backbone weights under {prefix!r}")
-    backbone = saved["settings"].get("model", {}).get("backbone")
-    return InitialWeights(path, "run", state, record.get("preprocessing"), backbone)
+    return InitialWeights(path, "run", state, record.get("preprocessing"))
 
 
 def load_into(backbone: nn.Module, weights: InitialWeights, strict: bool, name: str) -> str:

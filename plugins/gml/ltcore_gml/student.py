@@ -31,7 +31,42 @@ TEACHER_FEATURES = "teacher-features"
 KEY_EMBEDDINGS = "key-embeddings"
 
 
-class GMLStudent:
+class MixtureTerms:
+    """``L_GML`` and the loss that trains ``tau_g``, on what ``outputs(step)`` gives: the
+    similarities of the queries to the mixture centres (``bank``) with their labels, the centres'
+    and queries' image indices and which centres are valid. Needs ``run``, ``temperature`` and
+    ``alpha``."""
+
+    def gml_term(self, weight: float, plugin: str = "gml") -> LossTerm:
+        """``L_GML`` over the centres with ``tau_g`` detached (eq. 4, eq. 10 with ``alpha``)."""
+        prior = self.run.class_prior
+
+        def fn(step: Step) -> torch.Tensor:
+            o = self.outputs(step)
+            loss = gml_loss_from_similarities(o["similarities"], o["labels"], o["bank_labels"],
+                                              prior, o["temperature"], self.alpha,
+                                              bank_valid=o["bank_valid"])
+            o["losses"]["gml"] = loss.detach()
+            return loss
+
+        return LossTerm("gml", fn, plugin, weight, kind="contrastive", rebalanceable=False)
+
+    def temperature_term(self, weight: float, plugin: str = "gml") -> LossTerm:
+        """The loss that trains ``tau_g``: detached similarities, own-image centres left out."""
+        prior = self.run.class_prior
+
+        def fn(step: Step) -> torch.Tensor:
+            o = self.outputs(step)
+            loss = temperature_loss_from_similarities(
+                o["similarities"], o["labels"], o["bank_labels"], o["bank_indices"], o["indices"],
+                prior, self.temperature.log_temperature, self.alpha, bank_valid=o["bank_valid"])
+            o["losses"]["gml-temperature"] = loss.detach()
+            return loss
+
+        return LossTerm("gml-temperature", fn, plugin, weight, kind="other")
+
+
+class GMLStudent(MixtureTerms):
     """The pieces of one run's GML student and the loss terms that use them.
 
     Args:
@@ -122,35 +157,7 @@ class GMLStudent:
                    bank_indices=queue.indices(), bank_valid=queue.valid())
         return out
 
-    # -- the terms --
-
-    def gml_term(self, weight: float, plugin: str = "gml") -> LossTerm:
-        """``L_GML`` over the queue with ``tau_g`` detached (eq. 4, eq. 10 with ``alpha``)."""
-        prior = self.run.class_prior
-
-        def fn(step: Step) -> torch.Tensor:
-            o = self.outputs(step)
-            loss = gml_loss_from_similarities(o["similarities"], o["labels"], o["bank_labels"],
-                                              prior, o["temperature"], self.alpha,
-                                              bank_valid=o["bank_valid"])
-            o["losses"]["gml"] = loss.detach()
-            return loss
-
-        return LossTerm("gml", fn, plugin, weight, kind="contrastive", rebalanceable=False)
-
-    def temperature_term(self, weight: float, plugin: str = "gml") -> LossTerm:
-        """The loss that trains ``tau_g``: detached similarities, own-image entries left out."""
-        prior = self.run.class_prior
-
-        def fn(step: Step) -> torch.Tensor:
-            o = self.outputs(step)
-            loss = temperature_loss_from_similarities(
-                o["similarities"], o["labels"], o["bank_labels"], o["bank_indices"], o["indices"],
-                prior, self.temperature.log_temperature, self.alpha, bank_valid=o["bank_valid"])
-            o["losses"]["gml-temperature"] = loss.detach()
-            return loss
-
-        return LossTerm("gml-temperature", fn, plugin, weight, kind="other")
+    # -- the terms (and MixtureTerms') --
 
     def distillation_term(self, weight: float, temperature: float, plugin: str = "gml") -> LossTerm:
         """``L_KD = T^2 KL(softmax(t/T) || softmax(s/T))`` on the classifier view's logits."""

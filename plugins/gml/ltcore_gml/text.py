@@ -15,10 +15,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltcore import ConfigError, LossTerm, Step
+from ltcore import ConfigError, Step
 
 from .bank import Temperature
-from .loss import gml_loss_from_similarities, temperature_loss_from_similarities
+from .loss import gml_loss_from_similarities
+from .student import MixtureTerms
 
 EXTRA = "gml"
 """Key of this step's tensors in ``step.extras`` (as the contrast variant's)."""
@@ -105,7 +106,7 @@ def init_zero_shot_classifier(model, tower, names, templates) -> None:
         weight.copy_(zero_shot.to(weight.dtype))
 
 
-class TextCentreStudent:
+class TextCentreStudent(MixtureTerms):
     """The loss terms of the text-centre variant for one run.
 
     Args:
@@ -139,8 +140,11 @@ class TextCentreStudent:
             return self._last[1]
         centres, centre_labels = self.centres()
         query = F.normalize(step.features[self.classifier_role].float(), dim=1)
-        out = {"query": query, "labels": step.targets(self.classifier_role),
+        labels = step.targets(self.classifier_role)
+        # no centre comes from an image: none is the query's own, none is left out
+        out = {"query": query, "labels": labels, "indices": torch.zeros_like(labels),
                "bank": centres, "bank_labels": centre_labels,
+               "bank_indices": torch.full_like(centre_labels, -1), "bank_valid": None,
                "similarities": query @ centres.T,
                "temperature": self.temperature().detach(), "losses": {}}
         self._last = (step, out)
@@ -148,36 +152,6 @@ class TextCentreStudent:
         if extras is not None:
             extras[EXTRA] = out
         return out
-
-    def gml_term(self, weight: float, plugin: str = "gml") -> LossTerm:
-        """``L_GML`` over the text centres with ``tau_g`` detached."""
-        prior = self.run.class_prior
-
-        def fn(step: Step) -> torch.Tensor:
-            o = self.outputs(step)
-            loss = gml_loss_from_similarities(o["similarities"], o["labels"], o["bank_labels"],
-                                              prior, o["temperature"], self.alpha)
-            o["losses"]["gml"] = loss.detach()
-            return loss
-
-        return LossTerm("gml", fn, plugin, weight, kind="contrastive", rebalanceable=False)
-
-    def temperature_term(self, weight: float, plugin: str = "gml") -> LossTerm:
-        """The loss that trains ``tau_g``: the same formula on detached similarities. No centre
-        comes from an image, so none is left out."""
-        prior = self.run.class_prior
-
-        def fn(step: Step) -> torch.Tensor:
-            o = self.outputs(step)
-            no_image = torch.full_like(o["bank_labels"], -1)
-            query_indices = torch.zeros_like(o["labels"])
-            loss = temperature_loss_from_similarities(
-                o["similarities"], o["labels"], o["bank_labels"], no_image, query_indices,
-                prior, self.temperature.log_temperature, self.alpha)
-            o["losses"]["gml-temperature"] = loss.detach()
-            return loss
-
-        return LossTerm("gml-temperature", fn, plugin, weight, kind="other")
 
 
 def setup_text_centres(run, options, plugin: str = "gml") -> Temperature:
