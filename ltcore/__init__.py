@@ -46,7 +46,7 @@ _EXPORTS = {
     # errors users see
     "LtcoreError": "errors", "ConfigError": "errors", "PluginError": "errors",
     "DataError": "errors", "NonFiniteLossError": "errors", "RunStopped": "errors",
-    "RunFinished": "errors",
+    "RunFinished": "errors", "RunBusy": "errors",
     "DeviceMemoryError": "errors", "TrackingError": "errors", "StorageError": "errors",
 }
 

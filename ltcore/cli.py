@@ -15,6 +15,7 @@ import click
 
 from .errors import (ConfigError, DeviceMemoryError, LtcoreError, RunFinished, RunStopped,
                      is_out_of_memory, out_of_memory_message)
+from .launch import ignore_stop_signals, note_error, run_ranks
 from .startup import mark
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -111,6 +112,9 @@ def plugins_of(ctx):
               help="Register the run's MLflow Model under NAME in the Model Registry.")
 @click.option("--resume", metavar="RUN", help="Continue a run from its last checkpoint: its id, "
               "its folder's name or 'last' (the run started last under --output).")
+@click.option("--from", "start_from", type=click.Choice(["previous", "start"]),
+              help="With --resume: continue from the checkpoint before the latest (kept when a "
+                   "new one is written), or start the run over, in its MLflow run.")
 @click.option("--print-config", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -120,7 +124,7 @@ def plugins_of(ctx):
 @click.version_option(package_name="ltcore")
 @click.pass_context
 def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, resume,
-        print_config, no_progress, debug, nproc, **options):
+        start_from, print_config, no_progress, debug, nproc, **options):
     """Train a long-tailed recognition run composed from plugins.
 
     \b
@@ -137,6 +141,8 @@ def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, 
     mark("engine imported")
     plugins = plugins_of(ctx)
     mark("plugins loaded")
+    if start_from and not resume:
+        raise ConfigError(f"--from {start_from} goes with --resume RUN")
     if resume:
         given = [f"--{k.replace('_', '-')}" for k, v in options.items()
                  if v is not None and k not in ("output", "epochs")]
@@ -150,9 +156,10 @@ def cli(ctx, plugin_names, presets, disabled_plugins, config_file, assignments, 
         try:
             result = runs.resume(plugins, resume, options.get("output") or "runs",
                                  progress=not no_progress, echo=click.echo,
-                                 epochs=options.get("epochs"))
+                                 epochs=options.get("epochs"), start_from=start_from)
         except RunFinished as finished:
-            click.echo(str(finished))
+            if os.environ.get("RANK", "0") == "0":  # once for all ranks
+                click.echo(str(finished))
             return
     else:
         from .config_text import plugins_in_file
@@ -475,8 +482,9 @@ def warn(line: str) -> None:
 
 
 def nproc_launch(args: list[str]) -> list[str] | None:
-    """For ``ltrun --nproc N ...`` outside torchrun: the torchrun command that starts N ranks of
-    ``ltrun ...`` on this machine (None without ``--nproc`` or under torchrun)."""
+    """For ``ltrun --nproc N ...`` outside torchrun: the arguments of ``torchrun`` that start N
+    ranks of ``ltrun ...`` on this machine (:func:`ltcore.launch.run_ranks` runs them; None
+    without ``--nproc`` or under torchrun)."""
     if args and args[0] in cli.commands:
         return None
     for i, arg in enumerate(args):
@@ -492,8 +500,7 @@ def nproc_launch(args: list[str]) -> list[str] | None:
 
             if launched_by_torchrun():
                 return None
-            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    f"--nproc-per-node={value}", "-m", "ltcore", *rest]
+            return ["--standalone", f"--nproc-per-node={value}", "-m", "ltcore", *rest]
     return None
 
 
@@ -502,25 +509,39 @@ def main(argv: list[str] | None = None) -> None:
     mark("cli started")
     args = sys.argv[1:] if argv is None else argv
     rank = os.environ.get("RANK", "0")  # set by torchrun
-    prefix = f"[rank {rank}] " if os.environ.get("WORLD_SIZE", "1") != "1" and rank != "0" else ""
+    in_world = os.environ.get("WORLD_SIZE", "1") != "1"
+    prefix = f"[rank {rank}] " if in_world and rank != "0" else ""
+
+    def error(text: str) -> None:  # under ltrun --nproc the launcher prints one line for all
+        if in_world:
+            ignore_stop_signals()
+        if not note_error(rank, text):
+            click.echo(f"{prefix}Error: {text}", err=True)
+
     try:
         launch = nproc_launch(args)
         if launch is not None:
-            sys.stdout.flush()
-            os.execv(launch[0], launch)
+            try:  # a usage error (or --help) once, not from every rank
+                cli.make_context("ltrun", launch[4:])
+            except click.exceptions.Exit as exc:  # --help, --version
+                sys.exit(exc.exit_code)
+            sys.exit(run_ranks(launch))
         cli.main(args=args, prog_name="ltrun", standalone_mode=False)
     except RunStopped as exc:
-        click.echo(str(exc), err=True)
+        if in_world:
+            ignore_stop_signals()
+        if not prefix:  # rank 0 says it for every rank
+            click.echo(str(exc), err=True)
         sys.exit(exc.exit_code)
     except LtcoreError as exc:
         if "--debug" in args:
             raise
-        click.echo(f"{prefix}Error: {exc}", err=True)
+        error(str(exc))
         sys.exit(exc.exit_code)
     except RuntimeError as exc:
         if "--debug" in args or not is_out_of_memory(exc):
             raise
-        click.echo(f"{prefix}Error: {out_of_memory_message(exc)}", err=True)
+        error(out_of_memory_message(exc))
         sys.exit(DeviceMemoryError.exit_code)
     except click.ClickException as exc:
         exc.show()
@@ -528,7 +549,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        click.echo("Aborted.", err=True)
+        if not prefix:
+            click.echo("Aborted.", err=True)
         sys.exit(130)
     finally:
         if "torch.distributed" in sys.modules:  # a distributed run joined a process group

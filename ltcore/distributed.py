@@ -131,6 +131,15 @@ class World:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def by_rank(self, value: int, device: torch.device) -> list[int]:
+        """Every rank's integer ``value``, by rank (one all-reduce)."""
+        if not self.distributed:
+            return [value]
+        values = torch.zeros(self.size, dtype=torch.int64, device=device)
+        values[self.rank] = value
+        dist.all_reduce(values)
+        return [int(v) for v in values.tolist()]
+
 
 class _GatherRows(torch.autograd.Function):
     """All-gather of equal-sized row blocks; the backward sums every rank's gradient of the

@@ -39,6 +39,11 @@ class RunFinished(LtcoreError):
     exit_code = 0
 
 
+class RunBusy(LtcoreError):
+    """Another process trains the run already (``ltrun --resume`` of a run being trained): the
+    message names that process."""
+
+
 class RunStopped(LtcoreError):
     """SIGTERM, SIGINT or SIGHUP stopped the run at a step boundary with a checkpoint, or a
     second signal stopped it at once (its last checkpoint kept)."""
@@ -49,7 +54,8 @@ class RunStopped(LtcoreError):
 
         self.signal_name = signal_name
         self.where = where
-        self.exit_code = 128 + int(getattr(signal, signal_name))
+        named = re.search(r"SIG[A-Z]+", signal_name)  # "a signal to another rank (SIGTERM ...)"
+        self.exit_code = 128 + int(getattr(signal, named.group() if named else "SIGTERM"))
 
 
 class DeviceMemoryError(LtcoreError):
@@ -68,8 +74,6 @@ class StorageError(LtcoreError):
 class RankFailure(LtcoreError):
     """A rank of a distributed run failed, or stopped answering the others, and so the run
     ended; the message names the rank and its error."""
-
-    exit_code = 1
 
 
 OUT_OF_MEMORY = ("out of memory", "can't allocate memory")

@@ -23,6 +23,7 @@ import torch
 
 from . import metrics as M
 from .data import Split, load_image
+from .launch import ignore_stop_signals
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -287,13 +288,14 @@ def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:
         unused = torch.Generator(device=run.device)
         loader = torch.utils.data.DataLoader(
             EncodedImages(split.paths, decode_jpegs=run.device.type != "cuda"), batch_size=size,
-            num_workers=workers, collate_fn=as_list, pin_memory=run.device.type == "cuda")
+            num_workers=workers, collate_fn=as_list, pin_memory=run.device.type == "cuda",
+            worker_init_fn=ignore_stop_signals)
         starts = range(0, len(split), size)
         return (pipeline.from_images(decode(items, split.paths[i:i + size], run.device), unused)
                 for i, items in zip(starts, loader))
     transform = eval_view.make_reference(ds.image_size, ds.mean, ds.std)
     loader = torch.utils.data.DataLoader(_FileImages(split.paths, transform), batch_size=size,
-                                         num_workers=workers)
+                                         num_workers=workers, worker_init_fn=ignore_stop_signals)
     return (x.to(run.device) for x in loader)
 
 

@@ -41,16 +41,25 @@ class MlflowServer:
         root.mkdir(parents=True, exist_ok=True)
         if template is not None:  # an empty store with its tables made: a faster start
             shutil.copyfile(template, root / "backend.db")
+        self.backend = backend or f"sqlite:///{root / 'backend.db'}"
+        self._start()
+
+    def _start(self) -> None:
         env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true",
                    MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server",
-             "--backend-store-uri", backend or f"sqlite:///{root / 'backend.db'}",
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend,
              "--artifacts-destination", str(self.artifacts),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            cwd=root)
+            cwd=self.root)
+
+    def restart(self) -> None:
+        """Start the server again on the same port and store (after it was killed)."""
+        self.stop()
+        self._start()
+        self.wait_ready()
 
     def wait_ready(self, limit_s: float = SERVER_START_LIMIT_S) -> None:
         deadline = time.monotonic() + limit_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import mmap
+import os
 import pickletools
 import re
 import threading
@@ -22,10 +23,12 @@ import torch
 
 from .. import __version__
 from ..errors import DataError, is_out_of_memory
-from ..files import write_bytes
+from ..files import temporary, write_bytes
 from ..run import Run
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint-previous.pt"
+"""The checkpoint before the latest (a hard link to the file the latest replaced)."""
 MODEL = "model.pt"
 BEST_MODEL = "model_best.pt"
 """The run with its last evaluated stage's model at the stage's best epoch on validation."""
@@ -56,11 +59,30 @@ def restore_run_state(run: Run, saved: dict[str, Any]) -> None:
     run.run_plugins.load_state_dict(saved.get("plugin_objects", {}))
 
 
-def write(path: Path, state: dict[str, Any]) -> None:
+def write(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
     """Save ``state`` to ``path`` atomically and durably (serialised in memory, written to a
     temporary file and synced, then renamed): a kill leaves the previous file, and a full disk
-    is reported as such (torch's own file writer hides the cause)."""
-    write_bytes(path, serialise(state))
+    is reported as such (torch's own file writer hides the cause). With ``keep_previous``
+    the file it replaces stays as :data:`PREVIOUS`."""
+    data = serialise(state)
+    if keep_previous:
+        link_previous(path)
+    write_bytes(path, data)
+
+
+def link_previous(path: Path) -> None:
+    """Keep the current ``path`` as :data:`PREVIOUS` beside it before it is replaced: a hard
+    link, so nothing is copied (where the file system has none, only the latest is kept)."""
+    if not path.is_file():
+        return
+    previous = path.with_name(PREVIOUS)
+    tmp = temporary(previous)
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, previous)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def serialise(state: dict[str, Any]) -> bytes:
@@ -71,7 +93,7 @@ def serialise(state: dict[str, Any]) -> bytes:
 
 
 class BackgroundWriter:
-    """Writes checkpoint files as :func:`write` does, one at a time, in a thread: ``submit``
+    """Writes checkpoint files as :func:`write` does (keeping the previous one), one at a time, in a thread: ``submit``
     serialises the state (so later changes to it do not reach the file) and returns while the
     file is written and synced; ``wait`` blocks until the last file is on disk."""
 
@@ -88,6 +110,7 @@ class BackgroundWriter:
 
         def work():
             try:
+                link_previous(path)
                 write_bytes(path, data)
             except BaseException as exc:  # raised by the next wait, in the training thread
                 self._error = exc

@@ -3,9 +3,11 @@
 :class:`StopSignals` turns SIGTERM (what schedulers, ``kill`` and container runtimes send),
 SIGINT (Ctrl-C) and SIGHUP (a closed terminal or SSH session) into a request the trainer honours
 at the next step boundary: it saves a checkpoint of the epoch in progress (:class:`EpochProgress`)
-and stops. A second signal stops at once; once the stop is being recorded, further signals wait
-for it, so the run always ends KILLED. :class:`EpochProgress` holds what continuing an epoch at a given step needs besides the
-modules, the optimiser and the plugin objects: the running loss sums and the random states.
+and stops. A second signal stops at once (in one process; a rank of a distributed run goes on to
+the step the ranks agree on); once the stop is being recorded, further signals wait for it, so
+the run always ends KILLED. :class:`EpochProgress` holds what continuing an epoch at a given step
+needs besides the modules, the optimiser and the plugin objects: the running loss sums and the
+random states.
 """
 
 from __future__ import annotations
@@ -20,18 +22,28 @@ import torch
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP")
                      if hasattr(signal, name))
+_NAMES = {sig.name for sig in STOP_SIGNALS}
 
 
 class StopSignals:
     """While entered (in the main thread), SIGTERM, SIGINT and SIGHUP set :attr:`received`
     instead of interrupting; a second signal raises ``KeyboardInterrupt`` at once, unless the
-    stop is already being recorded (:attr:`finishing`), which no signal interrupts."""
+    stop is already being recorded (:attr:`finishing`), which no signal interrupts, or the
+    process is ``patient``: a rank of a distributed run, which must reach the step the ranks
+    agree to stop at (a scheduler's SIGTERM and the launcher's passing it on arrive together)."""
 
-    def __init__(self):
+    def __init__(self, patient: bool = False):
         self.received: str | None = None
         self.finishing = False
         """Set while a stop or failure is recorded: signals no longer interrupt."""
+        self.patient = patient
         self._previous: dict[int, Any] = {}
+
+    @property
+    def number(self) -> int:
+        """The number of the signal this process received; 0 for none (or another rank's)."""
+        name = self.received or ""
+        return int(getattr(signal, name)) if name in _NAMES else 0
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
@@ -47,7 +59,7 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if self.received is None:
             self.received = signal.Signals(signum).name
-        elif not self.finishing:
+        elif not self.finishing and not self.patient:
             self.finishing = True
             raise KeyboardInterrupt
 

@@ -8,8 +8,10 @@ and the ``evaluate_*`` functions rebuild a run from a saved model for ``ltrun ev
 
 from __future__ import annotations
 
+import os
 import random
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,9 +29,10 @@ from ..plugins import Plugins
 from ..pretrained import initial_weights, with_pretrained_preprocessing
 from ..run import Run
 from ..startup import mark
-from ..tracking import SilentTracker, Tracker, connect, dataset_input, resolve_uri
+from ..tracking import SilentTracker, Tracker, dataset_input, resolve_uri
 from . import checkpoints
 from .console import final_lines
+from .resuming import checkpoint_to_resume, close_unstarted, extend, finished, hold_run
 from .trainer import LOG, Trainer
 
 DEFAULT_PLUGINS = ["ce"]
@@ -270,12 +273,12 @@ def train(plugins: Plugins, selected: list[str], settings: Settings, progress: b
         tracker.set_tags(run.run_id, {"mlflow.runName": run.run_name})  # now with the id
     run.run_id = world.broadcast_object(run.run_id)
     run_dir = Path(run.config.output) / run.run_name
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / RUN_ID, run.run_id + "\n")
-        write_text(run_dir / CONFIG, settings.to_toml(plugins.references(selected)))
-    mark("run recorded")
-    return _start(run, tracker, run_dir, progress, echo, "started")
+    with hold_run(run_dir, run.run_id) if world.is_main else nullcontext():
+        if world.is_main:
+            write_text(run_dir / RUN_ID, run.run_id + "\n")
+            write_text(run_dir / CONFIG, settings.to_toml(plugins.references(selected)))
+        mark("run recorded")
+        return _start(run, tracker, run_dir, progress, echo, "started")
 
 
 def _start(run: Run, tracker: Tracker, run_dir: Path, progress: bool, echo: Echo | None,
@@ -310,97 +313,58 @@ def copy_plugin_sources(plugins: Plugins, folder: Path) -> list[Path]:
 
 
 def resume(plugins: Plugins, reference: str, output: str = "runs", progress: bool = True,
-           echo: Echo | None = None, epochs: int | None = None) -> Result:
+           echo: Echo | None = None, epochs: int | None = None,
+           start_from: str | None = None) -> Result:
     """Continue a run (its id, name or ``last``) from its last checkpoint, in the same MLflow
-    runs. A run stopped before its first checkpoint starts over from its ``config.toml``.
+    runs; ``start_from`` ``previous`` continues from the checkpoint before, ``start`` starts it
+    over. A run stopped before its first checkpoint starts over from its ``config.toml``.
     ``epochs`` sets the main stage's epochs anew (a finished run is extended; the schedule is
-    recomputed). A finished run resumed without ``epochs`` raises :class:`RunFinished`."""
+    recomputed). A finished run resumed without ``epochs`` raises :class:`RunFinished`; a run
+    another process trains raises :class:`RunBusy`."""
     folder, run_id = find_run_folder(output, reference)
-    path = folder / checkpoints.CHECKPOINT
-    if not path.exists():
-        if (folder / CONFIG).is_file():
-            if epochs is not None:
-                raise ConfigError(f"run {run_id} stopped before its first checkpoint; start it "
-                                  "again with the epochs it should have")
-            return _start_over(plugins, run_id, folder, progress, echo)
-        raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; "
-                        + (close_unstarted(run_id, folder) if folder.is_dir() else
-                           "give the run's --output directory if it was not 'runs'"))
-    checkpoint = checkpoints.read(path)
-    for note in plugins.load_recorded(checkpoint.get("plugin_sources"), folder / PLUGIN_COPIES):
-        if echo is not None:
-            echo(f"warning: {note}")
-    recorded = checkpoint["settings"]["epochs"]
-    if epochs is not None and epochs != recorded:
-        checkpoint["settings"] = {**checkpoint["settings"], "epochs": epochs}
-    elif finished(checkpoint, folder, run_id):
-        raise RunFinished(f"run {run_id} finished earlier ({folder.name}): it trained its "
-                       f"{recorded} epochs and its files are in {folder}; to train it longer: "
-                       f"ltrun --resume {run_id} --epochs N")
-    selected = plugins.select(checkpoint["plugins"])
-    settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
-    world = join_world(settings)
-    if world.is_main:
-        remove_stale(folder)
-    run = prepare(plugins, selected, settings, world, restoring=True)
-    run.run_id = run_id
-    tracker = new_tracker(run.settings, world)
-    trainer = Trainer(run, tracker, folder, progress, echo)
-    trainer.restore(checkpoint)
-    how = f"resumed from the checkpoint {trainer.saved}"
-    if epochs is not None and epochs != recorded:
-        how += "; " + extend(trainer, recorded)
+    command = f"ltrun --resume {run_id}" + ("" if str(output) == "runs" else f" --output {output}")
+    with hold_run(folder, run_id) if os.environ.get("RANK", "0") == "0" else nullcontext():
+        path = folder / checkpoints.CHECKPOINT
+        if not path.exists() and start_from is None or start_from == "start":
+            if (folder / CONFIG).is_file():
+                if epochs is not None:
+                    raise ConfigError(f"run {run_id} starts over (it stopped before its first "
+                                      "checkpoint, or --from start): start it again with the "
+                                      "epochs it should have")
+                checkpoint_to_resume(folder, run_id, command, start_from, True)
+                return _start_over(plugins, run_id, folder, progress, echo)
+            raise DataError(f"no checkpoint for run {run_id!r} at {str(path)!r}; "
+                            + (close_unstarted(run_id, folder) if folder.is_dir() else
+                               "give the run's --output directory if it was not 'runs'"))
+        checkpoint = checkpoint_to_resume(folder, run_id, command, start_from,
+                                          (folder / CONFIG).is_file())
+        for note in plugins.load_recorded(checkpoint.get("plugin_sources"), folder / PLUGIN_COPIES):
+            if echo is not None:
+                echo(f"warning: {note}")
+        recorded = checkpoint["settings"]["epochs"]
+        if epochs is not None and epochs != recorded:
+            checkpoint["settings"] = {**checkpoint["settings"], "epochs": epochs}
+        elif finished(checkpoint, folder, run_id):
+            raise RunFinished(f"run {run_id} finished earlier ({folder.name}): it trained its "
+                              f"{recorded} epochs and its files are in {folder}; to train it "
+                              f"longer: ltrun --resume {run_id} --epochs N")
+        selected = plugins.select(checkpoint["plugins"])
+        settings = resolve(plugins, selected, overrides=flatten(checkpoint["settings"]))
+        world = join_world(settings)
         if world.is_main:
-            write_text(folder / CONFIG, run.settings.to_toml(plugins.references(selected)))
-    tracker.reopen(run_id)
-    return _finish(trainer, echo, how)
-
-
-def finished(checkpoint: dict, folder: Path, run_id: str) -> bool:
-    """Whether the run of ``checkpoint`` finished: past its last stage, its model written,
-    every record sent and its MLflow run closed as FINISHED (a process stopped while it logged
-    the model or closed the run is not finished; a store that does not answer leaves it to the
-    resume, which says why)."""
-    past_last = checkpoint.get("finished", checkpoint["saved"].startswith("after the last stage"))
-    unsent = checkpoint.get("pending_metrics") or (checkpoint.get("tracking_journal") or {}).get(
-        "queue")
-    if not past_last or unsent or not (folder / checkpoints.MODEL).is_file():
-        return False
-    try:
-        client = connect(checkpoint["settings"]["tracking"]["uri"])
-        return client.get_run(run_id).info.status == "FINISHED"
-    except Exception:  # noqa: BLE001 - unreachable or unknown: resume as usual
-        return False
-
-
-def extend(trainer: Trainer, recorded: int) -> str:
-    """Move a resumed run back into its main stage for the epochs it now has (``epochs`` was
-    changed from ``recorded``), or refuse saying why; returns what changed, in words."""
-    run = trainer.run
-    main = run.main_stage
-    index = run.stages.index(main)
-    trained = sum(1 for row in trainer.history if row["stage"] == main.name)
-    later = [s.name for s in run.stages[index + 1:] if s.name in trainer.stage_runs]
-    if later:
-        raise ConfigError(f"--epochs {main.epochs}: stage {later[0]!r} has already trained "
-                          f"on the model that stage {main.name!r} ended with, so extending "
-                          f"{main.name!r} would leave it stale; start a new run with --epochs "
-                          f"{main.epochs}")
-    if main.epochs < trained:
-        raise ConfigError(f"--epochs {main.epochs}: stage {main.name!r} has trained {trained} "
-                          f"epochs already; give at least {trained}")
-    if trained and trainer.stopped_early(main, trained - 1):
-        raise ConfigError(f"--epochs {main.epochs}: stage {main.name!r} stopped early after "
-                          f"epoch {trained} (early_stop.patience), so more epochs would stop at "
-                          "once")
-    if trainer.position[0] > index:
-        trainer.position = (index, trained)
-    trainer.tracker.set_tags(run.run_id, {"ltcore.epochs": main.epochs,
-                                          "ltcore.extended": f"{recorded} -> {main.epochs} "
-                                                             f"epochs after epoch {trained}"})
-    return (f"--epochs {main.epochs} (was {recorded}): stage {main.name!r} goes on from epoch "
-            f"{trained + 1} with its {main.schedule.kind} schedule recomputed for "
-            f"{main.epochs} epochs")
+            remove_stale(folder)
+        run = prepare(plugins, selected, settings, world, restoring=True)
+        run.run_id = run_id
+        tracker = new_tracker(run.settings, world)
+        trainer = Trainer(run, tracker, folder, progress, echo)
+        trainer.restore(checkpoint)
+        how = f"resumed from the checkpoint {trainer.saved}"
+        if epochs is not None and epochs != recorded:
+            how += "; " + extend(trainer, recorded)
+            if world.is_main:
+                write_text(folder / CONFIG, run.settings.to_toml(plugins.references(selected)))
+        tracker.reopen(run_id)
+        return _finish(trainer, echo, how)
 
 
 def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
@@ -418,21 +382,6 @@ def _start_over(plugins: Plugins, run_id: str, folder: Path, progress: bool,
     tracker.reopen(run_id)
     return _start(run, tracker, folder, progress, echo,
                   "started over (it had stopped before its first checkpoint)", resumed=True)
-
-
-def close_unstarted(run_id: str, folder: Path) -> str:
-    """For a run stopped before its configuration was written: mark its MLflow run FAILED
-    (it trained nothing) and say so."""
-    try:
-        client = connect()
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "ltcore.error", "stopped before its first checkpoint")
-            client.set_terminated(run_id, "FAILED")
-        closed = "its MLflow run is marked FAILED"
-    except Exception:
-        closed = "its MLflow run could not be reached to mark it FAILED"
-    return (f"the run stopped before its first checkpoint was written, so it trained nothing; "
-            f"{closed}. Start it again with the same options")
 
 
 RANK_ERROR = "error-rank{rank}.txt"
@@ -456,7 +405,7 @@ def rank_failure_message(trainer: Trainer, exc: BaseException) -> str:
     if reports:
         return "; ".join(reports) + " (rank 0 then stopped: " + own[:500] + ")"
     return (f"rank 0 of {world.size} failed: {own}; if it waited for another rank, that rank "
-            "crashed or hung (see torchrun's report above)")
+            "crashed or hung (torchrun's report, printed after this, names the one that failed)")
 
 
 def _record_failure(trainer: Trainer, exc: BaseException) -> None:
@@ -492,12 +441,12 @@ def _record_failure(trainer: Trainer, exc: BaseException) -> None:
 
 def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
     run, tracker, parent = trainer.run, trainer.tracker, trainer.run.run_id
-    trainer.say(f"run {parent} {how}; continue an interrupted run with: "
-                f"{trainer.resume_command()}")
-    for line in trainer.console.plan(trainer.run_dir, run.tracking_uri):
-        trainer.say(line)
-    with trainer.stop:  # also while a failure is recorded (torchrun stops the other ranks)
+    with trainer.stop:  # from the first line, and while a failure is recorded
         try:
+            trainer.say(f"run {parent} {how}; continue an interrupted run with: "
+                        f"{trainer.resume_command()}")
+            for line in trainer.console.plan(trainer.run_dir, run.tracking_uri):
+                trainer.say(line)
             metrics = trainer.train()
             trainer.settle()
         except BaseException as exc:

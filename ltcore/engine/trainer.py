@@ -12,6 +12,7 @@ How a step's loss becomes an update (accumulation, fp16 scaling, clipping, EMA) 
 from __future__ import annotations
 
 import random
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..errors import (ConfigError, DeviceMemoryError, PluginError, RunStopped, S
                       is_out_of_memory)
 from ..evaluation import Evaluation
 from ..files import write_csv
+from ..launch import launch_folder, note_run
 from ..run import Run, Stage, Step
 from ..startup import mark
 from ..tracking import Tracker
@@ -76,7 +78,7 @@ class Trainer:
         self.history: list[dict] = []
         self.final: dict[str, float] = {}
         """The last finished stage's figures (the run's final metrics)."""
-        self.stop = StopSignals()
+        self.stop = StopSignals(patient=run.world.distributed)
         self.saved = "none"
         """What the checkpoint on disk holds, in words (for messages; see :meth:`settle`)."""
         self.writer = checkpoints.BackgroundWriter()
@@ -88,6 +90,8 @@ class Trainer:
         self.resumed = False
         """Whether the run continues what another process started (its MLflow runs may hold
         records made after the checkpoint)."""
+        if run.world.is_main and launch_folder():  # for ltrun --nproc's report of a failure
+            note_run(run.run_id, run_dir, run.tracking_uri, self.resume_command())
 
     # -- checkpoints --
 
@@ -129,7 +133,7 @@ class Trainer:
             if self.run.speed.background_checkpoints and progress is None:
                 self.writer.submit(self.checkpoint_path(), payload, saved)
                 return
-            checkpoints.write(self.checkpoint_path(), payload)
+            checkpoints.write(self.checkpoint_path(), payload, keep_previous=True)
         except StorageError as exc:
             raise self.storage_error(exc) from exc
         self.saved = saved
@@ -187,7 +191,7 @@ class Trainer:
         self.tracker.pending = [tuple(m) for m in checkpoint["pending_metrics"]]
         self.tracker.load_journal(checkpoint.get("tracking_journal"))
         for run_id in {m[0] for m in self.tracker.pending}:
-            self.tracker.drop_logged(run_id, "train/loss")
+            self.tracker.verify(run_id)
 
     def own_progress(self, checkpoint: dict) -> dict | None:
         """This rank's progress through a stopped epoch: its own when the checkpoint holds every
@@ -224,20 +228,26 @@ class Trainer:
 
     def stopping(self, agree: bool) -> bool:
         """Whether a stop signal was received. In a distributed run the ranks agree (any rank's
-        signal stops them all at the same step), at the steps where ``agree`` only."""
+        signal stops them all at the same step), at the steps where ``agree`` only; a rank that
+        got none stops for ``a signal to another rank (SIGTERM to rank 1)``."""
         world = self.run.world
         if not world.distributed:
             return self.stop.received is not None
         if not agree:
             return False
-        if world.any(self.stop.received is not None, self.run.device):
-            self.stop.received = self.stop.received or "a signal to another rank"
-            return True
-        return False
+        numbers = world.by_rank(self.stop.number, self.run.device)
+        signalled = [rank for rank, number in enumerate(numbers) if number]
+        if signalled and self.stop.received is None:
+            first = signalled[0]
+            self.stop.received = (f"a signal to another rank "
+                                  f"({signal.Signals(numbers[first]).name} to rank {first})")
+        return bool(signalled)
 
     def resume_command(self) -> str:
-        output = self.run.config.output
-        return (f"ltrun --resume {self.run.run_id}"
+        """``ltrun --resume <id>``, with ``--nproc N`` for ranks ``ltrun --nproc N`` started."""
+        output, world = self.run.config.output, self.run.world
+        nproc = f"--nproc {world.size} " if world.distributed and launch_folder() else ""
+        return (f"ltrun {nproc}--resume {self.run.run_id}"
                 + ("" if output == "runs" else f" --output {output}"))
 
     # -- the loop --

@@ -1,9 +1,11 @@
 """Experiments over many runs: sweeps, comparison tables and reports.
 
 :mod:`~ltcore.experiments.sweep` expands plugin sets x seeds x imbalance factors x ``--grid``
-values into cells and trains each as one ``ltrun`` call (a subprocess, or in this process),
-tagged ``ltcore.sweep`` so that the runs are found again; a cell that fails is recorded as a
-FAILED MLflow run (with its error and log) and the sweep goes on.
+values into cells and trains each as one ``ltrun`` call (a subprocess, or in this process:
+:mod:`~ltcore.experiments.local`), tagged ``ltcore.sweep`` so that the runs are found again; a
+cell that fails is recorded as a FAILED MLflow run (with its error and log) and the sweep goes
+on. :mod:`~ltcore.experiments.claims` has each cell claimed before it trains, so that it trains
+once whatever launchers run, die or are run again.
 :mod:`~ltcore.experiments.cluster` runs the cells as submitit jobs instead, on this machine or
 a SLURM cluster (one job array), and records them the same way.
 :mod:`~ltcore.experiments.compare` groups recorded parent runs (by tags, then params:

@@ -7,6 +7,10 @@ as the local launcher starts them, as a subprocess writing to the cell's log
 records every cell as the local launcher does; a job that submitit reports as failed (an
 exception, a time-out, a cancellation) is a failed cell carrying submitit's error. submitit's
 own files (submission scripts, pickles, job logs) go to ``OUTPUT/sweeps/ID/submitit/``.
+
+Cells are claimed as the local launcher claims them (:mod:`~ltcore.experiments.claims`): the
+sweep claims a cell before it submits its job, and the job takes the claim over when it starts
+and keeps its heartbeat fresh, so a cell whose job runs, wherever it runs, is not trained again.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 
 from ..errors import ConfigError
 from ..tracking import RUN_TAGS_ENV
-from .sweep import Cell, CellResult, Sweep, _cell_tags, _ltrun_command
+from .claims import HEARTBEAT_S, CellQueue, ClaimBook, Grant, outcome_state, process_start
+from .local import cell_args
+from .sweep import Cell, Sweep, _cell_tags, _ltrun_command
 
 LAUNCHERS = ("local", "submitit-local", "slurm")
 CLUSTERS = {"submitit-local": "local", "slurm": "slurm"}
@@ -46,7 +52,7 @@ STOP_WAIT_S = 60
 """How long a job that is ending waits for its cell to save a checkpoint and stop (SIGTERM)."""
 
 INTERRUPT_WAIT_S = 30
-"""How long an interrupted sweep waits for its cancelled jobs before recording them."""
+"""How long a stopped sweep waits for its cancelled jobs before recording them."""
 
 SLURM_POLL_S = 2.0
 """The shortest interval between two looks at the jobs of a SLURM sweep (a shared file system)."""
@@ -126,7 +132,12 @@ class Launcher:
 class CellJob:
     """What the job of one cell runs: ``command + args`` as a subprocess in ``cwd``, with ``env``
     on top of the job's environment (and ``env_defaults`` where the job has none), its output
-    to ``log``. Returns the exit code. Picklable: submitit sends it to the job."""
+    to ``log``. Returns the exit code. Picklable: submitit sends it to the job.
+
+    With ``claim`` (the cell's claim file, made by the launcher), the job takes the claim over
+    before the cell starts and refreshes its heartbeat while the cell runs, so the claim stays
+    live while the job runs, wherever it runs; a job whose cell was claimed again since it was
+    submitted does not train it."""
 
     command: list[str]
     args: list[str]
@@ -135,22 +146,48 @@ class CellJob:
     cwd: str
     env: dict[str, str] = attrs.Factory(dict)
     env_defaults: dict[str, str] = attrs.Factory(dict)
+    claim: str = ""
+    append: bool = False
+    """Write after the log there is (a cell that continues its run)."""
 
     def __call__(self) -> int:
         env = {**self.env_defaults, **os.environ, **self.env}
-        with open(self.log, "w") as fh:
+        book = ClaimBook(Path(self.claim).parent) if self.claim else None
+        claim = book.hand_over(Path(self.claim)) if book else None
+        if book and claim is None:
+            print(f"{self.claim}: the cell was claimed again since this job was submitted; "
+                  "this job does not train it", file=sys.stderr)
+            return JOB_FAILED_CODE
+        with open(self.log, "a" if self.append else "w") as fh:
             fh.write("$ ltrun " + shlex.join(self.args) + "\n")
             fh.flush()
             # a session of its own: the cell sees one stop signal (its job's), not the terminal's
             proc = subprocess.Popen([*self.command, *self.args], stdout=fh,
                                     stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
                                     start_new_session=True)
+            if claim:
+                book.save(claim, child_pid=proc.pid, child_started=process_start(proc.pid))
             try:
-                code = proc.wait()
+                code = _wait(proc, book)
             except BaseException:  # submitit's time-out signal, a cancellation, a requeue
                 _stop(proc)
+                if claim:
+                    book.finish(claim, "FINISHED" if proc.returncode == 0 else "KILLED")
                 raise
-        return code if code >= 0 else 128 - code  # killed by a signal
+        code = code if code >= 0 else 128 - code  # killed by a signal
+        if claim:
+            book.finish(claim, outcome_state(code))
+        return code
+
+
+def _wait(proc: subprocess.Popen, book: ClaimBook | None) -> int:
+    """The exit code of ``proc``, refreshing the claims' heartbeat while it runs."""
+    while True:
+        try:
+            return proc.wait(timeout=HEARTBEAT_S)
+        except subprocess.TimeoutExpired:
+            if book:
+                book.beat(0)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -164,22 +201,21 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-def log_path(sweep: Sweep, cell: Cell) -> Path:
-    return sweep.folder() / f"cell-{cell.index:03d}.log"
-
-
-def cell_job(sweep: Sweep, cell: Cell, attempt: str, threads: int | None = None,
-             gpus: str | None = None) -> CellJob:
-    """The job of ``cell``: the command and variables of the local launcher, plus the GPUs
-    (``CUDA_VISIBLE_DEVICES``) a ``submitit-local`` cell is given."""
-    env = {RUN_TAGS_ENV: json.dumps(_cell_tags(sweep, cell, attempt))}
+def cell_job(sweep: Sweep, cell: Cell, grant: Grant, book: ClaimBook,
+             threads: int | None = None, gpus: str | None = None) -> CellJob:
+    """The job of a granted ``cell``: the command and variables of the local launcher, plus
+    the GPUs (``CUDA_VISIBLE_DEVICES``) a ``submitit-local`` cell is given."""
+    claim = grant.claim
+    env = {RUN_TAGS_ENV: json.dumps(_cell_tags(sweep, cell, claim.attempt))}
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     defaults = {"PYTHONUNBUFFERED": "1"}
     if threads:
         defaults["OMP_NUM_THREADS"] = str(threads)
-    return CellJob(_ltrun_command(), sweep.command_args(cell),
-                   str(log_path(sweep, cell).resolve()), os.getcwd(), env, defaults)
+    path = book.path(claim.index, claim.generation).resolve()
+    return CellJob(_ltrun_command(), cell_args(sweep, cell, grant),
+                   str(sweep.log_path(cell).resolve()), os.getcwd(), env, defaults, str(path),
+                   bool(grant.resume))
 
 
 def make_executor(sweep: Sweep, launcher: Launcher, parallelism: int):
@@ -247,9 +283,8 @@ def job_error(job, error: BaseException) -> str:
 @attrs.define
 class _Submitted:
     cell: Cell
-    attempt: str
+    grant: Grant
     job: Any
-    log: Path
     submitted: float
     gpus: str | None = None
     started: float | None = None
@@ -262,14 +297,20 @@ def _done(job) -> bool:
         return False
 
 
-def run_jobs(sweep: Sweep, todo: list[Cell], launcher: Launcher, max_parallel: int, recorder,
-             started: Callable[[Cell, Path], None], finished: Callable[[CellResult], None],
-             poll_s: float, echo: Callable[[str], None]) -> bool:
-    """Submit ``todo`` (SLURM: one job array; submitit-local: as many jobs at a time as the
-    parallelism allows) and record each cell when its job ends. True when interrupted (the jobs
-    are then cancelled)."""
-    if not todo:
-        return False
+def _handed_over(book: ClaimBook, item: _Submitted) -> bool:
+    """Whether the job took the cell's claim over (its cell started)."""
+    current = book.current(item.cell.index)
+    return current is not None and current.generation > item.grant.claim.generation
+
+
+def run_jobs(sweep: Sweep, queue: CellQueue, launcher: Launcher, max_parallel: int,
+             book: ClaimBook, recorder, progress, poll_s: float, stop) -> None:
+    """Submit the cells of ``queue`` (SLURM: those claimed at the start as one job array, the
+    ones adopted later as jobs of their own; submitit-local: as many jobs at a time as the
+    parallelism allows) and record each cell when its job ends. When ``stop`` receives a
+    signal the jobs are cancelled: started cells stop with a checkpoint."""
+    if not queue.pending:
+        return
     parallel = launcher.parallelism(max_parallel)
     executor = make_executor(sweep, launcher, parallel)
     local = launcher.name == "submitit-local"
@@ -277,58 +318,74 @@ def run_jobs(sweep: Sweep, todo: list[Cell], launcher: Launcher, max_parallel: i
     if blocks:
         parallel = min(parallel, len(blocks))
     if local and launcher.given_options(slurm_only=True):
-        echo(f"submitit-local ignores {', '.join(launcher.given_options(slurm_only=True))}")
+        progress.echo(f"submitit-local ignores "
+                      f"{', '.join(launcher.given_options(slurm_only=True))}")
     if launcher.cpus_per_cell:
         threads = max(1, launcher.cpus_per_cell // sweep.nproc)
     elif local and parallel > 1:
         threads = max(1, (os.cpu_count() or 1) // (parallel * sweep.nproc))
     else:
         threads = None
-    queue = [(cell, uuid.uuid4().hex) for cell in todo]
-    for cell in todo:  # a log of an earlier call would read as this job having started
-        log_path(sweep, cell).unlink(missing_ok=True)
+
+    def job_of(cell: Cell, grant: Grant, gpus: str | None = None) -> CellJob:
+        if not grant.resume:  # a log of an earlier call would read as this job's
+            sweep.log_path(cell).unlink(missing_ok=True)
+        return cell_job(sweep, cell, grant, book, threads, gpus)
+
     active: list[_Submitted] = []
-    if not local and queue:
-        jobs = executor.submit_array([cell_job(sweep, c, a, threads) for c, a in queue])
-        now = time.time()
-        active = [_Submitted(c, a, job, log_path(sweep, c), now)
-                  for (c, a), job in zip(queue, jobs)]
-        queue = []
-        echo(f"submitted job {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells); submitit "
-             f"files in {executor.folder}")
+    if not local:
+        granted = list(iter(queue.next, None))
+        if granted:
+            jobs = executor.submit_array([job_of(c, g) for c, g in granted])
+            now = time.time()
+            active = [_Submitted(c, g, job, now) for (c, g), job in zip(granted, jobs)]
+            progress.echo(f"submitted job {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells); "
+                          f"submitit files in {executor.folder}")
     free = list(blocks)
     poll = poll_s if local else max(poll_s, SLURM_POLL_S)
-    try:
-        while queue or active:
-            while queue and len(active) < parallel:
-                cell, attempt = queue.pop(0)
-                gpus = free.pop(0) if blocks else None
-                job = executor.submit(cell_job(sweep, cell, attempt, threads, gpus))
-                active.append(_Submitted(cell, attempt, job, log_path(sweep, cell), time.time(),
-                                         gpus))
-            time.sleep(poll)
-            for item in list(active):
-                if item.started is None and item.log.exists():
-                    item.started = time.time()
-                    started(item.cell, item.log)
-                if not _done(item.job):
-                    continue
-                active.remove(item)
-                if item.gpus is not None:
-                    free.append(item.gpus)
-                code, error = job_outcome(item.job)
-                seconds = time.time() - (item.started or item.submitted)
-                finished(recorder.record(item.cell, item.attempt, code, seconds, item.log, error))
-    except KeyboardInterrupt:
-        for item in active:
-            with contextlib.suppress(Exception):
-                item.job.cancel(check=False)
-        deadline = time.time() + INTERRUPT_WAIT_S
-        for item in active:
-            while not _done(item.job) and time.time() < deadline:
-                time.sleep(0.5)
-            if item.started is not None or item.log.exists():  # never started: NOT_RUN
-                seconds = time.time() - (item.started or item.submitted)
-                finished(recorder.record(item.cell, item.attempt, 130, seconds, item.log))
-        return True
-    return False
+    while (queue.pending or active) and not stop.received:
+        while not local or len(active) < parallel:
+            item = queue.next()
+            if item is None:
+                break
+            gpus = free.pop(0) if blocks else None
+            active.append(_Submitted(*item, executor.submit(job_of(*item, gpus)), time.time(),
+                                     gpus))
+        time.sleep(poll)
+        book.beat()
+        queue.look_again()
+        for item in list(active):
+            if item.started is None and _handed_over(book, item):
+                item.started = time.time()
+                progress.started(item.cell, sweep.log_path(item.cell), item.grant)
+            if not _done(item.job):
+                continue
+            active.remove(item)
+            if item.gpus is not None:
+                free.append(item.gpus)
+            code, error = job_outcome(item.job)
+            _record(sweep, item, code, error, book, recorder, progress)
+    if not active:
+        return
+    stop.finishing = True  # from now on a signal waits for the cells to be recorded
+    for item in active:
+        with contextlib.suppress(Exception):
+            item.job.cancel(check=False)
+    deadline = time.time() + INTERRUPT_WAIT_S
+    for item in active:
+        while not _done(item.job) and time.time() < deadline:
+            time.sleep(0.5)
+        if item.started is not None or _handed_over(book, item):
+            code = 128 + int(getattr(signal, stop.received))
+            _record(sweep, item, code, "", book, recorder, progress)
+        else:  # never started: NOT_RUN, and its claim is free for the next call
+            book.finish(item.grant.claim, "NOT_RUN")
+
+
+def _record(sweep: Sweep, item: _Submitted, code: int, error: str, book: ClaimBook, recorder,
+            progress) -> None:
+    seconds = time.time() - (item.started or item.submitted)
+    result = recorder.record(item.cell, item.grant.claim.attempt, code, seconds,
+                             sweep.log_path(item.cell), error)
+    book.finish(item.grant.claim, outcome_state(code), result.run_id)
+    progress.finished(result)

@@ -14,15 +14,28 @@ import html
 import io
 import json
 import math
+import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 
 from ..errors import ConfigError, DataError
 from ..tracking import experiment_id
-from .tags import AXES_TAG, DEFAULT_GROUP_BY, KIND_TAG, METRICS, SWEEP_TAG, WALL_CLOCK
+from .tags import AXES_TAG, CELL_TAG, DEFAULT_GROUP_BY, KIND_TAG, METRICS, SWEEP_TAG, WALL_CLOCK
+
+
+def literal(value: str, what: str = "") -> str:
+    """``value`` quoted for an MLflow filter string: in single quotes, or in double quotes when
+    it holds a single quote; a :class:`ConfigError` (naming it ``what``) for a value with both,
+    which MLflow's filters cannot hold."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ConfigError(f"{what}{value!r} cannot be searched for in MLflow: it holds both a "
+                      "single and a double quote")
 
 
 def search_all(client, experiment_ids: list[str], filter_string: str = "",
@@ -37,12 +50,19 @@ def search_all(client, experiment_ids: list[str], filter_string: str = "",
             return runs
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def collect_runs(client, experiment: str = "ltcore", filter_string: str = "",
                  sweep: str | None = None, status: str | None = "FINISHED",
-                 run_ids: Sequence[str] = ()) -> tuple[list, list]:
+                 run_ids: Sequence[str] = (),
+                 warn: Callable[[str], None] = _stderr) -> tuple[list, list]:
     """The parent runs of ltcore trainings that match; returns (kept, left out by status).
 
     Stage runs (nested), sweep records and runs that ltcore did not make are never returned.
+    A search counts one run per sweep cell (:func:`one_per_cell`; ``warn`` is told the
+    duplicates it leaves out); runs named by ``run_ids`` are all kept.
     """
     if run_ids:
         runs = [client.get_run(r) for r in run_ids]
@@ -54,7 +74,7 @@ def collect_runs(client, experiment: str = "ltcore", filter_string: str = "",
                             "names it when training) or --tracking-uri")
         clauses = [filter_string.strip()]
         if sweep:
-            clauses.append(f"tags.`{SWEEP_TAG}` = '{sweep}'")
+            clauses.append(f"tags.`{SWEEP_TAG}` = {literal(sweep, 'sweep id ')}")
         query = " and ".join(c for c in clauses if c)
         try:
             runs = search_all(client, [exp_id], query, order_by=["attributes.start_time ASC"])
@@ -68,8 +88,34 @@ def collect_runs(client, experiment: str = "ltcore", filter_string: str = "",
         if "mlflow.parentRunId" in tags or tags.get(KIND_TAG) == "sweep" or "ltcore.plugins" not in tags:
             continue
         (kept if status in (None, "all") or run.info.status == status else left_out).append(run)
+    if not run_ids:
+        kept = one_per_cell(kept, warn)
     kept.sort(key=lambda r: (r.info.start_time or 0, r.info.run_id))
     return kept, left_out
+
+
+def one_per_cell(runs: Sequence, warn: Callable[[str], None] = _stderr) -> list:
+    """``runs`` with one parent run per (sweep, cell): of several, the FINISHED one (the latest
+    of several), else the latest. One warning line names the runs left out."""
+    cells: dict[tuple[str, str], list] = {}
+    for run in runs:
+        tags = run.data.tags
+        if SWEEP_TAG in tags and CELL_TAG in tags:
+            cells.setdefault((tags[SWEEP_TAG], tags[CELL_TAG]), []).append(run)
+    left_out, notes = set(), []
+    for (sweep, cell), members in cells.items():
+        if len(members) < 2:
+            continue
+        kept = max(members, key=lambda r: (r.info.status == "FINISHED", r.info.start_time or 0,
+                                           r.info.run_id))
+        others = [r.info.run_id for r in members if r is not kept]
+        left_out.update(others)
+        notes.append(f"sweep {sweep} cell '{cell}': {', '.join(others)} (kept "
+                     f"{kept.info.run_id})")
+    if notes:
+        warn(f"warning: {len(left_out)} duplicate run(s) of sweep cells left out, one run per "
+             f"cell counted: {'; '.join(notes)}")
+    return [r for r in runs if r.info.run_id not in left_out]
 
 
 def run_value(run, key: str) -> str:
@@ -154,7 +200,7 @@ def final_metrics(client, run, select: str = "last") -> dict[str, float]:
 
 def last_stage_run(client, run):
     stages = client.search_runs([run.info.experiment_id],
-                                f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+                                f"tags.`mlflow.parentRunId` = {literal(run.info.run_id)}",
                                 order_by=["attributes.start_time DESC"], max_results=50)
     return stages[0] if stages else None
 

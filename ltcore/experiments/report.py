@@ -21,7 +21,7 @@ import attrs
 from ..config import doc
 from ..files import write_text
 from .compare import (Comparison, comparison_note, final_metrics, html_table, last_stage_run,
-                      markdown_table, render, run_value, table_rows)
+                      literal, markdown_table, render, run_value, table_rows)
 from .tags import KIND_TAG, SWEEP_TAG
 
 
@@ -70,7 +70,7 @@ def stage_curves(client, run, keys: Sequence[str] = ("val/acc", "train/loss")):
     """Per-epoch histories of the run's stages, end to end: key -> (epochs, values) and the
     epochs where a new stage starts."""
     stages = client.search_runs([run.info.experiment_id],
-                                f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+                                f"tags.`mlflow.parentRunId` = {literal(run.info.run_id)}",
                                 order_by=["attributes.start_time ASC"], max_results=50)
     curves: dict[str, tuple[list[int], list[float]]] = {k: ([], []) for k in keys}
     boundaries, offset = [], 0
@@ -423,8 +423,9 @@ def _sweep_record_id(client, runs: Sequence, sweep: str) -> str | None:
     if not runs:
         return None
     found = client.search_runs([runs[0].info.experiment_id],
-                               f"tags.`{SWEEP_TAG}` = '{sweep}' and tags.`{KIND_TAG}` = 'sweep'",
-                               max_results=1)
+                               f"tags.`{SWEEP_TAG}` = {literal(sweep)} and "
+                               f"tags.`{KIND_TAG}` = 'sweep'", max_results=1,
+                               order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
     return found[0].info.run_id if found else None
 
 

@@ -1,8 +1,9 @@
 """Sweeps: every combination of plugin sets, seeds, imbalance factors and ``--grid`` values.
 
 :func:`plan_sweep` expands the axes into :class:`Cell` s and :func:`run_sweep` trains each as
-one ``ltrun`` call (a subprocess, in this process, or a submitit job on this machine or a SLURM
-cluster: :mod:`~ltcore.experiments.cluster`), tagged ``ltcore.sweep`` so that
+one ``ltrun`` call (a subprocess or in this process: :mod:`~ltcore.experiments.local`, or a
+submitit job on this machine or a SLURM cluster: :mod:`~ltcore.experiments.cluster`), claimed
+first so that it trains once (:mod:`~ltcore.experiments.claims`), tagged ``ltcore.sweep`` so that
 :func:`~ltcore.experiments.compare.collect_runs` finds them again. A cell that fails is recorded
 as a FAILED MLflow run (with its error and log) and the sweep goes on.
 """
@@ -14,22 +15,19 @@ import datetime as _dt
 import io
 import itertools
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import attrs
 
-from ..errors import ConfigError, LtcoreError
+from ..errors import ConfigError, LtcoreError, RunStopped
 from ..files import inside, write_csv
-from ..tracking import RUN_TAGS_ENV, connect, experiment_id, extra_tags, resolve_uri
-from .compare import search_all, text_table
+from ..tracking import connect, experiment_id, resolve_uri
+from .compare import literal, search_all, text_table
 from .tags import ATTEMPT_TAG, AXES_TAG, CELL_TAG, ERROR_TAG, INDEX_TAG, KIND_TAG, SWEEP_TAG
 
 
@@ -175,12 +173,16 @@ def plan_sweep(plugin_sets: Sequence[tuple[str, ...]], seeds: Sequence[int] = ()
     return cells
 
 
+STATUSES = ("FINISHED", "SKIPPED", "FAILED", "NOT_RUN")
+"""What can become of a cell, in the order a summary counts them."""
+
+
 @attrs.define
 class CellResult:
     """What became of one cell."""
 
     cell: Cell
-    status: str  # FINISHED | FAILED | SKIPPED | NOT_RUN
+    status: str  # one of STATUSES
     run_id: str | None = None
     exit_code: int | None = None
     seconds: float = 0.0
@@ -207,8 +209,12 @@ class Sweep:
         return resolve_uri(self.tracking_uri or None)
 
     def folder(self) -> Path:
-        """``OUTPUT/sweeps/ID``: the cells' logs and the summary, never outside ``output``."""
+        """``OUTPUT/sweeps/ID``: the cells' logs, claims and the summary, never outside
+        ``output``."""
         return inside(Path(self.output) / "sweeps" / self.id, self.output)
+
+    def log_path(self, cell: Cell) -> Path:
+        return self.folder() / f"cell-{cell.index:03d}.log"
 
     def tracking_args(self) -> list[str]:
         args = ["--experiment", self.experiment, "--output", self.output]
@@ -223,6 +229,12 @@ class Sweep:
         """The ``ltrun`` arguments a cell is started with: ``--nproc N`` then its arguments."""
         ranks = ["--nproc", str(self.nproc)] if self.nproc > 1 else []
         return [*ranks, *self.cell_args(cell)]
+
+    def resume_args(self, run_id: str) -> list[str]:
+        """The ``ltrun`` arguments that continue a cell's run from its checkpoint (the run
+        records where it tracks)."""
+        ranks = ["--nproc", str(self.nproc)] if self.nproc > 1 else []
+        return [*ranks, "--resume", run_id, "--output", self.output, "--no-progress"]
 
 
 def new_sweep_id() -> str:
@@ -268,7 +280,8 @@ def _ltrun_command() -> list[str]:
 
 
 def _error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("$ ltrun ")]
     for line in reversed(lines):
         if line.startswith("Error:"):
             return line[len("Error:"):].strip()
@@ -281,7 +294,8 @@ def _cell_tags(sweep: Sweep, cell: Cell, attempt: str) -> dict[str, str]:
 
 
 def _find_attempt(client, exp_id: str, attempt: str):
-    found = client.search_runs([exp_id], f"tags.`{ATTEMPT_TAG}` = '{attempt}'", max_results=10)
+    found = client.search_runs([exp_id], f"tags.`{ATTEMPT_TAG}` = {literal(attempt)}",
+                               max_results=10)
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     return parents[0] if parents else None
 
@@ -360,29 +374,14 @@ class _CellRecorder:
         return run.info.run_id
 
 
-def _in_process(args: list[str], log_path: Path) -> int:
-    """Run ``ltrun args`` in this process, its output to ``log_path``; the exit code."""
-    from ..cli import main
-
-    with open(log_path, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        try:
-            main(list(args))
-            return 0
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except KeyboardInterrupt:
-            return 130
-        except Exception:
-            traceback.print_exc(file=fh)
-            return 1
-
-
 def _sweep_record(client, exp_id: str, sweep: Sweep) -> str:
-    """The sweep's own MLflow run (tag ltcore.kind = sweep), found again when reused."""
+    """The sweep's own MLflow run (tag ltcore.kind = sweep), found again when reused; of two
+    made at once by two launchers, both keep the first."""
     from mlflow.entities import Param
 
-    found = client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep.id}' and "
-                               f"tags.`{KIND_TAG}` = 'sweep'", max_results=1)
+    query = f"tags.`{SWEEP_TAG}` = {literal(sweep.id)} and tags.`{KIND_TAG}` = 'sweep'"
+    first = ["attributes.start_time ASC", "attributes.run_id ASC"]
+    found = client.search_runs([exp_id], query, max_results=1, order_by=first)
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
@@ -400,18 +399,58 @@ def _sweep_record(client, exp_id: str, sweep: Sweep) -> str:
                 axes[k].append(v)
     params += [Param(f"sweep.axis.{k}", ",".join(v)[:6000]) for k, v in axes.items()]
     client.log_batch(run.info.run_id, params=params)
-    return run.info.run_id
+    kept = client.search_runs([exp_id], query, max_results=1, order_by=first)[0].info.run_id
+    if kept != run.info.run_id:
+        client.delete_run(run.info.run_id)
+    return kept
 
 
 def _done_cells(client, exp_id: str, sweep_id: str) -> dict[str, str]:
     """Cell key -> run id of the cells of ``sweep_id`` that already finished."""
     done = {}
-    for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+    for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = {literal(sweep_id)} and "
                            "attributes.status = 'FINISHED'"):
         key = run.data.tags.get(CELL_TAG)
         if key and "mlflow.parentRunId" not in run.data.tags:
             done[key] = run.info.run_id
     return done
+
+
+class _Progress:
+    """The lines a sweep prints as its cells start, wait for another launcher and end, and
+    the results so far."""
+
+    def __init__(self, total: int, echo: Callable[[str], None]):
+        self.total, self.echo = total, echo
+        self.results: dict[int, CellResult] = {}
+
+    def _say(self, cell: Cell, what: str, text: str) -> None:
+        self.echo(f"[{cell.index + 1}/{self.total}] {what:6} {cell.key}{text}")
+
+    def started(self, cell: Cell, log_path: Path, grant) -> None:
+        if grant.resume:
+            self._say(cell, "resume", f": run {grant.resume} of the launcher ({grant.adopted}) "
+                      f"that is gone, from its checkpoint  (log: {log_path})")
+        else:
+            gone = f"; the launcher ({grant.adopted}) that had it is gone" if grant.adopted else ""
+            self._say(cell, "start", f"  (log: {log_path}){gone}")
+
+    def held(self, cell: Cell, holder) -> None:
+        self._say(cell, "held", f": trained by another launcher ({holder.by()}); waiting for it")
+
+    def finished(self, result: CellResult) -> None:
+        shown = "  ".join(f"{k} {result.metrics[k]:.2f}" for k in ("val/acc", "test/acc")
+                          if k in result.metrics)
+        if result.status == "FINISHED":
+            text = f": run {result.run_id} in {result.seconds:.0f} s  {shown}"
+            self._say(result.cell, "done", text)
+        elif result.status == "SKIPPED":
+            self._say(result.cell, "done", f": {result.error}: run {result.run_id}  {shown}")
+        else:
+            code = "" if result.exit_code is None else f" (exit {result.exit_code})"
+            self._say(result.cell, result.status, f"{code} after {result.seconds:.0f} s: "
+                      f"{result.error}")
+        self.results[result.cell.index] = result
 
 
 def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
@@ -421,13 +460,21 @@ def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
     or as submitit jobs: ``launcher``, a :class:`~ltcore.experiments.cluster.Launcher`) and
     record each in MLflow; a failed cell does not stop the others.
 
-    Cells already FINISHED in a sweep of the same id are skipped, so re-running a sweep command
-    with ``--sweep-id`` completes what failed or was interrupted.
+    Each cell is claimed before it trains (:mod:`~ltcore.experiments.claims`): cells FINISHED
+    in a sweep of the same id are skipped, a cell another live launcher holds is waited for,
+    and one a dead launcher left is adopted, so re-running a sweep command with ``--sweep-id``
+    completes what failed or was interrupted and trains each cell once. SIGTERM, SIGINT or
+    SIGHUP stop the running cells with a checkpoint and raise
+    :class:`~ltcore.errors.RunStopped` once they are recorded.
     """
+    from ..engine.interrupts import StopSignals
+    from .claims import CLAIMS, CellQueue, ClaimBook, stopped_by
     from .cluster import Launcher, import_submitit, run_jobs
+    from .local import run_in_process, run_processes
 
     launcher = launcher or Launcher()
     launcher.check(in_process, any(c.device for c in sweep.cells), sweep.nproc)
+    literal(sweep.id, "sweep id ")  # refused before anything is written
     submitted = launcher.submitit
     if submitted:
         import_submitit()
@@ -438,106 +485,45 @@ def run_sweep(sweep: Sweep, max_parallel: int = 1, in_process: bool = False,
     record_id = _sweep_record(client, exp_id, sweep)
     recorder = _CellRecorder(sweep, client, exp_id)
     done = _done_cells(client, exp_id, sweep.id)
-    results: dict[int, CellResult] = {}
+    progress = _Progress(len(sweep.cells), echo)
     todo = []
     for cell in sweep.cells:
         if cell.key in done:
-            results[cell.index] = CellResult(cell, "SKIPPED", done[cell.key],
-                                             error="finished in an earlier call")
+            progress.results[cell.index] = CellResult(cell, "SKIPPED", done[cell.key],
+                                                      error="finished in an earlier call")
         else:
             todo.append(cell)
-    total = len(sweep.cells)
     how = ("in this process" if in_process else launcher.describe(max_parallel) if submitted
            else f"up to {max_parallel} at a time")
     echo(f"sweep {sweep.id}: {len(sweep.cells)} cells ({len(todo)} to run, "
-         f"{total - len(todo)} already finished), {how}; logs in {folder}")
-    interrupted = False
-
-    def started(cell: Cell, log_path: Path) -> None:
-        echo(f"[{cell.index + 1}/{total}] start  {cell.key}  (log: {log_path})")
-
-    def finished(result: CellResult) -> None:
-        cell = result.cell
-        if result.status == "FINISHED":
-            shown = "  ".join(f"{k} {result.metrics[k]:.2f}" for k in ("val/acc", "test/acc")
-                              if k in result.metrics)
-            echo(f"[{cell.index + 1}/{total}] done   {cell.key}: run {result.run_id} in "
-                 f"{result.seconds:.0f} s  {shown}")
+         f"{len(sweep.cells) - len(todo)} already finished), {how}; logs in {folder}")
+    book = ClaimBook(folder / CLAIMS, sweep, client, exp_id, echo)
+    queue = CellQueue(sweep, todo, book, progress)
+    with StopSignals() as stop:
+        if in_process:
+            run_in_process(sweep, queue, book, recorder, progress, poll_s, stop)
+        elif submitted:
+            run_jobs(sweep, queue, launcher, max(1, max_parallel), book, recorder, progress,
+                     poll_s, stop)
         else:
-            echo(f"[{cell.index + 1}/{total}] FAILED {cell.key} (exit {result.exit_code}) "
-                 f"after {result.seconds:.0f} s: {result.error}")
-        results[cell.index] = result
-
-    if in_process:
-        for cell in todo:
-            if interrupted:
-                break
-            attempt = uuid.uuid4().hex
-            log_path = folder / f"cell-{cell.index:03d}.log"
-            started(cell, log_path)
-            t0 = time.time()
-            with extra_tags(_cell_tags(sweep, cell, attempt)):
-                code = _in_process(sweep.cell_args(cell), log_path)
-            finished(recorder.record(cell, attempt, code, time.time() - t0, log_path))
-            interrupted = code == 130
-    elif submitted:
-        interrupted = run_jobs(sweep, todo, launcher, max(1, max_parallel), recorder, started,
-                               finished, poll_s, echo)
-    else:
-        interrupted = _run_processes(sweep, todo, max(1, max_parallel), recorder, started,
-                                     finished, poll_s)
+            run_processes(sweep, queue, max(1, max_parallel), book, recorder, progress, poll_s,
+                          stop)
     for cell in sweep.cells:
-        results.setdefault(cell.index, CellResult(cell, "NOT_RUN", error="the sweep was interrupted"))
-    ordered = [results[c.index] for c in sweep.cells]
+        why = ("held by another launcher" if cell in queue.held else
+               f"the sweep was stopped by {stop.received}" if stop.received else "not started")
+        progress.results.setdefault(cell.index, CellResult(cell, "NOT_RUN", error=why))
+    ordered = [progress.results[c.index] for c in sweep.cells]
     _close_record(client, record_id, ordered, folder)
-    if interrupted:
-        raise KeyboardInterrupt
+    if stop.received:
+        echo("")
+        echo(format_sweep_summary(sweep, ordered))
+        stopped = sum(r.exit_code is not None and stopped_by(r.exit_code) is not None
+                      for r in ordered)
+        raise RunStopped(f"sweep {sweep.id} stopped by {stop.received} ({stopped} cell(s) "
+                         "stopped); continue it with the same ltrun sweep "
+                         f"command and --sweep-id {shlex.quote(sweep.id)}", stop.received,
+                         "the sweep")
     return ordered
-
-
-def _run_processes(sweep, todo, max_parallel, recorder, started, finished, poll_s) -> bool:
-    queue = list(todo)
-    running: list[tuple[Cell, str, subprocess.Popen, float, Path, Any]] = []
-    threads = max(1, (os.cpu_count() or 1) // max_parallel)
-    try:
-        while queue or running:
-            while queue and len(running) < max_parallel:
-                cell = queue.pop(0)
-                attempt = uuid.uuid4().hex
-                log_path = sweep.folder() / f"cell-{cell.index:03d}.log"
-                env = dict(os.environ)
-                env[RUN_TAGS_ENV] = json.dumps(_cell_tags(sweep, cell, attempt))
-                env.setdefault("PYTHONUNBUFFERED", "1")
-                if max_parallel > 1:
-                    env.setdefault("OMP_NUM_THREADS", str(threads))
-                fh = open(log_path, "w")
-                fh.write("$ ltrun " + shlex.join(sweep.command_args(cell)) + "\n")
-                fh.flush()
-                proc = subprocess.Popen([*_ltrun_command(), *sweep.command_args(cell)], stdout=fh,
-                                        stderr=subprocess.STDOUT, env=env)
-                started(cell, log_path)
-                running.append((cell, attempt, proc, time.time(), log_path, fh))
-            time.sleep(poll_s)
-            for item in list(running):
-                cell, attempt, proc, t0, log_path, fh = item
-                code = proc.poll()
-                if code is None:
-                    continue
-                fh.close()
-                running.remove(item)
-                code = code if code >= 0 else 128 - code  # killed by a signal
-                finished(recorder.record(cell, attempt, code, time.time() - t0, log_path))
-    except KeyboardInterrupt:
-        for cell, attempt, proc, t0, log_path, fh in running:
-            try:
-                proc.wait(timeout=30)  # the cells got the same SIGINT and close their runs
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            fh.close()
-            finished(recorder.record(cell, attempt, 130, time.time() - t0, log_path))
-        return True
-    return False
 
 
 def _close_record(client, record_id: str | None, results: list[CellResult], folder: Path) -> None:
@@ -552,8 +538,7 @@ def _close_record(client, record_id: str | None, results: list[CellResult], fold
                       for r in results])
     if record_id is None:
         return
-    counts = {s: sum(r.status == s for r in results) for s in ("FINISHED", "FAILED", "SKIPPED",
-                                                                "NOT_RUN")}
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     now = int(time.time() * 1000)
     try:
         client.log_batch(record_id, metrics=[Metric(f"cells/{k.lower()}", v, now, 0)
@@ -572,14 +557,13 @@ def format_sweep_summary(sweep: Sweep, results: list[CellResult]) -> str:
              f"{r.metrics['val/acc']:.2f}" if "val/acc" in r.metrics else "-",
              f"{r.metrics['test/acc']:.2f}" if "test/acc" in r.metrics else "-",
              f"{r.seconds:.0f}" if r.seconds else "-", r.error[:80]] for r in results]
-    counts = {s: sum(r.status == s for r in results) for s in ("FINISHED", "SKIPPED", "FAILED",
-                                                                "NOT_RUN")}
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     lines = [text_table(header, rows), "",
              f"sweep {sweep.id}: " + ", ".join(f"{n} {s.lower().replace('_', ' ')}"
                                                for s, n in counts.items() if n)]
     where = f" --experiment {shlex.quote(sweep.experiment)}"
     if sweep.tracking_uri:
         where += f" --tracking-uri {shlex.quote(sweep.tracking_uri)}"
-    lines.append(f"compare: ltrun compare --sweep {sweep.id}{where}")
-    lines.append(f"report:  ltrun report --sweep {sweep.id}{where}")
+    lines.append(f"compare: ltrun compare --sweep {shlex.quote(sweep.id)}{where}")
+    lines.append(f"report:  ltrun report --sweep {shlex.quote(sweep.id)}{where}")
     return "\n".join(lines)

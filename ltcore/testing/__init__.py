@@ -284,6 +284,24 @@ def run_numbers(client, run_id: str) -> dict:
     return numbers
 
 
+def repeated_points(client, run_id: str) -> dict[str, list[int]]:
+    """The metric points recorded more than once for one (run, name, step) in run ``run_id``
+    and its stage runs, timings included: ``"<stage or 'run'>/<name>"`` -> the repeated steps
+    (empty when every point was written once)."""
+    parent = client.get_run(run_id)
+    stages = client.search_runs([parent.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{run_id}'")
+    repeated = {}
+    for run in [parent, *stages]:
+        where = run.data.tags.get("ltcore.stage", "run")
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            twice = sorted({s for s in steps if steps.count(s) > 1})
+            if twice:
+                repeated[f"{where}/{key}"] = twice
+    return repeated
+
+
 def run_folder(output, run_id: str) -> Path:
     """The folder of run ``run_id`` under the ``output`` folder (runs are in folders named
     after them, ``bcl-digits-lt-s0-1a2b3c4d``)."""

@@ -98,7 +98,12 @@ class Tracker:
         self.offline = False
         self._queue: list[list] = []  # [op, run id, payload, attempts], in call order
         self._resolved: dict[str, str] = {}  # placeholder -> real run id
-        self._dedupe: dict[str, str] = {}  # run id -> metric key, checked before sending
+        self._logged: dict[str, set[tuple[str, int]]] = {}
+        """Per run id, the (name, step) of every metric point the store holds: a point is
+        sent once, whatever resumes, reconnections and retries happen."""
+        self._unverified: set[str] = set()
+        """Runs whose points in the store are read before the next send (reopened runs, and
+        runs whose send failed: the store may have written some of it)."""
         self._parents: set[str] = set()
         self._tags = extra_run_tags()
         self._source_tags = {} if GIT_COMMIT_TAG in self._tags else dict(source_tags(os.getcwd()))
@@ -159,6 +164,7 @@ class Tracker:
         any, is its parent run)."""
         if not self._parents and not run_id.startswith(OFFLINE_PREFIX):
             self._parents.add(run_id)
+        self._unverified.add(run_id)
         self._call("status", run_id, "RUNNING")
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> bool:
@@ -192,18 +198,10 @@ class Tracker:
             return False
         return self._send_metrics()
 
-    def drop_logged(self, run_id: str, key: str) -> None:
-        """Forget buffered metrics of ``run_id`` at steps already logged (after a resume).
-
-        When the store cannot be asked now, the check runs before these metrics are sent.
-        """
-        try:
-            last = self._last_step(run_id, key)
-        except Exception as exc:
-            self._failed(exc, None)
-            self._dedupe[run_id] = key
-            return
-        self.pending = [m for m in self.pending if m[0] != run_id or m[4] > last]
+    def verify(self, run_id: str) -> None:
+        """Read which points of ``run_id`` the store holds before sending it more (a run that
+        an earlier process recorded into: the points it sent are not sent again)."""
+        self._unverified.add(run_id)
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> bool:
         """Upload a file; queued (and listed in :attr:`unsent_artifacts`) if the store is away."""
@@ -256,7 +254,8 @@ class Tracker:
 
     def journal(self) -> dict:
         """The queued records, picklable, for a checkpoint (metrics are in :attr:`pending`)."""
-        return {"queue": [list(item) for item in self._queue], "dedupe": dict(self._dedupe),
+        return {"queue": [list(item) for item in self._queue],
+                "unverified": sorted(self._unverified | set(self._logged)),
                 "unsent_artifacts": list(self.unsent_artifacts)}
 
     def load_journal(self, journal: dict | None) -> None:
@@ -265,7 +264,7 @@ class Tracker:
         if not journal:
             return
         self._queue.extend([list(item) for item in journal.get("queue", [])])
-        self._dedupe.update(journal.get("dedupe", {}))
+        self._unverified.update(journal.get("unverified", journal.get("dedupe", ())))
         for path in journal.get("unsent_artifacts", []):
             if path not in self.unsent_artifacts:
                 self.unsent_artifacts.append(path)
@@ -288,18 +287,24 @@ class Tracker:
         digest = _digest(placeholder)
         found = self.client.search_runs([self.experiment_id],
                                         f"tags.`ltcore.offline_id` = '{digest}'", max_results=1)
-        if found:
+        if found:  # an earlier attempt created it, and may have sent points
             run_id = found[0].info.run_id
+            self._unverified.add(placeholder)
         else:
             run_id = self.client.create_run(self.experiment_id, run_name=name,
                                             tags={**tags, "ltcore.offline_id": digest}).info.run_id
         self._resolved[placeholder] = run_id
         return run_id
 
-    def _last_step(self, run_id: str, key: str) -> int:
+    def _stored_points(self, run_id: str) -> set[tuple[str, int]]:
+        """The (name, step) of every metric point the store holds for ``run_id``."""
+        real = self._resolve(run_id)
+        points = set()
         with self._policy():
-            history = self.client.get_metric_history(self._resolve(run_id), key)
-        return max((m.step for m in history), default=-1)
+            for key in retry_locked(self.client.get_run, real).data.metrics:
+                history = retry_locked(self.client.get_metric_history, real, key)
+                points.update((m.key, m.step) for m in history)
+        return points
 
     def _do(self, op: str, run_id: str, payload) -> None:
         retry_locked(self._do_once, op, run_id, payload)
@@ -448,16 +453,22 @@ class Tracker:
         while self.pending:
             run_id = self.pending[0][0]
             try:
-                if run_id in self._dedupe:
-                    last = self._last_step(run_id, self._dedupe[run_id])
-                    del self._dedupe[run_id]
-                    self.pending = [m for m in self.pending if m[0] != run_id or m[4] > last]
-                    continue
-                real = self._resolve(run_id)
-                batch = [m for m in self.pending if m[0] == run_id][:MAX_BATCH]
-                with self._policy():
-                    retry_locked(self.client.log_batch, real,
-                                 metrics=[Metric(k, v, ts, step) for _, k, v, ts, step in batch])
+                if run_id in self._unverified:
+                    self._logged[run_id] = self._stored_points(run_id)
+                    self._unverified.discard(run_id)
+                logged = self._logged.setdefault(run_id, set())
+                batch, keys = [], set()
+                for point in self.pending:  # the first value of a (name, step) counts
+                    key = (point[1], point[4])
+                    if point[0] == run_id and key not in logged and key not in keys:
+                        batch.append(point)
+                        keys.add(key)
+                batch = batch[:MAX_BATCH]
+                if batch:
+                    real = self._resolve(run_id)
+                    with self._policy():
+                        retry_locked(self.client.log_batch, real, metrics=[
+                            Metric(k, v, ts, step) for _, k, v, ts, step in batch])
             except Exception as exc:
                 if refused(exc):
                     self.failures += 1
@@ -466,10 +477,11 @@ class Tracker:
                                         f"{describe(exc)}")
                     self.pending = [m for m in self.pending if m[0] != run_id]
                     continue
+                self._unverified.add(run_id)  # the store may have written part of it
                 self._failed(exc, None)
                 return False
-            sent = set(map(id, batch))
-            self.pending = [m for m in self.pending if id(m) not in sent]
+            logged.update((k, step) for _, k, _, _, step in batch)
+            self.pending = [m for m in self.pending if m[0] != run_id or (m[1], m[4]) not in logged]
         return True
 
 
@@ -515,7 +527,7 @@ class SilentTracker:
     def end(self, run_id: str, status: str = "FINISHED") -> bool:
         return True
 
-    def drop_logged(self, run_id: str, key: str) -> None:
+    def verify(self, run_id: str) -> None:
         pass
 
     def summary(self) -> None:

@@ -1,4 +1,6 @@
-"""``ltrun`` under torchrun: two gloo ranks on the CPU train one run, recorded once.
+"""``ltrun`` under torchrun and ``ltrun --nproc 2`` (torch's elastic agent in the ltrun process):
+two gloo ranks on the CPU train one run, recorded once; a stop (a signal to the launcher or to one
+rank) and a rank's death each end in one line.
 
 Accuracy tolerance. Two ranks see the same global batches and, with the per-image views of the
 CPU, the very same views as one process; gradients are exact (tests/distributed/
@@ -43,6 +45,11 @@ def torchrun_command(*args: str) -> list[str]:
             "2", ltrun_path(), *args]
 
 
+def nproc_command(*args: str) -> list[str]:
+    """``ltrun --nproc 2``: torch's elastic agent in the ltrun process, two ranks."""
+    return [ltrun_path(), "--nproc", "2", *args]
+
+
 def runs_of(folder: Path):
     import mlflow
 
@@ -53,10 +60,10 @@ def runs_of(folder: Path):
     return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-def start_until_epoch(folder: Path, args: list[str], line: str):
-    """torchrun's agent training ``args`` in ``folder``, and its output up to the console line
+def start_until_epoch(folder: Path, command: list[str], line: str):
+    """The launcher ``command`` training in ``folder``, and its output up to the console line
     of the epoch ``line`` (e.g. ``1/4``)."""
-    agent = subprocess.Popen(torchrun_command(*args), cwd=folder, env=environment(),
+    agent = subprocess.Popen(command, cwd=folder, env=environment(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for text in agent.stdout:
@@ -101,8 +108,8 @@ def test_torchrun_trains_one_run_recorded_once(tmp_path, bcl_rcl):
     assert "device cpu, 2 ranks (gloo, 16 images per rank)" in ranks.stdout
     assert "find_unused_parameters" not in ranks.stdout + ranks.stderr  # not asked for
     folder = Path(two / "runs" / parents[0].info.run_name)
-    assert sorted(p.name for p in folder.glob("*.pt")) == ["checkpoint.pt", "model.pt",
-                                                           "model_best.pt"]
+    assert sorted(p.name for p in folder.glob("*.pt")) == [
+        "checkpoint-previous.pt", "checkpoint.pt", "model.pt", "model_best.pt"]
 
     _, single_parents, _ = runs_of(one)
     assert single_parents[0].data.params["distributed.world_size"] == "1"
@@ -127,7 +134,7 @@ def rank_process(agent: int, rank: int) -> int | None:
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
 def test_a_crashed_rank_ends_the_run_with_a_message(tmp_path, bcl_rcl):
     args = [*RECIPE, "--epochs", "200", "--set", "distributed.timeout_s=60"]
-    agent, lines = start_until_epoch(tmp_path, args, "1/200")
+    agent, lines = start_until_epoch(tmp_path, nproc_command(*args), "1/200")
     try:
         pid = rank_process(agent.pid, 1)
         assert pid is not None, "".join(lines)
@@ -139,46 +146,80 @@ def test_a_crashed_rank_ends_the_run_with_a_message(tmp_path, bcl_rcl):
         if agent.poll() is None:
             agent.kill()
     output = "".join(lines) + rest
-    assert agent.returncode != 0
+    assert agent.returncode == 2, output[-3000:]  # RankFailure's, as every error line
     assert waited < 60, f"the run took {waited:.0f} s to end after a rank died"
-    _, parents, _ = runs_of(tmp_path)
-    assert parents[0].info.status == "FAILED", output[-3000:]
+    errors = [line for line in output.splitlines() if "Error" in line]
+    assert len(errors) == 1, output[-3000:]
+    assert errors[0].startswith("Error: rank 1 of 2 failed first: killed by SIGKILL; the other "
+                                "rank was stopped. Continue with: ltrun --nproc 2 --resume ")
+    assert "Traceback" not in output and "torch.distributed" not in output
+    _, parents, stages = runs_of(tmp_path)
+    assert parents[0].info.status == stages[0].info.status == "FAILED", output[-3000:]
     error = parents[0].data.tags["ltcore.error"]
-    assert "rank 0 of 2 failed" in error and "another rank" in error
-    assert "Error: rank 0 of 2 failed" in output
+    assert error == errors[0].removeprefix("Error: ")  # not rank 0's guess at the cause
 
 
+def stop_after_epoch(folder: Path, command: list[str], line: str, target) -> tuple[int, str]:
+    """Start ``command`` in ``folder`` and, a second after the console line of epoch ``line``
+    (inside the next epoch), send SIGTERM to the process ``target(launcher)`` names; its exit
+    code and output."""
+    agent, lines = start_until_epoch(folder, command, line)
+    try:
+        time.sleep(1)
+        pid = target(agent)
+        assert pid is not None, "".join(lines)
+        os.kill(pid, signal.SIGTERM)
+        rest, _ = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    return agent.returncode, "".join(lines) + rest
+
+
+def assert_stopped(folder: Path, code: int, output: str, line: str, tag: str) -> None:
+    """One stop line (rank 0's) starting with ``line``, exit 143, no traceback or agent log;
+    the runs KILLED with ``ltcore.stopped`` starting with ``tag``, and a checkpoint."""
+    assert code == 143, output[-3000:]
+    stops = [text for text in output.splitlines() if text.startswith("stopped by")]
+    assert len(stops) == 1 and stops[0].startswith(line), output[-3000:]
+    assert "Continue with: ltrun --nproc 2 --resume " in stops[0]
+    for unwanted in ("Traceback", "Error", "torch.distributed", "SIGTERM death signal"):
+        assert unwanted not in output, output[-3000:]
+    _, parents, stages = runs_of(folder)
+    assert parents[0].info.status == stages[0].info.status == "KILLED"
+    assert parents[0].data.tags["ltcore.stopped"].startswith(tag)
+    assert (folder / "runs" / parents[0].info.run_name / "checkpoint.pt").is_file()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux's /proc")
 def test_a_stopped_torchrun_run_resumes_on_every_rank_as_if_never_stopped(tmp_path, bcl_rcl):
     # batched views: each rank's view generator state goes into the checkpoint; the ranks agree
-    # on stopping every 5 steps, so the run stops inside an epoch (31 steps) unless the signal
+    # on stopping every 5 steps, so the run stops inside an epoch (32 steps) unless the signal
     # comes in an epoch's last steps
     args = [*RECIPE, "--epochs", "4", "--views", "batched", "--set", "check_finite_every=5"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir()
     parts.mkdir()
-    agent, lines = start_until_epoch(parts, args, "1/4")
-    try:
-        agent.send_signal(signal.SIGTERM)  # as a scheduler stops a job
-        rest, _ = agent.communicate(timeout=120)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    stopped = "".join(lines) + rest
-    assert agent.returncode != 0
-    assert "stopped by SIGTERM" in stopped, stopped[-3000:]
-    assert "Continue with: ltrun --resume" in stopped
-    # ltrun --nproc 2 is torchrun --standalone --nproc-per-node 2 ltrun
-    resumed = subprocess.run([ltrun_path(), "--nproc", "2", "--resume", "last", "--no-progress"],
-                             cwd=parts, env=environment(), capture_output=True, text=True,
-                             timeout=600)
+    # SIGTERM to ltrun --nproc 2, as a scheduler stops a job: the agent passes it on once
+    code, output = stop_after_epoch(parts, nproc_command(*args), "1/4", lambda agent: agent.pid)
+    assert_stopped(parts, code, output, "stopped by SIGTERM in stage 'train'",
+                   "SIGTERM in stage 'train'")
+    # resumed, then SIGTERM to rank 1 only: every rank stops at the same step all the same
+    resume = nproc_command("--resume", "last", "--no-progress")
+    code, output = stop_after_epoch(parts, resume, "2/4",
+                                    lambda agent: rank_process(agent.pid, 1))
+    assert_stopped(parts, code, output, "stopped by a signal to another rank (SIGTERM to rank "
+                   "1) in stage 'train'", "a signal to another rank (SIGTERM to rank 1) in")
+    resumed = subprocess.run(resume, cwd=parts, env=environment(), capture_output=True,
+                             text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    uninterrupted = subprocess.run(torchrun_command(*args), cwd=whole, env=environment(),
+    uninterrupted = subprocess.run(nproc_command(*args), cwd=whole, env=environment(),
                                    capture_output=True, text=True, timeout=600)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert "torch.distributed" not in uninterrupted.stderr  # the agent's log is silenced
 
     client, parents, stages = runs_of(parts)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert parents[0].data.tags["ltcore.stopped"].startswith("SIGTERM in stage 'train'")
     assert parents[0].data.params["distributed.world_size"] == "2"
     history = client.get_metric_history(stages[0].info.run_id, "val/acc")
     assert sorted(m.step for m in history) == list(range(4))

@@ -57,11 +57,19 @@ def test_each_rank_draws_from_a_seed_of_its_own():
 
 
 def test_nproc_starts_torchrun_on_this_machine(monkeypatch):
+    import torch.distributed.run as torchrun
+
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     command = nproc_launch(["--plugin", "bcl", "--nproc", "4", "--epochs", "2"])
-    assert command == [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                       "--nproc-per-node=4", "-m", "ltcore", "--plugin", "bcl", "--epochs", "2"]
+    assert command == ["--standalone", "--nproc-per-node=4", "-m", "ltcore", "--plugin", "bcl",
+                       "--epochs", "2"]
+    # what ltrun's launcher gives torch's elastic agent: 4 local ranks of python -m ltcore
+    config, program, program_args = torchrun.config_from_args(torchrun.parse_args(command))
+    assert config.nproc_per_node == 4 and config.min_nodes == config.max_nodes == 1
+    assert program == sys.executable
+    assert program_args == ["-u", "-m", "ltcore", "--plugin", "bcl", "--epochs", "2"]
     assert nproc_launch(["--nproc=2", "--resume", "last"])[-2:] == ["--resume", "last"]
     assert nproc_launch(["--plugin", "bcl"]) is None
     assert nproc_launch(["sweep", "--nproc-per-cell", "2"]) is None
@@ -89,3 +97,61 @@ def test_an_error_on_one_rank_ends_the_run_and_names_it(tmp_path):
     assert parent.info.status == "FAILED"
     assert parent.data.tags["ltcore.error"].startswith("rank 1 of 2 failed: PluginError")
     assert len(runs) == 2  # rank 1 recorded nothing
+
+
+def test_a_rank_goes_on_to_the_agreed_step_after_a_second_signal():
+    """Under SLURM a rank gets SIGTERM from the scheduler and again from the launcher: a rank of
+    a distributed run keeps going to the step the ranks agree on; one process stops at once."""
+    import os
+    import signal
+
+    from ltcore.engine.interrupts import StopSignals
+
+    with StopSignals(patient=True) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert stop.received == "SIGTERM" and stop.number == signal.SIGTERM and not stop.finishing
+    with pytest.raises(KeyboardInterrupt):
+        with StopSignals() as alone:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert alone.received == "SIGTERM" and alone.finishing
+    stop.received = "a signal to another rank (SIGTERM to rank 1)"
+    assert stop.number == 0  # what this rank tells the others: it got none itself
+
+
+def test_the_launcher_names_the_rank_that_failed_first(tmp_path, monkeypatch):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from ltcore import launch
+    from ltcore.launch import ERROR_FILE, outcome
+
+    recorded = []
+    monkeypatch.setattr(launch, "record_failure", lambda run, line: recorded.append((run, line)))
+
+    def ended(*codes: int) -> ChildFailedError:  # rank by rank, in the order they ended
+        return ChildFailedError("ltcore", {rank: ProcessFailure(rank, 100 + rank, code,
+                                                                str(tmp_path / "none"))
+                                           for rank, code in codes})
+
+    assert outcome(ended((1, 143), (0, 143)), 2, tmp_path) == (143, None)  # rank 0 said it
+    assert outcome(ended((0, 130), (1, -2)), 2, tmp_path) == (130, None)
+    code, line = outcome(ended((1, -9), (0, 1)), 2, tmp_path)
+    assert (code, line) == (2, "rank 1 of 2 failed first: killed by SIGKILL; the other rank "
+                               "was stopped")
+    (tmp_path / ERROR_FILE.format(rank=2)).write_text("rank 2 of 4 failed: PluginError: bad")
+    (tmp_path / "run.json").write_text('{"run_id": "x", "resume": "ltrun --nproc 4 --resume '
+                                       'x", "tracking_uri": "sqlite:///mlflow.db"}')
+    code, line = outcome(ended((2, 2), (0, -15)), 4, tmp_path)
+    assert (code, line) == (2, "rank 2 of 4 failed first: exited with code 2: PluginError: bad; "
+                               "the other 3 ranks were stopped. Continue with: ltrun --nproc 4 "
+                               "--resume x")
+    assert recorded == [({"run_id": "x", "resume": "ltrun --nproc 4 --resume x",
+                          "tracking_uri": "sqlite:///mlflow.db"}, line)]  # as ltcore.error
+    for rank in range(2):  # every rank's error alike: as one process says it
+        (tmp_path / ERROR_FILE.format(rank=rank)).write_text("the loss diverged")
+    assert outcome(ended((0, 3), (1, 3)), 2, tmp_path) == (3, "the loss diverged")
+    # a rank that failed while the others stopped is the one named
+    assert outcome(ended((1, 143), (0, 3)), 2, tmp_path)[1].startswith(
+        "rank 0 of 2 failed first: exited with code 3: the loss diverged")

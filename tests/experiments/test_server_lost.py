@@ -1,5 +1,6 @@
 """A tracking server that dies mid-run: the training finishes, its files are written, and the
-output says what was not logged."""
+output says what was not logged; resumed once the server is back, the run sends what it kept,
+each metric point once."""
 
 import re
 
@@ -7,7 +8,7 @@ import torch
 
 from ltcore import cli, hookimpl
 from ltcore.plugins import Plugins
-from ltcore.testing import FAST, run_folder
+from ltcore.testing import FAST, mlflow_client, repeated_points, run_folder
 
 
 class ServerKiller:
@@ -51,3 +52,14 @@ def test_training_survives_the_server_going_away(ltrun, mlflow_server, monkeypat
     saved = torch.load(run_dir / "model.pt", weights_only=False)
     assert saved["plugins"] == ["ce", "server-killer"]
     assert (run_dir / "artifacts" / "train" / "val_confusion_matrix.png").is_file()
+
+    mlflow_server.restart()  # the same store: what was sent before the kill is there
+    resumed = ltrun("--resume", run_id, "--no-progress")
+    assert resumed.exit_code == 0, resumed.stderr
+    client = mlflow_client(mlflow_server.uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert repeated_points(client, run_id) == {}
+    (stage,) = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert sorted(m.step for m in client.get_metric_history(stage.info.run_id,
+                                                            "train/loss")) == [0, 1]

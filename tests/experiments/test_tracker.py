@@ -11,7 +11,7 @@ import pytest
 
 from ltcore import tracking
 from ltcore.errors import TrackingError
-from ltcore.testing import FAST, mlflow_client
+from ltcore.testing import FAST, mlflow_client, repeated_points
 from ltcore.tracking import Tracker, http_policy
 from ltcore.tracking.store import source_tags
 from ltcore.tracking.tracker import dataset_input
@@ -209,7 +209,7 @@ def test_a_refused_record_is_reported_and_not_retried(isolated):
     assert mlflow_client(local_uri()).get_run(parent).data.params["optim.lr"] == "0.1"
 
 
-def test_resume_dedupe_waits_until_the_store_can_be_asked(isolated):
+def test_a_resumed_tracker_reads_the_stored_points_when_the_store_answers(isolated):
     tracker = Tracker(local_uri(), "ltcore")
     parent = tracker.start("ce", {})
     stage = tracker.start("train", {}, parent_id=parent)
@@ -221,12 +221,52 @@ def test_resume_dedupe_waits_until_the_store_can_be_asked(isolated):
     now = int(time.time() * 1000)
     resumed.pending = [(stage, "train/loss", 9.0, now, 1), (stage, "train/loss", 1.0, now, 2)]
     flaky.down = True
-    resumed.drop_logged(stage, "train/loss")  # cannot ask now: checked before sending
+    resumed.verify(stage)  # cannot ask now: read before sending
     assert len(resumed.pending) == 2
     flaky.down = False
     assert resumed.flush()
     history = mlflow_client(local_uri()).get_metric_history(stage, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 3.0), (1, 2.0), (2, 1.0)]
+
+
+class WritesThenFails(Flaky):
+    """A store that writes a metric batch and then loses the answer (a server killed mid-reply),
+    ``failures`` times."""
+
+    def __init__(self, client, failures: int):
+        super().__init__(client)
+        self.failures = failures
+
+    def log_batch(self, *args, **kwargs):
+        self.client.log_batch(*args, **kwargs)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("Connection aborted: RemoteDisconnected (server killed)")
+
+
+def test_every_point_is_written_once_whatever_retries_and_resumes_happen(isolated):
+    tracker = Tracker(local_uri(), "ltcore")
+    parent = tracker.start("ce", {})
+    stage = tracker.start("train", {}, parent_id=parent)
+    tracker.client = WritesThenFails(tracker.client, failures=1)
+    tracker.log_metrics(stage, {"train/loss": 3.0, "val/acc": 10.0}, step=0)
+    assert not tracker.flush()  # written, but the answer was lost
+    tracker.log_metrics(stage, {"train/loss": 2.0, "val/acc": 20.0}, step=1)
+    tracker.log_metrics(stage, {"train/loss": 9.0}, step=1)  # a second value of one point
+    assert tracker.flush()
+    # a resume from a checkpoint taken before step 1 was sent: both steps again
+    resumed = Tracker(local_uri(), "ltcore")
+    resumed.load_journal(tracker.journal())
+    now = int(time.time() * 1000)
+    resumed.pending = [(stage, "train/loss", 3.0, now, 0), (stage, "val/acc", 10.0, now, 0),
+                       (stage, "train/loss", 2.0, now, 1), (stage, "train/loss", 1.0, now, 2)]
+    assert resumed.flush() and not resumed.pending
+    client = mlflow_client(local_uri())
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(stage, "train/loss"),
+                                               key=lambda m: m.step)] == [(0, 3.0), (1, 2.0),
+                                                                          (2, 1.0)]
+    assert sorted(m.step for m in client.get_metric_history(stage, "val/acc")) == [0, 1]
+    assert repeated_points(client, parent) == {}
 
 
 def test_extra_tags_reach_every_run(isolated, monkeypatch):

@@ -1,5 +1,6 @@
 """Resources that run out: a full disk while checkpointing gives one clear line and keeps the
-previous checkpoint; the device running out of memory names the batch size to lower."""
+previous checkpoint, and once space is freed the run resumes to its end, each metric point
+recorded once; the device running out of memory names the batch size to lower."""
 
 import subprocess
 import time
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from ltcore import hookimpl
-from ltcore.testing import FAST
+from ltcore.testing import FAST, repeated_points
 
 LONG = ["--plugin", "ce", "--epochs", "20", *FAST]
 
@@ -52,6 +53,21 @@ def test_a_full_device_keeps_the_previous_checkpoint(ltrun_process):
     parent = ltrun_process.client().get_run(run_id)
     assert parent.info.status == "FAILED"
     assert parent.data.tags["ltcore.error"].startswith("StorageError: could not write")
+    (checkpoint.parent / ".checkpoint.pt.tmp").unlink(missing_ok=True)  # space freed
+    resumed_and_recorded_once(ltrun_process, run_id)
+
+
+def resumed_and_recorded_once(ltrun, run_id):
+    """The run resumed to its end: every epoch's figures, each point once."""
+    resumed = ltrun("--resume", run_id, "--no-progress")
+    assert resumed.code == 0, resumed.err
+    client = ltrun.client()
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert repeated_points(client, run_id) == {}
+    (stage,) = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert sorted(m.step for m in client.get_metric_history(stage.info.run_id,
+                                                            "train/loss")) == list(range(20))
 
 
 @pytest.fixture
@@ -85,6 +101,8 @@ def test_a_disk_that_fills_up_while_training_gives_one_line(small_disk, ltrun_in
             pass
     position = torch.load(checkpoint, weights_only=True)["position"]
     assert_one_clear_line_and_previous_checkpoint(process, checkpoint, position, run_id)
+    (small_disk / "filler").unlink()  # space freed
+    resumed_and_recorded_once(ltrun, run_id)
 
 
 class OutOfMemoryAtFirstStep:

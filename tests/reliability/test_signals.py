@@ -108,3 +108,32 @@ def test_sighup_stops_and_a_second_signal_stops_at_once_both_killed_with_the_res
     assert str(stopped.value).endswith(f"Continue with: ltrun --resume {run.info.run_id}")
     assert sender.sent_while_recording and run.info.status == "KILLED"
     assert all(r.info.status == "KILLED" for r in recorded_runs(mlflow_client(), nested=True))
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX")
+def test_a_signal_to_the_process_group_stops_a_run_with_dataloader_workers(ltrun_process):
+    """A terminal's Ctrl-C and SLURM's scancel signal every process of the group, DataLoader
+    workers included: the workers ignore it and the run stops at its step as usual."""
+    import subprocess
+
+    from .conftest import LTRUN
+
+    log = ltrun_process.folder / "group.err"
+    with open(log, "w") as err:
+        process = subprocess.Popen([*LTRUN, *LONG, "--set", "views.workers=2"],
+                                   cwd=ltrun_process.folder, env=ltrun_process.env,
+                                   stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            runs = ltrun_process.folder / "runs"
+            while not list(runs.glob("*/checkpoint.pt")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(2)  # inside the first epochs, the workers running
+            os.killpg(process.pid, signal.SIGTERM)
+            assert process.wait(timeout=120) == 143, log.read_text()
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert text.strip().splitlines()[-1].startswith("stopped by SIGTERM in stage 'train'"), text
+    assert "Traceback" not in text and "DataLoader worker" not in text
