@@ -23,7 +23,7 @@ import torch
 
 from . import metrics as M
 from .data import Split, load_image
-from .launch import ignore_stop_signals
+from .launch import worker_options
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -289,13 +289,13 @@ def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:
         loader = torch.utils.data.DataLoader(
             EncodedImages(split.paths, decode_jpegs=run.device.type != "cuda"), batch_size=size,
             num_workers=workers, collate_fn=as_list, pin_memory=run.device.type == "cuda",
-            worker_init_fn=ignore_stop_signals)
+            **worker_options())
         starts = range(0, len(split), size)
         return (pipeline.from_images(decode(items, split.paths[i:i + size], run.device), unused)
                 for i, items in zip(starts, loader))
     transform = eval_view.make_reference(ds.image_size, ds.mean, ds.std)
     loader = torch.utils.data.DataLoader(_FileImages(split.paths, transform), batch_size=size,
-                                         num_workers=workers, worker_init_fn=ignore_stop_signals)
+                                         num_workers=workers, **worker_options())
     return (x.to(run.device) for x in loader)
 
 

@@ -27,6 +27,7 @@ tracking URI and resume command (:func:`note_run`), and a rank that fails leaves
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -80,13 +81,42 @@ def note_error(rank: str, text: str) -> bool:
 def ignore_stop_signals(worker_id: int | None = None) -> None:
     """Ignore SIGTERM, SIGINT and SIGHUP in this process: in a rank that is ending (a signal the
     agent sends now, because another rank ended first, no longer cuts short its last lines),
-    and as the ``worker_init_fn`` of every DataLoader (``worker_id``): a terminal's Ctrl-C,
-    SLURM's ``scancel`` and torchrun's agent signal the whole process group, and a worker ended
-    by one would fail the step instead of letting the run stop at it with a checkpoint; the
-    workers still end with their process (torch's watchdog)."""
+    and in DataLoader workers (:func:`worker_options`)."""
     for name in STOP_NAMES:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def worker_options() -> dict:
+    """The DataLoader options of every loader with workers. A terminal's Ctrl-C, SLURM's
+    ``scancel`` and torchrun's agent signal the whole process group, and a worker ended by the
+    signal would fail the step instead of letting the run stop at it with a checkpoint: the
+    workers ignore the stop signals, which are the training process's to honour. They end with
+    it: torch's watchdog ends them when it dies, and at its exit, where multiprocessing
+    terminates them, SIGTERM ends them."""
+    global _EXITING
+    if _EXITING is None:
+        import atexit
+        import multiprocessing
+
+        _EXITING = multiprocessing.RawValue("b", 0)
+        atexit.register(_exiting)  # registered after multiprocessing's: it runs first
+    return {"worker_init_fn": functools.partial(_worker_start, _EXITING)}
+
+
+_EXITING = None
+"""Set (shared with the workers) once the training process exits."""
+
+
+def _exiting() -> None:
+    _EXITING.value = 1
+
+
+def _worker_start(exiting, worker_id: int) -> None:
+    """A DataLoader worker's start: SIGINT and SIGHUP ignored, SIGTERM too unless the training
+    process is exiting (then it ends the worker, with exit code 0 as torch expects)."""
+    ignore_stop_signals()
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0) if exiting.value else None)
 
 
 class _FirstSignal:

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..run import Run, Stage
 from ..views import seed_image_randomness
 from ..views.files import EncodedImages, as_list, decode
-from ..launch import ignore_stop_signals
+from ..launch import worker_options
 
 
 @attrs.define
@@ -141,7 +141,7 @@ class ReferenceViews:
         self.loader = torch.utils.data.DataLoader(
             _ReferenceDataset(ds.train, transforms), batch_sampler=self.batches,
             num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=run.device.type == "cuda", worker_init_fn=ignore_stop_signals)
+            pin_memory=run.device.type == "cuda", **worker_options())
         self.device = run.device
         self.run = run
 
@@ -190,7 +190,7 @@ class FileBatchedViews:
             EncodedImages(self.paths, decode_jpegs=run.device.type != "cuda"),
             batch_sampler=self.batches, num_workers=workers, persistent_workers=workers > 0,
             collate_fn=as_list, pin_memory=run.device.type == "cuda",
-            worker_init_fn=ignore_stop_signals)
+            **worker_options())
         self.device = run.device
         self.run = run
         self.generator: torch.Generator | None = None

@@ -12,6 +12,7 @@ random states.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -30,14 +31,23 @@ class StopSignals:
     instead of interrupting; a second signal raises ``KeyboardInterrupt`` at once, unless the
     stop is already being recorded (:attr:`finishing`), which no signal interrupts, or the
     process is ``patient``: a rank of a distributed run, which must reach the step the ranks
-    agree to stop at (a scheduler's SIGTERM and the launcher's passing it on arrive together)."""
+    agree to stop at (a scheduler's SIGTERM and the launcher's passing it on arrive together),
+    or :attr:`orphaned`."""
 
     def __init__(self, patient: bool = False):
         self.received: str | None = None
         self.finishing = False
         """Set while a stop or failure is recorded: signals no longer interrupt."""
         self.patient = patient
+        self._parent = os.getppid()
         self._previous: dict[int, Any] = {}
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether the process that started this one has ended: the signals are then its death
+        notices (``PR_SET_PDEATHSIG`` comes once per thread it had), not a user's second Ctrl-C,
+        and do not stop at once."""
+        return os.getppid() != self._parent
 
     @property
     def number(self) -> int:
@@ -59,7 +69,7 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if self.received is None:
             self.received = signal.Signals(signum).name
-        elif not self.finishing and not self.patient:
+        elif not (self.finishing or self.patient or self.orphaned):
             self.finishing = True
             raise KeyboardInterrupt
 

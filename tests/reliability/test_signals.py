@@ -137,3 +137,45 @@ def test_a_signal_to_the_process_group_stops_a_run_with_dataloader_workers(ltrun
     text = log.read_text()
     assert text.strip().splitlines()[-1].startswith("stopped by SIGTERM in stage 'train'"), text
     assert "Traceback" not in text and "DataLoader worker" not in text
+
+
+ORPHAN = """
+import os, signal, sys, time
+from ltcore.engine.interrupts import StopSignals
+out = sys.argv[1]
+if os.fork():  # the parent that starts the process ends first
+    os._exit(0)
+with StopSignals() as stop:
+    while not stop.orphaned:
+        time.sleep(0.01)
+    open(out + ".ready", "w").write(str(os.getpid()))
+    try:
+        while stop.received is None:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the second signal comes meanwhile
+        result = "patient"
+    except KeyboardInterrupt:
+        result = "stopped at once"
+open(out, "w").write(f"{result} {stop.received}")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_process_whose_parent_ended_takes_repeated_signals_as_one_stop(tmp_path):
+    """A parent's death signal (PR_SET_PDEATHSIG) comes once per thread it had: an orphaned run
+    stops at its next step rather than at once."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "result"
+    subprocess.run([sys.executable, "-c", ORPHAN, str(out)], check=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while not out.with_suffix(".ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = int(out.with_suffix(".ready").read_text())
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.1)  # two signals, not one pending twice
+    os.kill(pid, signal.SIGTERM)
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert out.read_text() == "patient SIGTERM"
