@@ -78,6 +78,7 @@ def bcl_rcl():
     plugins_holding("bcl", "rcl")
 
 
+@pytest.mark.slow
 def test_torchrun_trains_one_run_recorded_once(tmp_path, bcl_rcl):
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir()

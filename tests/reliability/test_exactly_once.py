@@ -14,7 +14,7 @@ import torch
 from ltcore.engine import checkpoints
 from ltcore.testing import FAST, repeated_points, run_folder
 
-RECIPE = ["--plugin", "kcl", "--epochs", "3", *FAST]
+RECIPE = ["--plugin", "ce", "--epochs", "3", *FAST]
 LONG = ["--plugin", "kcl", "--epochs", "30", *FAST]
 
 
