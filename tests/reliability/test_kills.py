@@ -3,9 +3,10 @@ numbers of an uninterrupted run, and no file is left half-written.
 
 In the full test (``-m slow``) one run is stopped five times, each time resumed in a new process:
 SIGKILL while its first checkpoint is written, SIGKILL while a later checkpoint is written,
-SIGTERM and SIGKILL at random moments, SIGKILL while the final model is written. The short one,
-run by default, stops a run twice: SIGKILL while a checkpoint is written, SIGTERM at a random
-moment. The random moments come from a seeded generator, so a failure can be replayed.
+SIGTERM and SIGKILL at random moments, SIGKILL while the final model is written. The short one
+(also ``-m slow``) stops a run twice: SIGKILL while a checkpoint is written, SIGTERM at a random
+moment. By default, tests/reliability/test_exactly_once.py kills a run and resumes it to the
+numbers of an uninterrupted one. The random moments come from a seeded generator, so a failure can be replayed.
 """
 
 import random
@@ -39,6 +40,7 @@ def finish(ltrun_process, run_id, reference, evaluate=False):
         assert evaluated.code == 0, evaluated.err
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_and_a_signal_then_resumes_end_as_an_uninterrupted_run(ltrun_process):
     moments = random.Random(1)
     reference = ltrun_process(*RECIPE)

@@ -98,7 +98,7 @@ def test_one_sweep_launched_twice_at_once_trains_each_cell_once(ltrun_process):
     assert len(client.search_runs([exp], "tags.`ltcore.kind` = 'sweep'")) == 1  # one record
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143),
+@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow),
                                        pytest.param(signal.SIGHUP, 129, marks=pytest.mark.slow),
                                        pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_a_signal_to_the_launcher_stops_its_cell_with_a_checkpoint_and_exits_128_plus_it(
