@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, DataError, RunBusy
+from ..launch import launch_folder
 from ..tracking import connect
 from . import checkpoints
 
@@ -31,6 +32,14 @@ START_FROM = ("previous", "start")
 """What ``ltrun --resume RUN --from`` takes: the previous checkpoint, or the start."""
 DAMAGED = "checkpoint-damaged.pt"
 """Where a damaged latest checkpoint is moved when the run goes on without it."""
+
+
+def resume_command(run_id: str, output, ranks: int = 1) -> str:
+    """``ltrun --resume <id>`` (with ``--output`` unless it is ``runs``), with ``--nproc N`` for
+    the ``ranks`` that ``ltrun --nproc N`` started."""
+    nproc = f"--nproc {ranks} " if ranks > 1 and launch_folder() else ""
+    return (f"ltrun {nproc}--resume {run_id}"
+            + ("" if str(output) == "runs" else f" --output {output}"))
 
 
 class RunLock:

@@ -32,7 +32,8 @@ from ..startup import mark
 from ..tracking import SilentTracker, Tracker, dataset_input, resolve_uri
 from . import checkpoints
 from .console import final_lines
-from .resuming import checkpoint_to_resume, close_unstarted, extend, finished, hold_run
+from .resuming import (checkpoint_to_resume, close_unstarted, extend, finished, hold_run,
+                       resume_command)
 from .trainer import LOG, Trainer
 
 DEFAULT_PLUGINS = ["ce"]
@@ -322,7 +323,7 @@ def resume(plugins: Plugins, reference: str, output: str = "runs", progress: boo
     recomputed). A finished run resumed without ``epochs`` raises :class:`RunFinished`; a run
     another process trains raises :class:`RunBusy`."""
     folder, run_id = find_run_folder(output, reference)
-    command = f"ltrun --resume {run_id}" + ("" if str(output) == "runs" else f" --output {output}")
+    command = resume_command(run_id, output, int(os.environ.get("WORLD_SIZE", "1")))
     with hold_run(folder, run_id) if os.environ.get("RANK", "0") == "0" else nullcontext():
         path = folder / checkpoints.CHECKPOINT
         if not path.exists() and start_from is None or start_from == "start":

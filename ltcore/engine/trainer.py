@@ -31,6 +31,7 @@ from . import checkpoints
 from .backends import batch_rows, stage_views
 from .console import Console, plural
 from .interrupts import EpochProgress, StopSignals
+from .resuming import resume_command
 from .checkpoints import copy_state
 from .schedule import parameter_groups, set_learning_rate, trained_parameters
 from .step import UNUSED_PARAMETERS, NonFinite, distributed_step
@@ -245,10 +246,7 @@ class Trainer:
 
     def resume_command(self) -> str:
         """``ltrun --resume <id>``, with ``--nproc N`` for ranks ``ltrun --nproc N`` started."""
-        output, world = self.run.config.output, self.run.world
-        nproc = f"--nproc {world.size} " if world.distributed and launch_folder() else ""
-        return (f"ltrun {nproc}--resume {self.run.run_id}"
-                + ("" if output == "runs" else f" --output {output}"))
+        return resume_command(self.run.run_id, self.run.config.output, self.run.world.size)
 
     # -- the loop --
 
