@@ -12,7 +12,7 @@ from importlib import import_module
 
 import pluggy
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""
@@ -38,6 +38,8 @@ _EXPORTS = {
     "ClassPowerSampler": "samplers", "InstanceBalancedSampler": "samplers",
     "Dataset": "data", "Split": "data", "load_image": "data",
     # plugins, training and saved runs
+    "PaperTable": "tables", "TableRow": "tables", "TableColumn": "tables",
+    "record_figure": "figures",
     "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",
     "resume": "engine.runs", "Result": "engine.runs", "load_saved_run": "engine.runs",
     "find_run_folder": "engine.runs",

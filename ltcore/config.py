@@ -23,9 +23,10 @@ from attrs import field, validators as v
 
 from .config_fields import (doc, fraction_or_off, interval, keyword_options, moment_decays,
                             needs_pretrained, non_negative, per_channel, positive,
-                            prompt_templates, experiment_name)
+                            prompt_templates)
 from .config_text import (PLUGINS_KEY, dump_toml, flatten, imbalance_factor_value, merge, nest,
                           parse_assignment, read_toml)
+from .config_sections import DistributedConfig, LimitConfig, SpeedConfig, TrackingConfig
 from .errors import ConfigError
 
 INT_LIMIT = 2 ** 63
@@ -91,6 +92,9 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = doc("epochs where a step schedule multiplies lr by gamma",
                                       default=())
     gamma: float = doc("step-schedule decay factor", default=0.1, validator=positive)
+    cosine_offset: int = doc("k of ltcore's cosine: 0.5 (1 + cos(pi (e - w + k) / (E - w + k))) "
+                             "after w warm-up epochs; 1 is BCL's official code", default=0,
+                             validator=non_negative)
     min_lr: float = doc("the lowest learning rate of a timm schedule", default=0.0,
                         validator=non_negative)
     options: dict[str, Any] = doc("further keyword options of timm's create_scheduler_v2, e.g. "
@@ -145,6 +149,9 @@ class ViewsConfig:
     contrastive: str = doc("view pipeline of the contrastive branches (auto = the dataset's: "
                            "simaugment for small images, imagenet-simaugment for image files)",
                            default="auto")
+    contrastive_second: str = doc("view pipeline of the second contrastive view con1 ('' = "
+                                  "views.contrastive; auto = the dataset's), e.g. BCL's "
+                                  "sim-rand views", default="")
     image_size: int = doc("side of the training and evaluation views (0 = the dataset's: its "
                           "images' side in memory, for image files the pretrained weights' input "
                           "size, else 224); only datasets of image files can change it",
@@ -190,6 +197,12 @@ class EvalConfig:
                                    "calinski-harabasz)", default=())
     posthoc_la_tau: float = doc("post-hoc logit adjustment at evaluation: logits - tau*log(pi); "
                                 "0 disables", default=0.0, validator=non_negative)
+    protocol: str = doc("heldout: the test figures leave out the validation images where "
+                        "the validation split is carved from the official test split (CIFAR) "
+                        "| paper: the test figures are of the whole official test split at the "
+                        "last epoch, as the papers report (the plan says what the validation "
+                        "split is then)", default="heldout",
+                        validator=v.in_(("heldout", "paper")))
     batch_size: int = doc("evaluation batch size", default=512, validator=positive)
     use_ema: bool = doc("with ema.decay set: evaluate, select and save the EMA weights (false: "
                         "the trained weights; the EMA is still kept in checkpoints)",
@@ -274,76 +287,6 @@ class EarlyStopConfig:
                         validator=non_negative)
 
 
-def _registrable(instance, attribute, value):
-    if value and not instance.log_model:
-        raise ValueError(f"'{attribute.name}' needs tracking.log_model = true (the model "
-                         "registered is the logged one)")
-
-
-@attrs.define(kw_only=True)
-class TrackingConfig:
-    """Where runs are recorded, and how their final model is."""
-
-    uri: str = doc("MLflow tracking URI ('' = MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
-                   default="")
-    experiment: str = doc("MLflow experiment name", default="ltcore", validator=experiment_name)
-    log_model: bool = doc("log the final model as an MLflow Model (runs:/<id>/model: network "
-                          "and preprocessing exported with torch.export, loadable without "
-                          "ltcore; 0.5 to 1 s a run on a CPU, 2 s the first in a process)",
-                          default=True)
-    register_model: str = doc("also register the logged model in the MLflow Model Registry "
-                              "under this name ('' = no)", default="",
-                              validator=_registrable)
-
-
-@attrs.define(kw_only=True)
-class DistributedConfig:
-    """Training over several processes started by torchrun (docs/distributed.md)."""
-
-    backend: str = doc("auto (nccl on CUDA, gloo on the CPU) | nccl | gloo", default="auto",
-                       validator=v.in_(("auto", "nccl", "gloo")))
-    timeout_s: float = doc("seconds a rank waits for the others in a collective before the "
-                           "run fails (a crashed or hung rank)", default=300.0,
-                           validator=positive)
-    sync_batchnorm: bool = doc("BatchNorm statistics over the global batch (SyncBatchNorm; "
-                               "CUDA only)", default=False)
-    find_unused_parameters: bool = doc("let DistributedDataParallel skip parameters a step "
-                                       "does not use (a plugin whose terms switch branches on "
-                                       "and off sets it in its default preset; false is "
-                                       "faster)", default=False)
-
-
-SWITCH = ("auto", "on", "off")
-"""Values of a fast-path switch: ``auto`` is on with a CUDA device and off on the CPU."""
-
-
-@attrs.define(kw_only=True)
-class SpeedConfig:
-    """The fast path's switches (docs/performance.md). ``auto`` turns each on with a CUDA device
-    and off on the CPU, where the plain path and its numbers stay as they are."""
-
-    channels_last: str = doc("auto | on | off: images and convolution weights in the NHWC "
-                             "memory layout (what tensor-core convolutions read)",
-                             default="auto", validator=v.in_(SWITCH))
-    tf32: str = doc("auto | on | off: TF32 tensor-core matrix products and convolutions for "
-                    "what runs in fp32 (CUDA only)", default="auto", validator=v.in_(SWITCH))
-    cudnn_benchmark: str = doc("auto | on | off: cuDNN times its convolution algorithms for "
-                               "each new shape and keeps the fastest (CUDA only)",
-                               default="auto", validator=v.in_(SWITCH))
-    compile: str = doc("auto | on | off: torch.compile of every backbone (auto: on CUDA, and a "
-                       "function that fails to compile runs eagerly with a warning; on: "
-                       "compilation errors stop the run)", default="auto",
-                       validator=v.in_(SWITCH))
-    compile_mode: str = doc("torch.compile mode: default | reduce-overhead (CUDA graphs) | "
-                            "max-autotune", default="default",
-                            validator=v.in_(("default", "reduce-overhead", "max-autotune")))
-    background_checkpoints: str = doc("auto | on | off: write checkpoint files in a background "
-                                      "thread while the next epoch trains (the state is taken "
-                                      "at the epoch's end; a signal, an error or the run's end "
-                                      "waits for the write)", default="auto",
-                                      validator=v.in_(SWITCH))
-
-
 def _fractions_leave_training_images(instance, attribute, value):
     if instance.val_fraction + instance.test_fraction >= 1:
         raise ValueError(f"'val_fraction' + 'test_fraction' must be below 1, got "
@@ -399,6 +342,7 @@ class RunConfig:
     tracking: TrackingConfig = field(factory=TrackingConfig)
     distributed: DistributedConfig = field(factory=DistributedConfig)
     speed: SpeedConfig = field(factory=SpeedConfig)
+    limit: LimitConfig = field(factory=LimitConfig)
 
 
 # -- structuring ----------------------------------------------------------------------------
@@ -577,8 +521,9 @@ def check_components(plugins, run: RunConfig) -> None:
              ("model.classifier", "head", run.model.classifier),
              ("sampler", "sampler", run.sampler),
              *[(f"views.{branch}", "view", name) for branch, name in
-               (("classifier", run.views.classifier), ("contrastive", run.views.contrastive))
-               if name != "auto"],
+               (("classifier", run.views.classifier), ("contrastive", run.views.contrastive),
+                ("contrastive_second", run.views.contrastive_second))
+               if name not in ("auto", "")],
              *[("eval.metrics", "metric", name) for name in run.eval.metrics]]
     for key, kind, name in named:
         try:

@@ -24,6 +24,8 @@ from .errors import DataError
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+INATURALIST_STATS = ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192))
+"""iNaturalist 2018's own channel statistics, as the BCL and GML reference code normalise it."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 SMALL_IMAGE_MAX_SIDE = 64
 """ImageFolder trees whose images are at most this large are decoded into memory."""
@@ -39,6 +41,11 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    def head(self, n: int) -> "Split":
+        """The split's first ``n`` images."""
+        return Split(self.labels[:n], None if self.images is None else self.images[:n],
+                     None if self.paths is None else self.paths[:n])
 
 
 @attrs.define
@@ -236,14 +243,16 @@ def default_data_dir(name: str) -> Path:
 
 
 def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float | str,
-             val_per_class: int | None = None) -> Dataset:
+             val_per_class: int | None = None, protocol: str = "heldout") -> Dataset:
     """CIFAR-10-LT / CIFAR-100-LT built as in the LDAM-DRW reference.
 
     Reads torchvision's CIFAR from ``data_dir``: the extracted python batches or the
     ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` archive (no network needed), and
     downloads it otherwise. The training split is made long-tailed (``natural``: all of it). The
-    official test split is the test set; the validation split is 20% of it per class (seeded),
-    which is then left out of the test figures.
+    official test split is the test set; the validation split is 20% of it per class (seeded).
+    ``protocol`` (``eval.protocol``): ``heldout`` leaves the validation images out of the test
+    figures; ``paper`` reports on the whole official test split, as the papers do, the
+    validation images among them.
     """
     from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -263,12 +272,20 @@ def cifar_lt(num_classes: int, data_dir: str, imbalance_factor: float | str,
     test_labels = torch.tensor(test.targets).long()
     per_class = val_per_class if val_per_class is not None else len(test_labels) // num_classes // 5
     val_idx, test_idx = split_per_class(test_labels, [per_class, 1.0])
+    notes = []
+    if protocol == "paper":
+        test_idx = torch.arange(len(test_labels))
+        notes.append(f"eval.protocol paper: test figures on all {len(test_labels):,} official "
+                     f"test images at the last epoch; the {len(val_idx):,} validation images "
+                     f"({per_class} per class) are among them and serve only what needs a "
+                     "validation figure (checkpoint.monitor's best epoch, early stopping, RCL's "
+                     "compression decision)")
     mean, std = CIFAR10_STATS if num_classes == 10 else CIFAR100_STATS
     return Dataset(f"cifar{num_classes}-lt", list(train.classes),
                    Split(train_labels[keep], train_images[keep]),
                    Split(test_labels[val_idx], test_images[val_idx]),
                    Split(test_labels[test_idx], test_images[test_idx]),
-                   mean, std, 32, source=str(root))
+                   mean, std, 32, source=str(root), notes=notes)
 
 
 # -- ImageFolder trees ---------------------------------------------------------------------
@@ -522,7 +539,8 @@ def split_list_dataset(name: str, data_dir: str) -> Dataset:
                         f"--data-dir {root}")
     return Dataset(name, split_list_class_names(name, root, num_classes),
                    Split(train_labels, paths=train_paths), splits.get("val"), splits.get("test"),
-                   *IMAGENET_STATS, image_size=224, source=str(root), **FILE_IMAGE_VIEWS)
+                   *(INATURALIST_STATS if name == "inaturalist2018" else IMAGENET_STATS),
+                   image_size=224, source=str(root), **FILE_IMAGE_VIEWS)
 
 
 def split_list_class_names(name: str, root: Path, num_classes: int) -> list[str]:

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from .protocols import (
         BackboneFactory, DatasetFactory, HeadFactory, LossFactory, MemoryBankFactory, Metric,
         OptimizerFactory, PrototypeProviderFactory, RebalancerFactory, Register,
-        RegisterOptions, RegisterPreset, RegisterReference, SamplerFactory, StageFactory,
-        ViewPipeline,
+        RegisterOptions, RegisterPreset, RegisterReference, RegisterTable, SamplerFactory,
+        StageFactory, ViewPipeline,
     )
     from .run import ContrastSet, Run, Stage, Step
 
@@ -195,6 +195,16 @@ def register_reference_results(register: RegisterReference) -> None:
     metrics={"test/acc": 86.2}, source="RCL, Table 2")``: a comparison row of runs with these
     plugins, dataset and factor shows the numbers beside its own. ``match={"model.backbone":
     "clip:RN50", ...}`` (since ltcore 1.2) names further settings the runs must share.
+    """
+
+
+@hookspec
+def register_tables(register: RegisterTable) -> None:
+    """Declare the paper's tables and figures as runnable sweeps: ``register(PaperTable(...))``
+    (since ltcore 1.3).
+
+    Each is ``ltrun reproduce <plugin>:<name>``: its cells' runs, the paper's number of each
+    cell and, for a table that cannot run yet, what it ``waits`` for (``docs/reproduce.md``).
     """
 
 

@@ -107,6 +107,22 @@ def torchvision_resnet(name: str):
     return factory
 
 
+def cifar_resnet50(in_channels: int = 3) -> nn.Module:
+    """ResNet-50 for 32 x 32 images as SupCon's code (``resnet_big.py``) builds it: torchvision's
+    bottleneck ResNet-50 (stride on the 3x3 conv, 1x1-conv + BN projection shortcuts, Kaiming
+    fan-out init) with a 3x3 stride-1 stem of 64 channels and no max-pool; 2048-d feature."""
+    import torchvision
+
+    model = torchvision.models.resnet50()
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    model.feature_dim = 2048
+    model.group_matcher = layer_matcher(RESNET_LAYERS)
+    return model
+
+
 CLASSIFIER_INITS = ("default", "kaiming_normal")
 """Initialisations of the linear classifier: ``default`` is ``nn.Linear``'s (Kaiming uniform,
 ``a = sqrt(5)``, as torchvision's ImageNet ResNets keep it); ``kaiming_normal`` draws the weight

@@ -4,7 +4,9 @@ Per stage (the engine, PNG): a confusion matrix and per-class accuracy vs class 
 (``ltrun report``, each figure as PNG, SVG and PDF): per-class accuracy vs class size and
 many/medium/few bars with one colour per method (the mean over its seeds), accuracy and loss
 per epoch, seed-averaged confusion matrices, and a t-SNE of features coloured by class with
-shot-group markers.
+shot-group markers; and the papers' figures (:mod:`ltcore.experiments.figures`): classifier
+weight norms per class, a t-SNE of projections with class centroids, per-class temperatures
+per epoch and 2-d projections on the unit circle with class prototypes.
 """
 
 from __future__ import annotations
@@ -345,3 +347,158 @@ def tsne_png(points: np.ndarray, labels: Sequence[int], class_groups: Sequence[s
     save_formats(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=legends)
     plt.close(fig)
     return path
+
+
+# -- the papers' figures (``ltcore.experiments.figures``) ------------------------------------
+
+
+def _class_legend(ax, classes: Sequence[str], shown: Sequence[int], colours, title="class"):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=colours[c], label=str(classes[c]))
+               for c in list(shown)[:30]]
+    return ax.legend(handles=handles, title=title, fontsize="x-small", loc="upper left",
+                     bbox_to_anchor=(1.01, 1.0))
+
+
+def weight_norms_png(methods: dict[str, Sequence[Sequence[float]]], class_counts: Sequence[int],
+                     path: Path, title: str = "classifier weight norm per class") -> Path:
+    """The L2 norm of each class's classifier weight row, classes along x ordered by training
+    images (most first; their counts as grey bars on a log right axis), one line per method:
+    the mean over its runs with a band of +- one sample standard deviation where it has more
+    than one (ICCL Fig. 2). In the SVG each line has the id ``weight-norm-mean-<i>``."""
+    counts = np.asarray(class_counts, dtype=float)
+    order = np.argsort(-counts, kind="stable")
+    x = np.arange(len(counts))
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    bars = ax.twinx()
+    bars.bar(x, counts[order], width=0.9, color="grey", alpha=0.2, gid="weight-norm-counts")
+    bars.set_yscale("log")
+    bars.set_ylabel("training images of the class (grey bars, log scale)")
+    ax.set_zorder(bars.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    for i, (colour, (name, runs)) in enumerate(zip(run_colours(len(methods)), methods.items())):
+        mean, std = mean_and_std(runs)
+        shown = f"{name} (mean of {len(runs)})" if len(runs) > 1 else name
+        ax.plot(x, mean[order], color=colour, marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+                markersize=3, linewidth=1.6, label=shown, gid=f"weight-norm-mean-{i}")
+        if len(runs) > 1:
+            ax.fill_between(x, (mean - std)[order], (mean + std)[order], color=colour,
+                            alpha=0.18, linewidth=0)
+    if len(x) <= MAX_LABELLED_CLASSES:
+        ax.set_xticks(x, labels=[str(c) for c in order], fontsize="small")
+    ax.set_xlabel("class index, ordered by training images (head left, tail right)")
+    ax.set_ylabel("L2 norm of the class's classifier weight row")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small", ncol=_legend_columns(len(methods)),
+              title="method (band: +- 1 std over seeds)", title_fontsize="small")
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def temperatures_png(classes: dict[str, Sequence[Curve]], path: Path,
+                     boundaries: Sequence[int] = (), title: str = "per-class temperature per epoch") -> Path:
+    """One line per class (its label -> the runs' (epochs, temperatures)) against the epoch:
+    the mean over the runs with a band of +- one standard deviation where there are several;
+    dotted lines where a new stage starts (CoGloAT Fig. 2). SVG ids ``temperature-mean-<i>``."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    last = 0
+    for i, (colour, (name, runs)) in enumerate(zip(run_colours(len(classes)), classes.items())):
+        epochs, mean, std = mean_curve(runs)
+        epochs = epochs + 1
+        ax.plot(epochs, mean, color=colour, marker="o", markersize=3, linewidth=1.4,
+                label=name, gid=f"temperature-mean-{i}")
+        if len(runs) > 1:
+            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        last = max(last, int(epochs.max()) if len(epochs) else 0)
+    for b in boundaries:
+        ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(0.5, last + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("temperature")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small", title="class (training images)",
+              title_fontsize="small", ncol=_legend_columns(len(classes)))
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def projection_tsne_png(points: np.ndarray, labels: Sequence[int], marks: np.ndarray,
+                        mark_labels: Sequence[int], classes: Sequence[str], path: Path,
+                        title: str = "t-SNE of projections", marks_name: str = "centroid") -> Path:
+    """2-d t-SNE points coloured by class, with the classes' centroids (``marks``, embedded in
+    the same t-SNE) as large stars of their class's colour (ICCL Fig. 3). SVG id of the stars:
+    ``figure-marks``."""
+    from matplotlib.lines import Line2D
+
+    points, labels = np.asarray(points), np.asarray(labels)
+    marks, mark_labels = np.asarray(marks).reshape(-1, 2), np.asarray(mark_labels, dtype=int)
+    colours = run_colours(len(classes))
+    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    for c in range(len(classes)):
+        mask = labels == c
+        if mask.any():
+            ax.scatter(points[mask, 0], points[mask, 1], s=12, color=colours[c], alpha=0.7,
+                       edgecolors="none")
+    ax.scatter(marks[:, 0], marks[:, 1], s=260, marker="*", linewidths=1.0, edgecolors="black",
+               color=[colours[c] for c in mark_labels], zorder=4, gid="figure-marks")
+    ax.set_xlabel("t-SNE dimension 1")
+    ax.set_ylabel("t-SNE dimension 2")
+    ax.set_title(title, fontsize="medium")
+    present = sorted({int(c) for c in labels} | {int(c) for c in mark_labels})
+    first = _class_legend(ax, classes, present, colours)
+    ax.add_artist(first)
+    star = Line2D([], [], marker="*", linestyle="", markersize=12, color="grey",
+                  markeredgecolor="black", label=marks_name)
+    second = ax.legend(handles=[star], fontsize="x-small", loc="lower left",
+                       bbox_to_anchor=(1.01, 0.0))
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=[first, second])
+    plt.close(fig)
+    return Path(path)
+
+
+def features_2d_png(points: np.ndarray, labels: Sequence[int], prototypes: np.ndarray | None,
+                    classes: Sequence[str], path: Path,
+                    title: str = "2-d projections on the unit circle") -> Path:
+    """L2-normalised 2-d projections on the unit circle, coloured by class (each class a little
+    further out, so that overlapping classes stay visible), and the class prototypes
+    (``prototypes[c]``, normalised) as spokes from the centre ending in a diamond, in their
+    class's colour (BCL supp. Fig. 2). SVG ids: ``prototype-<c>``."""
+    points, labels = np.asarray(points, dtype=float), np.asarray(labels)
+    colours = run_colours(len(classes))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    angle = np.linspace(0, 2 * np.pi, 361)
+    ax.plot(np.cos(angle), np.sin(angle), color="grey", linewidth=0.8, alpha=0.6)
+    for c in range(len(classes)):
+        mask = labels == c
+        if mask.any():
+            radius = 1.0 + 0.015 * c
+            ax.scatter(radius * points[mask, 0], radius * points[mask, 1], s=14, alpha=0.6,
+                       color=colours[c], edgecolors="none")
+    if prototypes is not None:
+        for c, (px, py) in enumerate(np.asarray(prototypes, dtype=float)):
+            ax.plot([0, px], [0, py], color=colours[c % len(colours)], linewidth=1.8,
+                    marker="D", markevery=[1], markersize=6, markeredgecolor="black",
+                    gid=f"prototype-{c}")
+    limit = 1.1 + 0.015 * len(classes)
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_xlabel("projection dimension 1 (normalised)")
+    ax.set_ylabel("projection dimension 2 (normalised)")
+    ax.set_title(title, fontsize="medium")
+    legend = _class_legend(ax, classes, sorted({int(c) for c in labels}), colours,
+                           title="class (spoke: prototype)")
+    fig.tight_layout()
+    save_formats(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=[legend])
+    plt.close(fig)
+    return Path(path)

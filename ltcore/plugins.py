@@ -26,6 +26,7 @@ import pluggy
 
 from . import __version__, hookspecs
 from .errors import PluginError
+from .tables import PaperTable
 
 ENTRY_POINT_GROUP = "ltcore"
 
@@ -52,6 +53,7 @@ BUILTIN_PLUGINS = {
     "crt": "ltcore.builtin.crt",
     "tau-norm": "ltcore.builtin.tau_norm",
     "lws": "ltcore.builtin.lws",
+    "mixup": "ltcore.builtin.mixup",
     "experiments": "ltcore.builtin.experiments",
 }
 
@@ -198,6 +200,8 @@ class Plugins:
         self.options: dict[str, type] = {}
         self.presets: dict[str, dict[str, Preset]] = {}
         self.reference_results: list[dict[str, Any]] = []
+        self.tables: dict[str, PaperTable] = {}
+        """The papers' tables and figures by id (``<plugin>:<name>``)."""
         self.sources: dict[str, PluginSource] = {}
         """The plugins loaded from modules (``--plugin ./file.py``, ``LTCORE_PLUGINS``), by name."""
         self._collect()
@@ -270,6 +274,7 @@ class Plugins:
         self.options.pop(name, None)
         self.presets.pop(name, None)
         self.reference_results = [r for r in self.reference_results if r["plugin"] != name]
+        self.tables = {k: t for k, t in self.tables.items() if not k.startswith(f"{name}:")}
 
     def _collect(self, only: str | None = None) -> None:
         for kind, hook_name in COMPONENT_HOOKS.items():
@@ -278,6 +283,7 @@ class Plugins:
         self._call_each("register_options", self._options_registrar, only)
         self._call_each("register_presets", self._preset_registrar, only)
         self._call_each("register_reference_results", self._reference_registrar, only)
+        self._call_each("register_tables", self._table_registrar, only)
 
     def load_module(self, reference: str) -> str:
         """Load a module as a plugin (a ``.py`` file's path or an importable module name) and
@@ -388,6 +394,17 @@ class Plugins:
                                            "imbalance_factor": imbalance_factor,
                                            **(match or {}), **metrics,
                                            "source": source, "plugin": plugin})
+        return register
+
+    def _table_registrar(self, plugin: str) -> Callable:
+        def register(table: PaperTable) -> None:
+            if not isinstance(table, PaperTable):
+                raise PluginError(f"plugin {plugin!r} registered a table that is not a "
+                                  "ltcore.PaperTable")
+            key = f"{plugin}:{table.name}"
+            if key in self.tables:
+                raise PluginError(f"plugin {plugin!r} registered table {table.name!r} twice")
+            self.tables[key] = table
         return register
 
     # -- queries ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .data import Dataset
     from .evaluation import EvalOutputs, Evaluation
     from .run import LossTerm, Stage, Step
+    from .tables import PaperTable
 
 
 @runtime_checkable
@@ -137,6 +138,12 @@ class RegisterReference(Protocol):
     def __call__(self, *, plugins: str, dataset: str, imbalance_factor: float | str,
                  metrics: dict[str, float], source: str,
                  match: dict[str, Any] | None = None) -> None: ...
+
+
+class RegisterTable(Protocol):
+    """``register(table)`` of ``register_tables``: a :class:`~ltcore.tables.PaperTable`."""
+
+    def __call__(self, table: "PaperTable") -> None: ...
 
 
 DatasetFactory = Callable[["RunConfig"], "Dataset"]

@@ -456,10 +456,13 @@ class Run:
         return stage.add_view(CLASSIFIER_ROLE, self.config.views.classifier, classify=True)
 
     def contrastive_views(self, count: int = 2, stage: Stage | None = None) -> list[str]:
-        """Add (or reuse) ``count`` contrastive views ``con0..`` and the projection head."""
+        """Add (or reuse) ``count`` contrastive views ``con0..`` and the projection head:
+        ``views.contrastive`` for each, ``views.contrastive_second`` (when set) for ``con1``."""
         stage = stage or self.main_stage
         self.projection_head(stage.model)
-        return [stage.add_view(f"con{i}", self.config.views.contrastive, embed=True)
+        views = self.config.views
+        return [stage.add_view(f"con{i}", views.contrastive_second if i == 1 and
+                               views.contrastive_second else views.contrastive, embed=True)
                 for i in range(count)]
 
     def add_module(self, name: str, module: nn.Module) -> nn.Module:

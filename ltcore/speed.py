@@ -18,7 +18,7 @@ from .errors import ConfigError
 
 
 def switched_on(value: str, device: torch.device) -> bool:
-    """Whether a switch of :data:`ltcore.config.SWITCH` is on for ``device``."""
+    """Whether a switch of :data:`ltcore.config_sections.SWITCH` is on for ``device``."""
     return value == "on" or (value == "auto" and device.type == "cuda")
 
 

@@ -170,3 +170,54 @@ def test_hub_weights_missing_offline_name_the_cache(ltrun, monkeypatch, tmp_path
     assert f"are not in the cache {tmp_path / 'hub'}" in result.stderr
     assert "timm.create_model('test_resnet', pretrained=True)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, torchvision_name, dim", [
+    ("resnet18", "resnet18", 512), ("resnet34", "resnet34", 512)])
+def test_imagenet_resnet18_and_34_are_torchvisions(name, torchvision_name, dim):
+    import torchvision
+
+    from ltcore import Plugins
+    from ltcore.backbones import resolve
+
+    backbone = resolve(Plugins(), name).build(3)
+    reference = torchvision.models.get_model(torchvision_name)
+    expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    assert {k: v.shape for k, v in backbone.state_dict().items()} == expected
+    # known counts: 11,689,512 / 21,797,672 with the 1000-class fc (513,000)
+    total = {"resnet18": 11_689_512, "resnet34": 21_797_672}[name] - 513_000
+    assert sum(p.numel() for p in backbone.parameters()) == total
+    assert backbone.feature_dim == dim
+    assert backbone(torch.zeros(2, 3, 64, 64)).shape == (2, dim)
+
+
+def test_cifar_resnet50_is_supcons():
+    import torchvision
+
+    from ltcore import Plugins
+    from ltcore.backbones import resolve
+
+    backbone = resolve(Plugins(), "resnet50-cifar").build(3)
+    # torchvision's ResNet-50 body; the stem a 3x3 stride-1 conv, no max-pool (SupCon's
+    # resnet_big.py): 23,508,032 - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64 = 23,500,352 parameters
+    # (23,520,842 with SupCon's 10-class linear head)
+    reference = torchvision.models.resnet50().state_dict()
+    shapes = {k: v.shape for k, v in backbone.state_dict().items()}
+    assert shapes == {k: (v.shape if k != "conv1.weight" else (64, 3, 3, 3))
+                      for k, v in reference.items() if not k.startswith("fc.")}
+    assert sum(p.numel() for p in backbone.parameters()) == 23_500_352
+    assert sum(p.numel() for p in backbone.parameters()) + 2048 * 10 + 10 == 23_520_842
+    conv1 = backbone.conv1
+    assert (conv1.stride, conv1.padding, conv1.bias) == ((1, 1), (1, 1), None)
+    assert isinstance(backbone.maxpool, torch.nn.Identity)
+    assert backbone.feature_dim == 2048
+    x = torch.zeros(2, 3, 32, 32)
+    stem = backbone.relu(backbone.bn1(backbone.conv1(x)))
+    assert backbone.maxpool(stem).shape == (2, 64, 32, 32)  # full resolution into layer1
+    assert backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(stem)))).shape == (
+        2, 2048, 4, 4)
+    assert backbone(x).shape == (2, 2048)
+    one_channel = resolve(Plugins(), "resnet50-cifar").build(1)
+    assert one_channel(torch.zeros(2, 1, 8, 8)).shape == (2, 2048)
+    with pytest.raises(ConfigError, match="has no published weights"):
+        resolve(Plugins(), "resnet50-cifar").build(3, pretrained=True)

@@ -89,3 +89,13 @@ def test_split_list_benchmarks_name_their_classes(tmp_path):
         "/a/airfield 0\n/a/apartment_building/outdoor 1\n")
     assert split_list_class_names("places-lt", tmp_path, 2) == ["airfield",
                                                                 "apartment_building outdoor"]
+
+
+def test_inaturalist_is_normalised_with_its_own_channel_statistics(trees):
+    """The BCL and GML reference code normalise iNaturalist 2018 with its own mean and std."""
+    from ltcore.data import IMAGENET_STATS, split_list_dataset
+
+    inat = split_list_dataset("inaturalist2018", str(trees["inaturalist2018"]))
+    assert (inat.mean, inat.std) == ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192))
+    imagenet = split_list_dataset("imagenet-lt", str(trees["imagenet-lt"]))
+    assert (imagenet.mean, imagenet.std) == IMAGENET_STATS

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltcore import hookimpl
+from ltcore import ConfigError, hookimpl
 from ltcore.config import MixConfig, OptimConfig, ScheduleConfig, resolve
 from ltcore.engine.mixing import draw, loss_value
 from ltcore.engine.runs import train
@@ -221,6 +221,37 @@ def test_timm_schedules_give_timms_rates_per_epoch_and_plateau_resumes():
         assert second.at(epoch) == rates[epoch]
         second.observe(epoch, {"val/acc": 50.0})
     assert rates[:3] == [0.5, 0.75, 1.0] and rates[5] < rates[3]  # lowered on the plateau
+
+
+def official_bcl_rate(lr, epoch, epochs, warmup):
+    """The BCL reference code's per-epoch rate (``adjust_lr`` of its ImageNet / iNaturalist
+    script), written out: linear warm-up, then ``0.5 (1 + cos(pi (e - w + 1) / (E - w + 1)))``."""
+    if epoch < warmup:
+        return lr / warmup * (epoch + 1)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup + 1) / (epochs - warmup + 1)))
+
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_cosine_offset_one_is_the_bcl_reference_schedule_and_zero_is_unchanged(warmup):
+    def stage(offset):
+        return Stage(name="s", epochs=12, model=None, optim=OptimConfig(lr=0.2),
+                     schedule=ScheduleConfig(kind="cosine", warmup_epochs=warmup,
+                                             cosine_offset=offset),
+                     sampler="instance-balanced", plugin="t")
+
+    official = [official_bcl_rate(0.2, e, 12, warmup) for e in range(12)]
+    rates = [learning_rate(stage(1), e) for e in range(12)]
+    assert rates == pytest.approx(official, rel=1e-12, abs=0)
+    assert rates[-1] > 0  # the reference never reaches 0: its last epoch is (E-w)/(E-w+1)
+    plain = [learning_rate(stage(0), e) for e in range(12)]
+    assert plain[warmup] == 0.2 and plain[-1] == pytest.approx(0.2 * 0.5 * (1 + math.cos(
+        math.pi * (11 - warmup) / (12 - warmup))), rel=1e-15)
+    assert plain != rates
+
+
+def test_cosine_offset_is_validated():
+    with pytest.raises(ConfigError, match="schedule.cosine_offset"):
+        resolve(plugins_holding("ce"), ["ce"], assignments=["schedule.cosine_offset=-1"])
 
 
 def test_fp16_trains_on_the_cpu_with_a_gradient_scaler(isolated):

@@ -1,8 +1,9 @@
 """The built-in infrastructure plugin: datasets, backbones, heads, views, samplers, metrics and
 optimisers.
 
-It is always active and has no ``setup_run``: it only registers components that every run and
-every plugin can use by name.
+It is always active and has no ``setup_run``: it registers components that every run and
+every plugin can use by name, and at the end of every run records the per-class norms of the
+classifier's weight rows (``figures/weight-norms.json``, :mod:`ltcore.figures`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ def _cifar10(config):
     """CIFAR-10-LT (LDAM-DRW construction) from --data-dir, downloaded if absent."""
     from ltcore.data import cifar_lt
 
-    return cifar_lt(10, config.data_dir, config.imbalance_factor)
+    return cifar_lt(10, config.data_dir, config.imbalance_factor,
+                    protocol=config.eval.protocol)
 
 
 def _cifar100(config):
     """CIFAR-100-LT (LDAM-DRW construction) from --data-dir, downloaded if absent."""
     from ltcore.data import cifar_lt
 
-    return cifar_lt(100, config.data_dir, config.imbalance_factor)
+    return cifar_lt(100, config.data_dir, config.imbalance_factor,
+                    protocol=config.eval.protocol)
 
 
 def _cifar_counts(n_max: int, num_classes: int):
@@ -110,8 +113,13 @@ def register_backbones(register):
     for name, blocks in (("resnet8", 1), ("resnet20", 3), ("resnet32", 5), ("resnet56", 9)):
         register(name, _lazy("ltcore.models", "cifar_resnet", blocks),
                  f"CIFAR ResNet-{6 * blocks + 2} (LDAM variant, option-A shortcuts), 64-d feature")
+    for name, depth in (("resnet18", 18), ("resnet34", 34)):
+        register(name, _lazy("ltcore.models", "torchvision_resnet", name),
+                 f"torchvision ResNet-{depth}, 512-d feature (hub: its ImageNet weights)")
     register("resnet50", _lazy("ltcore.models", "torchvision_resnet", "resnet50"),
              "torchvision ResNet-50, 2048-d feature (model.pretrained = hub: its ImageNet weights)")
+    register("resnet50-cifar", _lazy("ltcore.models", "cifar_resnet50"),
+             "ResNet-50 for 32 px images (SupCon's: 3x3 stem, no max-pool), 2048-d feature")
     register("resnext50", _lazy("ltcore.models", "torchvision_resnet", "resnext50_32x4d"),
              "torchvision ResNeXt-50 32x4d, 2048-d feature (hub: its ImageNet weights)")
     register("resnet152", _lazy("ltcore.models", "torchvision_resnet", "resnet152"),
@@ -230,3 +238,16 @@ def register_optimizers(register):
              "SGD with momentum (optim.momentum, weight_decay, nesterov)")
     register("adamw", _lazy("ltcore.engine.schedule", "adamw"),
              "AdamW (optim.betas, decoupled weight_decay)")
+
+
+@hookimpl(trylast=True)
+def run_end(run):
+    """The classifier's per-class weight norms, after every selected plugin's ``run_end``."""
+    import warnings
+
+    from ltcore.figures import record_weight_norms
+
+    try:
+        record_weight_norms(run)
+    except Exception as exc:  # noqa: BLE001 - the trained run stands without the figure
+        warnings.warn(f"weight norms not recorded: {type(exc).__name__}: {exc}", stacklevel=1)

@@ -6,6 +6,9 @@ lives in :mod:`ltcore.experiments`; this module imports nothing heavy until a co
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import click
 
 from ltcore import hookimpl
@@ -162,8 +165,6 @@ def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_para
           --slurm-partition gpu --gpus-per-cell 1 --cpus-per-cell 8 --time-limit 600 \\
           --array-parallelism 5 --tracking-uri http://mlflow.example:5000
     """
-    import shlex
-    import sys
 
     from ltcore import experiments as ex
     from ltcore.errors import ConfigError
@@ -289,7 +290,127 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
     click.echo(f"wrote {page}")
 
 
+@click.command("reproduce", context_settings={"ignore_unknown_options": True})
+@click.argument("table_id", required=False, metavar="PLUGIN:TABLE[,...]|PLUGIN")
+@click.option("--list", "list_tables", is_flag=True,
+              help="List the installed plugins' tables: runnable, or what each waits for.")
+@click.option("--seeds", default="0,1,2", show_default=True, metavar="LIST",
+              help="Seeds of every cell: 0,1,2 or 0-4.")
+@click.option("--smoke", is_flag=True,
+              help="Train each distinct cell for one step on the embedded data (digits-lt, or "
+                   "a small generated tree for image-file datasets) with a ResNet-8, seed 0, in "
+                   "this process: a check that the table runs, not a result.")
+@click.option("--data-dir", "data_dirs", multiple=True, metavar="DATASET=DIR",
+              help="Where a dataset's files are, e.g. cifar10-lt=~/data/cifar10; repeat.")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cells trained at once.")
+@click.option("--in-process", is_flag=True, help="Train cells one after another in this process.")
+@launch_options
+@click.option("--sweep-id", metavar="ID", callback=name_option,
+              help="Id of the sweep (default: reproduce-<plugin>-<table>, so the same command "
+                   "again continues it and trains only the cells not yet finished).")
+@click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
+              help="MLflow experiment.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
+              "sqlite:///mlflow.db).")
+@click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Checkpoints folder of the cells; logs and the table go to "
+                   "OUTPUT/sweeps/ID/.")
+@click.option("--dry-run", is_flag=True,
+              help="Print each cell's place in the table and its ltrun command, and exit.")
+@click.argument("run_options", nargs=-1, type=click.UNPROCESSED)
+def reproduce_command(table_id, list_tables, seeds, smoke, data_dirs, max_parallel, in_process,
+                      launcher, slurm_partition, slurm_account, slurm_qos, gpus_per_cell,
+                      cpus_per_cell, time_limit, array_parallelism, nproc_per_cell, sweep_id,
+                      experiment, tracking_uri, output, dry_run, run_options):
+    """Run a table or figure of a paper as a resumable sweep and lay it out as printed, with
+    the measured mean ± std beside each of the paper's numbers (docs/reproduce.md).
+
+    Several tables (comma-separated ids, or a plugin's name for all its runnable tables) are one
+    sweep, in which a run two tables share trains once. Every cell is evaluated under
+    eval.protocol = paper. Any other ltrun option (--device, --set KEY=VALUE, ...) is passed
+    to every cell.
+
+    \b
+    Examples:
+      ltrun reproduce --list
+      ltrun reproduce bcl:table3 --seeds 0,1,2 --data-dir cifar10-lt=~/data/cifar10 \\
+          --data-dir cifar100-lt=~/data/cifar100
+      ltrun reproduce gml:table5 --launcher slurm --slurm-partition gpu --gpus-per-cell 1
+      ltrun reproduce iccl:table4 --smoke
+    """
+    from pathlib import Path
+
+    from ltcore import experiments as ex
+    from ltcore.errors import ConfigError
+    from ltcore.experiments import reproduce as rp
+    from ltcore.files import write_text
+    from ltcore.plugins import Plugins
+
+    plugins = Plugins()
+    if list_tables:
+        click.echo(rp.list_tables(plugins))
+        return
+    if not table_id:
+        raise ConfigError("name a table (ltrun reproduce PLUGIN:TABLE), or list them with "
+                          "ltrun reproduce --list")
+    tables = rp.select_tables(plugins, table_id, echo=click.echo)
+    dirs = {}
+    for item in data_dirs:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--data-dir expects DATASET=DIR, got {item!r}")
+        dirs[name] = str(Path(folder).expanduser())
+
+    def with_data(selected, presets, settings):
+        folder = dirs.get(str(settings.get("dataset", "")))
+        return {**settings, "data_dir": folder} if folder else settings
+
+    plans = rp.plan_tables(tables, ex.parse_seeds([seeds]), with_data)
+    name = "-".join(table_id.replace(":", "-").split(","))[:80]
+    default_id = f"reproduce-{name}"
+    common = list(run_options)
+    if smoke:  # the real cells are checked, then their one-step form trains
+        ex.validate_cells(rp.reproduction_sweep(plans, default_id, common, experiment,
+                                                tracking_uri or "", output, 1), plugins)
+        plans = rp.plan_tables(tables, [0], rp.smoke_overrides(Path(output) / "smoke-data",
+                                                                  plugins),
+                               rp.smoke_identity(plugins))
+        default_id = f"smoke-{name}-{ex.new_sweep_id()}"
+        in_process = in_process or (launcher == "local" and max_parallel == 1)
+    sweep = rp.reproduction_sweep(plans, sweep_id or default_id, common, experiment,
+                                  tracking_uri or "", output, nproc_per_cell)
+    runner = ex.Launcher(launcher, slurm_partition, slurm_account, slurm_qos, gpus_per_cell,
+                         cpus_per_cell, time_limit, array_parallelism)
+    runner.check(in_process, False, nproc_per_cell)
+    ex.validate_cells(sweep, plugins)
+    if dry_run:
+        where: dict[str, list[str]] = {}
+        for plan in plans:
+            for (row, column), key in plan.positions.items():
+                where.setdefault(key, []).append(f"{plan.table_id} {row} / {column}")
+        for cell in sweep.cells:
+            click.echo(f"[{cell.index}] {'; '.join(where[cell.key.rsplit(' seed=', 1)[0]])}")
+            click.echo(f"    ltrun {shlex.join(sweep.command_args(cell))}")
+        return
+    if runner.submitit:
+        ex.import_submitit()
+    results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo, launcher=runner)
+    click.echo("")
+    click.echo(ex.format_sweep_summary(sweep, results))
+    layouts = rp.sweep_layouts(sweep, plans)
+    write_text(sweep.folder() / "tables.md", "\n\n".join(layouts["markdown"]) + "\n")
+    for text, plan in zip(layouts["text"], plans):
+        click.echo("")
+        click.echo(text)
+        if plan.table.kind == "figure":
+            click.echo(f"{plan.table_id} is drawn by: ltrun report --sweep "
+                       f"{shlex.quote(sweep.id)} --experiment {shlex.quote(experiment)}")
+    if any(r.status in ("FAILED", "NOT_RUN") for r in results):
+        sys.exit(1)
+
+
 @hookimpl
 def register_commands(cli):
-    for command in (sweep_command, compare_command, report_command):
+    for command in (sweep_command, compare_command, report_command, reproduce_command):
         cli.add_command(command)

@@ -34,6 +34,11 @@ class Options:
                          default="acc", validator=attrs.validators.in_(("acc", "hmean")))
     bias: str = doc("zero | keep: the classifier bias after normalisation (Kang et al.: zero)",
                     default="zero", validator=attrs.validators.in_(("zero", "keep")))
+    fallback_tau: float | None = doc("the tau of data without a validation split (iNaturalist "
+                                     "2018); unset: such data is refused, as tau is never "
+                                     "chosen on the test split", default=None,
+                                     validator=attrs.validators.optional(
+                                         attrs.validators.ge(0)))
 
 
 def normalised_weight(weight, tau: float):
@@ -93,11 +98,15 @@ class TauNormalisation:
         run = self.run
         if self.record is not None or not evaluation.final or evaluation.stage is not run.stages[-1]:
             return
-        if "val" not in evaluation.outputs:
-            raise DataError(f"tau-norm chooses tau on the validation split, but dataset "
-                            f"{run.dataset.name!r} has none")
         classifier = evaluation.model.classifier
-        tau, scores = choose_tau(run, evaluation.outputs["val"], classifier, self.options)
+        if "val" in evaluation.outputs:
+            tau, scores = choose_tau(run, evaluation.outputs["val"], classifier, self.options)
+        elif self.options.fallback_tau is not None:
+            tau, scores = self.options.fallback_tau, {}
+        else:
+            raise DataError(f"tau-norm chooses tau on the validation split, but dataset "
+                            f"{run.dataset.name!r} has none (set tau-norm.fallback_tau to "
+                            "use one tau)")
         with torch.no_grad():
             classifier.weight.copy_(normalised_weight(classifier.weight.float(), tau))
             if self.options.bias == "zero" and classifier.bias is not None:
@@ -118,7 +127,9 @@ class TauNormalisation:
         if self.record is not None and stage is run.stages[-1] and epoch == stage.epochs - 1:
             criterion = self.record["criterion"]
             metrics[f"{PLUGIN}/tau"] = self.record["tau"]
-            metrics[f"{PLUGIN}/val_{criterion}"] = self.record["validation"][str(self.record["tau"])]
+            if self.record["validation"]:  # not with tau-norm.fallback_tau
+                metrics[f"{PLUGIN}/val_{criterion}"] = \
+                    self.record["validation"][str(self.record["tau"])]
 
     def state_dict(self) -> dict:
         return {"record": self.record}

@@ -38,6 +38,8 @@ def steps_per_epoch(run: Run, stage: Stage) -> int:
         draws = len(run.build("sampler", stage.sampler, **stage.sampler_options))
     except Exception:  # no length, or not buildable yet: the stage's start reports the latter
         draws = len(run.dataset.train)
+    if run.config.limit.steps:  # a capped try-out run
+        draws = min(draws, run.config.limit.steps * run.config.batch_size)
     return len(batch_rows(torch.arange(draws), run.config.batch_size))
 
 

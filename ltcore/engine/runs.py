@@ -118,6 +118,9 @@ def prepare(plugins: Plugins, selected: list[str], settings: Settings,
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     dataset = plugins.component("dataset", cfg.dataset).obj(cfg)
+    if cfg.limit.eval_images:  # a capped try-out run
+        dataset.val, dataset.test = (split.head(cfg.limit.eval_images) if split else split
+                                     for split in (dataset.val, dataset.test))
     weights = None if restoring else initial_weights(cfg.model.pretrained, cfg.output)
     settings = with_dataset_views(with_pretrained_preprocessing(plugins, settings, weights,
                                                                 dataset), dataset)
@@ -169,7 +172,9 @@ def with_dataset_views(settings: Settings, dataset: Dataset) -> Settings:
     resolved = attrs.evolve(
         views,
         classifier=dataset.classifier_view if views.classifier == "auto" else views.classifier,
-        contrastive=dataset.contrastive_view if views.contrastive == "auto" else views.contrastive)
+        contrastive=dataset.contrastive_view if views.contrastive == "auto" else views.contrastive,
+        contrastive_second=(dataset.contrastive_view if views.contrastive_second == "auto"
+                            else views.contrastive_second))
     return attrs.evolve(settings, run=attrs.evolve(settings.run, views=resolved))
 
 
@@ -180,6 +185,8 @@ def finish_setup(run: Run) -> None:
     from .timm_factories import check_schedule, optimizer_factory
 
     for stage in run.stages:
+        if run.config.limit.epochs:
+            stage.epochs = min(stage.epochs, run.config.limit.epochs)
         if stage.classifier_loss is None:
             run.classifier_view(stage)
             stage.set_classifier_loss(run.build("loss", "ce"), default=True)

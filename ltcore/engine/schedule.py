@@ -34,8 +34,9 @@ def learning_rate(stage: Stage, epoch: int) -> float:
     if epoch < sched.warmup_epochs:
         return base * (epoch + 1) / sched.warmup_epochs
     if sched.kind == "cosine":
-        span = max(1, stage.epochs - sched.warmup_epochs)
-        return 0.5 * base * (1 + math.cos(math.pi * (epoch - sched.warmup_epochs) / span))
+        elapsed = epoch - sched.warmup_epochs + sched.cosine_offset
+        span = max(1, stage.epochs - sched.warmup_epochs + sched.cosine_offset)
+        return 0.5 * base * (1 + math.cos(math.pi * elapsed / span))
     if sched.kind == "step":
         return base * sched.gamma ** sum(epoch >= m for m in sched.milestones)
     return base

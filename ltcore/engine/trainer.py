@@ -399,6 +399,8 @@ class Trainer:
         seen = progress.seen if progress else 0
         before = progress.elapsed if progress else 0.0
         finite = NonFinite(stage, run.device)
+        if run.config.limit.steps:  # a capped try-out run: the epoch's first steps only
+            order = order[:run.config.limit.steps * run.config.batch_size]
         steps_per_epoch = len(batch_rows(order, run.config.batch_size, run.world.size))
         batches = views.epoch(order, sources, run.config.batch_size, seed, start,
                               progress.views_state if progress else None)
@@ -569,11 +571,13 @@ class Trainer:
                                  ["class_index", "class", "train_count", "accuracy"],
                                  [[i, name, n, f"{100 * acc:.4f}"] for i, (name, n, acc)
                                   in enumerate(zip(classes, counts, per_class))])
-            files = [csv_path,
-                     plots.confusion_matrix_png(out, classes,
-                                                folder / f"{split}_confusion_matrix.png"),
-                     plots.per_class_accuracy_png(
-                         {stage.name: per_class}, counts, folder / f"{split}_per_class_accuracy.png",
-                         title=f"{split}: per-class accuracy vs class size")]
+            files = [csv_path]
+            if self.run.config.limit.plots:
+                files += [plots.confusion_matrix_png(out, classes,
+                                                     folder / f"{split}_confusion_matrix.png"),
+                          plots.per_class_accuracy_png(
+                              {stage.name: per_class}, counts,
+                              folder / f"{split}_per_class_accuracy.png",
+                              title=f"{split}: per-class accuracy vs class size")]
             for path in files:
                 self.tracker.log_artifact(run_id, str(path), "evaluation")

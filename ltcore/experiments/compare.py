@@ -242,6 +242,8 @@ class GroupRow:
     stats: dict[str, Stat | None]
     reference: dict[str, float] = attrs.Factory(dict)
     reference_source: str = ""
+    protocols: list[str] = attrs.Factory(list)
+    """The ``eval.protocol`` of the group's runs (runs recorded before it existed: heldout)."""
 
     @property
     def n(self) -> int:
@@ -284,8 +286,10 @@ def compare(client, runs: Sequence, group_by: Sequence[str], splits: Sequence[st
                 stats[column] = Stat.of([w for w in map(wall_clock, members) if w is not None])
             else:
                 stats[column] = Stat.of([f[column] for f in figures if column in f])
+        protocols = sorted({run_value(r, "eval.protocol") or "heldout" for r in members})
         rows.append(GroupRow(dict(zip(group_by, key)), [r.info.run_id for r in members],
-                             [run_value(r, "seed") for r in members], stats))
+                             [run_value(r, "seed") for r in members], stats,
+                             protocols=protocols))
     rows.sort(key=lambda row: tuple(_sort_key(v) for v in row.key.values()))
     comparison = Comparison(rows, list(group_by), columns, left_out, select)
     if reference:
@@ -451,7 +455,7 @@ def to_json(comparison: Comparison) -> list[dict[str, Any]]:
     out = []
     for row in comparison.rows:
         item: dict[str, Any] = {"group": row.key, "n": row.n, "run_ids": row.run_ids,
-                                "seeds": row.seeds, "metrics": {}}
+                                "seeds": row.seeds, "protocols": row.protocols, "metrics": {}}
         for column in comparison.columns:
             stat = row.stats.get(column)
             item["metrics"][column] = None if stat is None else attrs.asdict(stat)
@@ -502,7 +506,26 @@ def comparison_note(comparison: Comparison) -> str:
             "in percent; wall-clock is the parent run's end - start")
     if comparison.left_out:
         note += f"; {comparison.left_out} runs that did not finish are left out (--status all)"
+    protocols = sorted({p for r in comparison.rows for p in r.protocols})
+    note += f"; eval.protocol {' and '.join(protocols)}" if protocols else ""
     sources = sorted({r.reference_source for r in comparison.rows if r.reference_source})
     if sources:
         note += "; reference: " + "; ".join(sources)
-    return note
+    return note + "".join(f"\nwarning: {w}" for w in protocol_warnings(comparison))
+
+
+def protocol_warnings(comparison: Comparison) -> list[str]:
+    """Where the runs' evaluation protocol makes a comparison misleading: reference numbers
+    beside runs not evaluated as the papers are, best-val selection on test images."""
+    warnings = []
+    unlike = [r.label() for r in comparison.rows
+              if r.reference and any(p != "paper" for p in r.protocols)]
+    if unlike:
+        warnings.append(f"{len(unlike)} row(s) with reference numbers were not evaluated under "
+                        "eval.protocol paper, the papers' protocol (their test split may leave "
+                        f"images out): {'; '.join(unlike[:3])}{'; ...' if len(unlike) > 3 else ''}")
+    if comparison.select == "best-val" and any("paper" in r.protocols for r in comparison.rows):
+        warnings.append("--select best-val picks epochs by validation images that are part of "
+                        "the test split under eval.protocol paper: the test figures are then "
+                        "selected on test images")
+    return warnings

@@ -2,8 +2,9 @@
 
 :func:`build_report` writes the table of :func:`~ltcore.experiments.compare.compare` and the
 plots of :mod:`ltcore.plots` (per-class accuracy vs class size and many/medium/few bars per
-method, accuracy vs epoch, seed-averaged confusion matrices, t-SNE of backbone features), each
-as PNG, SVG and PDF, recomputing what needs the model from each run's saved ``model.pt``
+method, accuracy vs epoch, seed-averaged confusion matrices, t-SNE of backbone features) and the
+papers' figures the runs hold data for (:mod:`ltcore.experiments.figures`), each as PNG, SVG and
+PDF, recomputing what needs the model from each run's saved ``model.pt``
 through the run's evaluation path. The per-method figures use the table's split
 (:func:`figure_split`).
 """
@@ -20,8 +21,10 @@ import attrs
 
 from ..config import doc
 from ..files import write_text
+from ..tables import FIGURE_KINDS
 from .compare import (Comparison, comparison_note, final_metrics, html_table, last_stage_run,
                       literal, markdown_table, render, run_value, table_rows)
+from .figures import SECTIONS, add_figure_data, draw, projections
 from .tags import KIND_TAG, SWEEP_TAG
 
 
@@ -48,6 +51,10 @@ class RunDetail:
     curves: dict[str, tuple[list[int], list[float]]] = attrs.Factory(dict)
     boundaries: list[int] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)
+    projections: Any = None
+    """The projection head's outputs for the t-SNE split's images (a model with one)."""
+    recorded: dict[str, dict] = attrs.Factory(dict)
+    """The figures' data the run recorded (``figures/<name>.json``: name -> data)."""
 
 
 def run_label(run, group_by: Sequence[str], seed: bool = True) -> str:
@@ -114,8 +121,8 @@ def model_file(client, run, runs_dir: str | None, scratch: Path) -> Path | None:
 def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
                   data_dir: str | None = None, feature_split: str | None = None) -> dict[str, Any]:
     """Rebuild the saved run and compute, on ``split``: per-class accuracy, the confusion matrix,
-    class counts and shot groups; with ``feature_split``, the backbone features and labels of
-    that split's images."""
+    class counts and shot groups; with ``feature_split``, the backbone features, labels and
+    projection head outputs (None without a head) of that split's images."""
     from ..engine.runs import load_saved_run
     from ..metrics import confusion_matrix
     from ..plugins import Plugins
@@ -138,7 +145,8 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
                "class_groups": group_of}
     if feature_split:
         seen = outputs[feature_split]
-        details.update(features=seen.features.numpy(), labels=seen.labels.cpu().numpy())
+        details.update(features=seen.features.numpy(), labels=seen.labels.cpu().numpy(),
+                       projections=projections(run, seen.features))
     return details
 
 
@@ -222,7 +230,15 @@ class ReportOptions:
                      default="val")
     format: str = doc("html | markdown page", default="html",
                       validator=attrs.validators.in_(("html", "markdown")))
-    tsne: bool = doc("draw a t-SNE of each run's backbone features", default=True)
+    tsne: bool = doc("draw a t-SNE of each run's backbone features (and of its projections)",
+                     default=True)
+    figures: tuple[str, ...] = doc("the papers' figures to draw where the runs hold their data "
+                                   "(docs/comparing.md#figures)", default=FIGURE_KINDS,
+                                   converter=tuple, validator=attrs.validators.deep_iterable(
+                                       attrs.validators.in_(FIGURE_KINDS)))
+    temperature_classes: int = doc("classes in the temperatures figure: those with the fewest "
+                                   "training images (0: every class)", default=4,
+                                   validator=attrs.validators.ge(0))
     tsne_normalise: str = doc("feature scaling before t-SNE: l2 (unit norm), standard (z-score "
                               "per dimension) or none", default="l2",
                               validator=attrs.validators.in_(("l2", "standard", "none")))
@@ -246,7 +262,9 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     ``report/``). Per dataset and imbalance factor, on the table's split (:func:`figure_split`),
     one line, bar or matrix per method averaged over its seeds: per-class accuracy vs class size,
     many/medium/few accuracy, a confusion matrix per method; and accuracy (and training loss) vs
-    epoch (logged to the sweep's record). Every figure is a PNG with an SVG and a PDF beside it.
+    epoch (logged to the sweep's record); the papers' figures of ``options.figures`` that the
+    runs hold data for (:func:`ltcore.experiments.figures.draw`; those of one run are logged to
+    it). Every figure is a PNG with an SVG and a PDF beside it.
     """
     import tempfile
 
@@ -276,11 +294,17 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                                   .items() if k.startswith(f"{split}/")}
             except Exception as exc:
                 detail.notes.append(f"no table figures: {exc}")
+            try:
+                add_figure_data(client, run, detail, options.figures, options.runs_dir, scratch)
+            except Exception as exc:
+                detail.notes.append(f"no figures' data: {exc}")
             path = model_file(client, run, options.runs_dir, scratch)
+            with_features = options.tsne or ("features-2d" in options.figures and run.data
+                                             .params.get("model.projection_dim") == "2")
             if path is not None:
                 try:
                     d = model_details(path, split, plugins, options.device, options.data_dir,
-                                      options.split if options.tsne else None)
+                                      options.split if with_features else None)
                     for key, value in d.items():
                         setattr(detail, key, value)
                 except Exception as exc:
@@ -388,6 +412,10 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                                 "clusters for the few-shot markers mean the tail is well "
                                 "represented."))
                 per_run_logged.append((d.run_id, path))
+        for figure in draw(group, options.figures, plot_dir, options, tag, where):
+            figures.append((SECTIONS[figure.kind], figure.path, figure.caption))
+            if figure.run_id:
+                per_run_logged.append((figure.run_id, figure.path))
 
     table_header, table_body = table_rows(comparison)
     csv_path = output / "comparison.csv"
@@ -408,7 +436,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
         if record:
             try:
                 for _, path, _ in figures:
-                    if path.name.startswith("tsne_"):
+                    if any(path == logged for _, logged in per_run_logged):
                         continue
                     for file in figure_files(path):
                         client.log_artifact(record, str(file), "report")

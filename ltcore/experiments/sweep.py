@@ -116,7 +116,8 @@ def fmt_number(value: float) -> str:
 
 @attrs.define
 class Cell:
-    """One point of a sweep: a plugin set, a seed, an imbalance factor and grid values."""
+    """One point of a sweep: a plugin set, a seed, an imbalance factor, grid values and the
+    presets of its runs."""
 
     index: int
     plugins: tuple[str, ...]
@@ -124,10 +125,13 @@ class Cell:
     imbalance_factor: float | None = None
     grid: dict[str, str] = attrs.Factory(dict)
     device: str | None = None
+    presets: tuple[str, ...] = ()
 
     def axes(self) -> dict[str, str]:
         """The cell's coordinates, as the strings its tags carry."""
         out = {"plugins": "+".join(self.plugins)}
+        if self.presets:
+            out["presets"] = "+".join(self.presets)
         if self.imbalance_factor is not None:
             out["imbalance_factor"] = fmt_number(self.imbalance_factor)
         out.update(self.grid)
@@ -143,6 +147,7 @@ class Cell:
     def args(self, common: Sequence[str]) -> list[str]:
         """The ``ltrun`` arguments of this cell: its axes after the common options."""
         args = [a for name in self.plugins for a in ("--plugin", name)]
+        args += [a for name in self.presets for a in ("--preset", name)]
         args += list(common)
         for key, value in self.grid.items():
             args += ["--set", f"{key}={value}"]
@@ -203,6 +208,8 @@ class Sweep:
     output: str = "runs"
     nproc: int = 1
     """Ranks per cell: above 1, a cell is ``ltrun --nproc N ...`` (torchrun inside the cell)."""
+    tags: dict[str, str] = attrs.Factory(dict)
+    """Further tags of the sweep's own MLflow run (``ltrun reproduce``: the table's id)."""
 
     @property
     def uri(self) -> str:
@@ -387,7 +394,7 @@ def _sweep_record(client, exp_id: str, sweep: Sweep) -> str:
         client.update_run(run_id, status="RUNNING")
         return run_id
     run = client.create_run(exp_id, run_name=f"sweep {sweep.id}",
-                            tags={SWEEP_TAG: sweep.id, KIND_TAG: "sweep",
+                            tags={**sweep.tags, SWEEP_TAG: sweep.id, KIND_TAG: "sweep",
                                   AXES_TAG: json.dumps(sorted({k for c in sweep.cells
                                                                for k in c.axes()}))})
     params = [Param("sweep.cells", str(len(sweep.cells))),

@@ -524,6 +524,20 @@ def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
 
 
 
+def smoke_tables(ltrun, selection: str) -> str:
+    """``ltrun reproduce SELECTION --smoke`` (a plugin's name: all its runnable tables), checked:
+    every cell finished and every selected table was laid out. Returns the output."""
+    from ..experiments.reproduce import select_tables
+    from ..plugins import Plugins
+
+    tables = [table_id for table_id, _ in select_tables(Plugins(), selection, echo=lambda _: None)]
+    result = ltrun("reproduce", selection, "--smoke")
+    assert result.exit_code == 0, result.stderr + result.output[-3000:]  # 1: a cell failed
+    for table_id in tables:
+        assert f"\n{table_id}: " in result.output, f"{table_id} was not laid out"
+    return result.output
+
+
 from .contracts import (  # noqa: E402, F401 - re-exported; the checks build on the helpers above
     LABEL_EDGE_CASES, check_composes_with_rcl, check_loss_finite_on_label_edge_cases,
     check_loss_matches_reference, check_state_round_trip,

@@ -405,3 +405,101 @@ def test_posthoc_logit_adjustment_is_logits_minus_tau_log_prior(plugins):
         assert not torch.equal(raw[split].predictions, predictions)
         accuracy = 100.0 * float((predictions == adjusted[split].labels).double().mean())
         assert close(figures[f"{split}/acc"], accuracy)
+
+
+# -- loss weights of la and supcon (RCL's LC+SCL ablation: alpha 2, beta 1) -----------------
+
+
+def direct_la(logits, targets, counts, tau):
+    """Menon et al.'s logit-adjusted CE: -log softmax(f + tau log pi)_y, pi = n / sum n."""
+    total = sum(counts)
+    shift = [tau * math.log(n / total) for n in counts]
+    per = [-log_softmax_entry([v + b for v, b in zip(row, shift)], y)
+           for row, y in zip(logits.tolist(), targets.tolist())]
+    return sum(per) / len(per)
+
+
+def total_loss(stage, step):
+    """The step's loss as the trainer sums it: sum of weight * term."""
+    return sum(term.weight * term(step) for term in stage.losses)
+
+
+@pytest.mark.parametrize("weight", [None, 0.0, 0.5, 2.0])
+def test_la_weight_scales_the_la_ce_term(plugins, weight):
+    extra = [] if weight is None else [f"la.weight={weight}"]
+    run = assemble(plugins, ["la"], "la.tau=1.3", *extra)
+    stage = run.main_stage
+    term = stage.classifier_loss
+    assert (term.name, term.plugin, term.weight) == ("la-ce", "la", 1.0 if weight is None
+                                                     else weight)
+    assert [t.name for t in stage.losses] == ["la-ce"]
+    logits, targets = random_batch(run, seed=7)
+    direct = direct_la(logits, targets, run.dataset.class_counts.tolist(), 1.3)
+    step = make_step(run, 0, logits, targets)
+    assert close(term(step), direct)
+    assert close(total_loss(stage, step), (1.0 if weight is None else weight) * direct)
+
+
+def direct_supcon(z, labels, temperature):
+    """Khosla et al.'s L_out: the positives of an anchor are the other rows of its class."""
+    stacked = labels.tolist()
+    positives = [[p for p in range(len(stacked)) if p != i and stacked[p] == stacked[i]]
+                 for i in range(len(stacked))]
+    return direct_contrastive(z, positives, temperature)
+
+
+@pytest.mark.parametrize("alpha, beta", [(2.0, 1.0), (1.0, 0.25), (0.0, 3.0)])
+def test_la_plus_supcon_is_alpha_la_ce_plus_beta_supcon(plugins, alpha, beta):
+    run = assemble(plugins, ["la", "supcon"], "la.tau=1.3", f"la.weight={alpha}",
+                   f"supcon.weight={beta}", "supcon.temperature=0.2")
+    stage = run.main_stage
+    assert sorted((t.name, t.plugin, t.weight) for t in stage.losses) == [
+        ("la-ce", "la", alpha), ("supcon", "supcon", beta)]
+    labels, views = contrastive_batch(8, batch=BATCH)
+    logits, _ = random_batch(run, seed=8)
+    step = make_step(run, 0, logits, labels, {"con0": views[0], "con1": views[1]})
+    la = direct_la(logits, labels, run.dataset.class_counts.tolist(), 1.3)
+    supcon = direct_supcon(torch.cat(views), torch.cat([labels, labels]), 0.2)
+    assert close(stage.loss("supcon")(step), supcon)
+    assert close(total_loss(stage, step), alpha * la + beta * supcon)
+
+
+def test_supcon_alone_keeps_the_default_ce_at_weight_one(plugins):
+    run = assemble(plugins, ["supcon"], "supcon.weight=0.5")
+    stage = run.main_stage
+    assert (stage.classifier_loss.name, stage.classifier_loss.weight) == ("ce", 1.0)
+    assert stage.loss("supcon").weight == 0.5
+
+
+@pytest.mark.parametrize("assignment", ["la.weight=-1", "supcon.weight=-0.5"])
+def test_negative_loss_weights_are_config_errors(plugins, assignment):
+    from ltcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=assignment.split("=")[0]) as info:
+        resolve(plugins, [assignment.split(".")[0]], assignments=[assignment])
+    assert "\n" not in str(info.value)
+
+
+class DefaultClassifierLoss:
+    """A method plugin whose recipe sets the classifier loss (as BCL's LA-CE does)."""
+
+    @hookimpl(tryfirst=True)
+    def setup_run(self, run):
+        from ltcore.terms import cross_entropy_term
+
+        run.classifier_view()
+        run.main_stage.set_classifier_loss(cross_entropy_term("recipe-ce", "recipe", 2.0),
+                                           default=True)
+
+
+def test_la_weight_that_a_recipe_would_override_is_an_error():
+    from ltcore.errors import ConfigError
+
+    plugins = Plugins(extra={"recipe": DefaultClassifierLoss()})
+    run = assemble(plugins, ["recipe", "la"])  # la takes over the recipe's weight, as before
+    assert (run.main_stage.classifier_loss.name, run.main_stage.classifier_loss.weight) == (
+        "la-ce", 2.0)
+    assert assemble(plugins, ["recipe", "la"], "la.weight=2").main_stage.classifier_loss.weight \
+        == 2.0
+    with pytest.raises(ConfigError, match="la.weight = 3.*'recipe'"):
+        assemble(plugins, ["recipe", "la"], "la.weight=3")

@@ -149,6 +149,28 @@ def test_tau_norm_chooses_tau_on_validation_never_on_test(store):
     assert metrics == {}  # only at the last epoch of the last stage
 
 
+def test_tau_norm_refuses_data_without_validation_unless_given_a_fallback_tau(store):
+    from ltcore import DataError
+
+    plugins = Plugins()
+    selected = ["ce", "tau-norm"]
+    for fallback in (None, 1.5):
+        extra = [] if fallback is None else [f"tau-norm.fallback_tau={fallback}"]
+        run = prepare(plugins, selected, settings(plugins, selected, store, *extra))
+        run.dataset.val = None  # as iNaturalist 2018: no validation split
+        weight = run.model.classifier.weight.detach().clone()
+        tau_norm = run.plugin_object("tau-norm")
+        if fallback is None:
+            with pytest.raises(DataError, match="set tau-norm.fallback_tau"):
+                run.evaluate(stage=run.stages[-1], final=True)
+            continue
+        metrics = run.evaluate(stage=run.stages[-1], final=True).figures()
+        tau_norm.epoch_end(run=run, stage=run.stages[-1], epoch=0, metrics=metrics)
+        assert metrics["tau-norm/tau"] == 1.5 and "tau-norm/val_acc" not in metrics
+        expected = weight / weight.norm(dim=1, keepdim=True) ** 1.5
+        assert torch.allclose(run.model.classifier.weight, expected, atol=1e-6)
+
+
 class DrwSpy:
     """Recomputes the LDAM-DRW term on each training step's logits, with and without the
     class-balanced weights."""

@@ -156,3 +156,24 @@ def test_best_val_reads_the_best_figures_a_run_recorded():
     assert ex.final_metrics(client, run, "best-val") == {
         "val/acc": 70.0, "test/acc": 69.0, "test/hmean": 0.0, "epoch": 1.0}
     assert ex.final_metrics(client, run, "last") == {"test/acc": 65.0, "val/acc": 60.0}
+
+
+def test_the_note_says_the_protocol_and_warns_where_it_differs_from_the_papers(runs, tmp_path):
+    toml = tmp_path / "ref.toml"
+    toml.write_text('[[reference]]\nplugins = "bcl"\ndataset = "cifar10-lt"\nimbalance_factor = 100\n'
+                    '"test/acc" = 84.32\nsource = "BCL table 1"\n')
+    reference = ex.load_reference(str(toml))
+    heldout = ex.compare(None, runs, ["plugins", "imbalance_factor"], ["test"],
+                         reference=reference)
+    note = ex.comparison_note(heldout)
+    assert "eval.protocol heldout" in note  # runs recorded without the param: heldout
+    assert "warning: 1 row(s) with reference numbers were not evaluated under eval.protocol " \
+           "paper" in note and "plugins=bcl imbalance_factor=100" in note
+    for run in runs:
+        run.data.params["eval.protocol"] = "paper"
+    paper = ex.compare(None, runs, ["plugins", "imbalance_factor"], ["test"], reference=reference)
+    assert "warning" not in ex.comparison_note(paper)
+    assert json.loads(ex.render(paper, "json"))[0]["protocols"] == ["paper"]
+    runs[0].data.metrics.update({"best/epoch": 3, "best/test/acc": 70.0})
+    best = ex.compare(None, runs[:1], ["plugins"], ["test"], select="best-val")
+    assert "selected on test images" in ex.comparison_note(best)

@@ -50,8 +50,10 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     page = out / "report.html"
     assert f"wrote {page.relative_to(isolated)}" in result.output
     html = page.read_text()
-    # per-class accuracy, shot groups, accuracy vs epoch, confusion matrices, t-SNE per run
-    assert "<table>" in html and html.count("<img") == 6
+    # per-class accuracy, shot groups, accuracy vs epoch, confusion matrices, t-SNE per run,
+    # and the classifier weight norms every run records
+    assert "<table>" in html and html.count("<img") == 7
+    assert "Classifier weight norms" in html
     assert "Per-class accuracy vs class size" in html and "t-SNE" in html
     assert "Many / medium / few accuracy" in html
 
@@ -83,7 +85,8 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     assert "test split: accuracy per shot group" in bars
     assert len(re.findall(r'id="shot-group-bar-\d+-many"', bars)) == 2
     figures = ["per_class_accuracy_digits-lt-if100", "shot_groups_digits-lt-if100",
-               "accuracy_vs_epoch_digits-lt-if100", "confusion_matrices_digits-lt-if100"]
+               "accuracy_vs_epoch_digits-lt-if100", "confusion_matrices_digits-lt-if100",
+               "weight_norms_digits-lt-if100"]
     check_formats(out / "plots" / f"{figures[2]}.png")
     assert "test split: confusion matrices" in check_formats(out / "plots" / f"{figures[3]}.png")
     for run in runs:
@@ -102,9 +105,9 @@ def test_report_page_plots_and_artifacts(ltrun, isolated, tiny):
     assert markdown.exit_code == 0, markdown.stderr
     text = (isolated / "md" / "report.md").read_text()
     assert text.startswith("# ltcore report: sweep r1")
-    assert "| plugins | runs |" in text and text.count("![") == 4 and "tsne" not in text
+    assert "| plugins | runs |" in text and text.count("![") == 5 and "tsne" not in text
     links = re.findall(r"\[!\[[^]]*\]\(([^)]+)\)\]\(([^)]+)\)", text)
-    assert len(links) == 4 and all(image == target for image, target in links)
+    assert len(links) == 5 and all(image == target for image, target in links)
     assert "(also as [SVG](plots/shot_groups_digits-lt-if100.svg) and [PDF](" in text
     # a table of the validation split: the per-method figures follow it
     svg = (isolated / "md" / "plots" / "per_class_accuracy_digits-lt-if100.svg").read_text()

@@ -3,17 +3,26 @@
 Three views per image go through the backbone in one stacked forward: the classifier view
 (``autoaugment-cutout`` by default) and two ``simaugment`` contrastive views. Prototypes are the
 classifier's weight rows passed through their own MLP (``bcl_prototypes`` head, the projection
-head's shape) and L2-normalised, so the contrastive loss's gradient reaches the classifier. The
-BCL term is rebalanceable: ``--plugin bcl --plugin rcl`` is RCL's eq. 5.
+head's shape) and L2-normalised, so the contrastive loss's gradient reaches the classifier
+(``bcl.prototypes``: ``ema`` or ``learnable`` for supplementary Table 1). The BCL term is
+rebalanceable: ``--plugin bcl --plugin rcl`` is RCL's eq. 5. The paper's tables are
+``ltcore_bcl.tables``.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from ltcore import doc, hookimpl
+from ltcore import doc, hookimpl, interval
 
 PROTOTYPE_HEAD = "bcl_prototypes"
+"""The MLP of the ``classifier-mlp`` prototypes in ``model.heads``."""
+LEARNABLE_HEAD = "bcl_learnable_prototypes"
+"""The parameters of the ``learnable`` prototypes in ``model.heads``."""
+EMA_MODULE = "bcl_ema_prototypes"
+"""The class means of the ``ema`` prototypes in ``run.modules`` and its run plugin object."""
+PROTOTYPES = ("classifier-mlp", "ema", "learnable")
+"""BCL's prototype providers (supplementary Table 1); ``classifier-mlp`` is the paper's."""
 
 
 @attrs.define(kw_only=True)
@@ -31,25 +40,27 @@ class Options:
                          validator=attrs.validators.in_(("L1", "L2", "L3")))
     class_complement: bool = doc("prototypes of every class join the contrast set", default=True)
     class_averaging: bool = doc("average each class's terms in the denominator", default=True)
+    prototypes: str = doc("prototype provider: classifier-mlp (classifier weights through an "
+                          "MLP, the paper's) | ema (moving class means of the contrastive "
+                          "embeddings) | learnable (free parameters)", default="classifier-mlp",
+                          validator=attrs.validators.in_(PROTOTYPES))
+    ema_momentum: float = doc("momentum of the ema prototypes' class means, per step a class "
+                              "is in the batch", default=0.9, validator=interval(
+                                  0, 1, include_high=False))
 
 
-class ClassifierPrototypes:
-    """Prototype provider: classifier weight rows through an MLP, L2-normalised."""
+def prototype_provider(run, options: Options):
+    """The run's provider ``options.prototypes`` (built once: a second call reuses its state)."""
+    extra = {"momentum": options.ema_momentum} if options.prototypes == "ema" else {}
+    return run.build("prototype-provider", options.prototypes, **extra)
 
-    def __init__(self, run, model=None):
-        from ltcore import MLPHead
 
-        self.model = model or run.model
-        if PROTOTYPE_HEAD not in self.model.heads:
-            cfg = run.config.model
-            self.model.heads[PROTOTYPE_HEAD] = MLPHead(
-                self.model.feature_dim, cfg.projection_dim, cfg.projection_hidden).to(run.device)
+def _provider(name: str):
+    def build(run, **options):
+        from . import prototypes
 
-    def prototypes(self, step=None):
-        import torch.nn.functional as F
-
-        weight = self.model.classifier.weight
-        return F.normalize(self.model.heads[PROTOTYPE_HEAD](weight).float(), dim=1)
+        return getattr(prototypes, name)(run, **options)
+    return build
 
 
 def bcl_term(run, options: Options, plugin: str = "bcl"):
@@ -60,7 +71,7 @@ def bcl_term(run, options: Options, plugin: str = "bcl"):
 
     from .loss import balanced_contrastive_loss
 
-    provider = run.build("prototype-provider", "classifier-mlp")
+    provider = prototype_provider(run, options)
     run.contrastive_views(2)
 
     def fn(step):
@@ -86,7 +97,14 @@ def register_options(register):
 
 @hookimpl
 def register_prototype_providers(register):
-    register("classifier-mlp", ClassifierPrototypes)
+    register("classifier-mlp", _provider("ClassifierPrototypes"),
+             "BCL: classifier weight rows through an MLP (head bcl_prototypes), L2-normalised")
+    register("ema", _provider("ema_prototypes"),
+             "BCL supp. Table 1: moving average (momentum) of the class means of the contrastive "
+             "embeddings, updated after each step, L2-normalised")
+    register("learnable", _provider("LearnablePrototypes"),
+             "BCL supp. Table 1: free [C, projection_dim] parameters trained by the loss, "
+             "L2-normalised")
 
 
 @hookimpl
@@ -105,7 +123,7 @@ IMAGENET = {
     "dataset": "imagenet-lt", "model.classifier": "cosine", "views.classifier":
     "imagenet-randaugment", "views.contrastive": "imagenet-simaugment",
     "model.projection_hidden": 2048, "model.projection_dim": 1024, "batch_size": 256,
-    "schedule.kind": "cosine", "schedule.warmup_epochs": 0,
+    "schedule.kind": "cosine", "schedule.warmup_epochs": 0, "schedule.cosine_offset": 1,
     "bcl.classifier_weight": 1.0, "bcl.contrastive_weight": 0.35, "bcl.temperature": 0.07,
 }
 
@@ -126,6 +144,10 @@ def register_presets(register):
     register("imagenet-lt-resnext50", {**IMAGENET, "model.backbone": "resnext50", "epochs": 90,
                                        "optim.lr": 0.1, "optim.weight_decay": 5e-4},
              "BCL paper, ImageNet-LT, ResNeXt-50-32x4d, 90 epochs")
+    register("imagenet-lt-resnext50-180", {**IMAGENET, "model.backbone": "resnext50",
+                                           "epochs": 180, "optim.lr": 0.1,
+                                           "optim.weight_decay": 5e-4},
+             "BCL paper, ImageNet-LT, ResNeXt-50-32x4d, 180 epochs (Table 6)")
     register("inaturalist2018", {**IMAGENET, "dataset": "inaturalist2018",
                                  "model.backbone": "resnet50", "epochs": 100, "optim.lr": 0.2,
                                  "optim.weight_decay": 1e-4},
@@ -148,6 +170,15 @@ def register_reference_results(register):
 
 
 @hookimpl
+def register_tables(register):
+    """Tables 3-6, supplementary Tables 1-2 and Fig. 2 (``ltcore_bcl.tables``)."""
+    from .tables import TABLES
+
+    for table in TABLES:
+        register(table)
+
+
+@hookimpl
 def setup_run(run):
     from ltcore import logit_adjusted_term
 
@@ -157,3 +188,18 @@ def setup_run(run):
     stage.set_classifier_loss(logit_adjusted_term(run, options.la_tau, options.classifier_weight,
                                                   plugin="bcl"), default=True)
     stage.add_loss(bcl_term(run, options))
+
+
+@hookimpl
+def run_end(run):
+    """With a 2-D projection (``model.projection_dim = 2``, supplementary Fig. 2) the final
+    prototypes are recorded as the figure data ``prototypes``."""
+    import ltcore
+
+    if run.config.model.projection_dim != 2 or not hasattr(ltcore, "record_figure"):
+        return
+    import torch
+
+    with torch.no_grad():
+        prototypes = prototype_provider(run, run.option("bcl")).prototypes()
+    ltcore.record_figure(run, "prototypes", {"prototypes": prototypes.float().cpu().tolist()})

@@ -34,6 +34,9 @@ SECOND_VIEW_EMBEDDINGS = "second_view_embeddings"
 stage's (single) embedding view, computed outside the stacked forward (by a momentum encoder,
 without gradient). ProCo uses it as the second view ``v+_{i,2}`` of its symmetric loss."""
 
+TEMPERATURE_METRIC = "temperature/class-"
+"""Prefix of the per-class temperature figures of a stage's epochs (``temperature/class-3``)."""
+
 KEY_ROLE = "key"
 """Role of the second view of each sample, embedded by the key encoder only."""
 
@@ -171,7 +174,8 @@ class GlobalContrastiveTerm:
     def __init__(self, run, encoder: MomentumEncoder, queue: LabelledQueue, *, stage, query_role: str,
                  key_role: str = KEY_ROLE, k: int = 3, temperature: float = 0.1,
                  adaptive: bool = True, gamma: float = 0.1, variant: str = "unsupervised+kglobal",
-                 include_batch_keys: bool = True, kcl_positives: int | None = None):
+                 include_batch_keys: bool = True, kcl_positives: int | None = None,
+                 temperature_metrics: bool = False):
         self.run = run
         self.stage = stage
         self.encoder = encoder
@@ -187,6 +191,13 @@ class GlobalContrastiveTerm:
         self.temperatures = (adaptive_temperatures(run.class_counts.float(), gamma).to(run.device)
                              if adaptive else None)
         self.extras_key = f"cogloat/keys/{id(self)}"
+        self.temperature_metrics = temperature_metrics
+
+    def class_temperatures(self) -> Tensor:
+        """``[C]`` the temperature the anchors of each class use (eq. 8, or the constant)."""
+        if self.temperatures is not None:
+            return self.temperatures
+        return torch.full((len(self.run.class_counts),), float(self.temperature))
 
     def keys(self, step: Step) -> tuple[Tensor, Tensor]:
         """Key-encoder embeddings of the key view ``[B, D]`` and of the positives ``[B, k, D]``
@@ -217,6 +228,14 @@ class GlobalContrastiveTerm:
         if step.stage is self.stage:
             self.after_step(step)
 
+    @hookimpl
+    def epoch_end(self, run, stage, epoch: int, metrics: dict[str, float]) -> None:
+        """With ``temperature_metrics``: each class's temperature in its stage's epoch record
+        (``temperature/class-<index>``, logged per epoch like the other figures)."""
+        if self.temperature_metrics and stage is self.stage:
+            for index, value in enumerate(self.class_temperatures().tolist()):
+                metrics[f"{TEMPERATURE_METRIC}{index}"] = value
+
     def after_step(self, step: Step) -> None:
         """After the optimiser step: EMA update of the key encoder, then enqueue this step's keys."""
         self.encoder.update()
@@ -230,7 +249,7 @@ def cogloat_term(run, *, k: int = 3, temperature: float = 0.1, adaptive: bool = 
                  include_batch_keys: bool = True, kcl_positives: int | None = None,
                  momentum: float = 0.999, key_batchnorm: str = "batch", queue_size: int = 4096,
                  weight: float = 1.0, stage=None, plugin: str = "cogloat",
-                 name: str = "cogloat") -> LossTerm:
+                 name: str = "cogloat", temperature_metrics: bool = False) -> LossTerm:
     """Set up CoGloAT on ``stage`` (default: the main stage) and return its loss term.
 
     Adds the query view (``con0``, through the stage model, embedded), the key view and ``k``
@@ -238,7 +257,9 @@ def cogloat_term(run, *, k: int = 3, temperature: float = 0.1, adaptive: bool = 
     ``k-global`` over its current one, and attaches the key encoder and the queue to the run as
     ``<name>_key_encoder`` and ``<name>_queue``. The queue holds at most as many keys as the
     training set has images. The term's function is registered as a run plugin object named
-    ``name``: after every step of ``stage`` it updates the key encoder and the queue.
+    ``name``: after every step of ``stage`` it updates the key encoder and the queue, and with
+    ``temperature_metrics`` it adds each class's temperature to the stage's epoch records
+    (``temperature/class-<index>``).
     """
     stage = stage or run.main_stage
     contrastive = run.config.views.contrastive
@@ -260,6 +281,7 @@ def cogloat_term(run, *, k: int = 3, temperature: float = 0.1, adaptive: bool = 
     fn = GlobalContrastiveTerm(run, encoder, queue, stage=stage, query_role=query_role, k=k,
                                temperature=temperature, adaptive=adaptive, gamma=gamma,
                                variant=variant, include_batch_keys=include_batch_keys,
-                               kcl_positives=kcl_positives)
+                               kcl_positives=kcl_positives,
+                               temperature_metrics=temperature_metrics)
     run.register(fn, name)
     return LossTerm(name, fn, plugin, weight, kind="contrastive")

@@ -26,9 +26,15 @@ from ltcore import doc, hookimpl, interval
 
 VARIANTS = ("unsupervised+kglobal", "supervised+kglobal", "kcl+kglobal")
 EMBEDDING_METRICS = ("alignment", "variance", "uniformity", "improved-uniformity")
+EMBEDDING_READINGS = ("euclidean-unordered", "euclidean", "squared")
+"""Readings of eq. 9-13 (:data:`ltcore_cogloat.embedding_metrics.READINGS`); the first is the
+default, whose metrics have the plain names, the others' carry the reading as a suffix."""
 PLUGIN = "cogloat"
 
 
+def embedding_metric_name(figure: str, reading: str) -> str:
+    """``alignment`` for the default reading, ``alignment-squared`` for ``squared``..."""
+    return figure if reading == EMBEDDING_READINGS[0] else f"{figure}-{reading}"
 
 
 ge0 = attrs.validators.ge(0)
@@ -93,6 +99,15 @@ class Options:
     embedding_metrics: bool = doc("compute alignment, variance, uniformity and improved uniformity "
                                   "of the validation features at the end of each stage",
                                   default=True)
+    embedding_reading: str = doc(
+        "distances of the embedding metrics (eq. 9-13): euclidean-unordered (Euclidean, eq. 9 "
+        "counts each pair of a class once: Intra below Variance as in Table 1), euclidean "
+        "(Euclidean, ordered pairs) or squared (squared distances, ordered pairs: Intra = 2 "
+        "Variance); metrics of the last two are named alignment-<reading>, ...",
+        default="euclidean-unordered", validator=attrs.validators.in_(EMBEDDING_READINGS))
+    temperature_metrics: bool = doc("log each class's pre-training temperature per epoch as "
+                                    "temperature/class-<index> (eq. 8, or the constant one)",
+                                    default=True)
 
     def __attrs_post_init__(self):
         if self.variant == "supervised+kglobal" and self.kcl_positives:
@@ -147,8 +162,10 @@ class EmbeddingMetric:
     when = "final"
     needs_features = True
 
-    def __init__(self, name: str, function: str, reduce_mean: bool = False):
+    def __init__(self, name: str, function: str, reduce_mean: bool = False,
+                 reading: str = EMBEDDING_READINGS[0]):
         self.name, self.function, self.reduce_mean = name, function, reduce_mean
+        self.reading = reading
 
     def __call__(self, outputs):
         import torch.nn.functional as F
@@ -156,7 +173,7 @@ class EmbeddingMetric:
         from . import embedding_metrics
 
         value = getattr(embedding_metrics, self.function)(F.normalize(outputs.features, dim=1),
-                                                          outputs.labels)
+                                                          outputs.labels, reading=self.reading)
         return {self.name: float(value.mean() if self.reduce_mean else value)}
 
 
@@ -194,10 +211,25 @@ def register_losses(register):
     register("reweighted-classifier", _classifier_loss)
 
 
+READING_DOCS = {"euclidean-unordered": "", "euclidean": "; Euclidean, ordered pairs",
+                "squared": "; squared distances, ordered pairs"}
+
+
 @hookimpl
 def register_metrics(register):
-    for name, (function, text) in EMBEDDING_METRIC_DOCS.items():
-        register(name, EmbeddingMetric(name, function, reduce_mean=name == "variance"), text)
+    for reading, words in READING_DOCS.items():
+        for figure, (function, text) in EMBEDDING_METRIC_DOCS.items():
+            name = embedding_metric_name(figure, reading)
+            register(name, EmbeddingMetric(name, function, reduce_mean=figure == "variance",
+                                           reading=reading), text.replace(")", words + ")", 1))
+
+
+@hookimpl
+def register_tables(register):
+    from .tables import TABLES
+
+    for table in TABLES:
+        register(table)
 
 
 RESULTS = "ResNet-32, 200 epochs, top-1 on the balanced test set (docs/comparing.md)"
@@ -223,8 +255,18 @@ CIFAR = {
 }
 
 
+MOCO_KCL = {"cogloat.k": 0, "cogloat.variant": "kcl+kglobal", "cogloat.kcl_positives": 6,
+            "cogloat.adaptive_temperature": False, "cogloat.include_batch_keys": False}
+"""The MoCo-based KCL baseline (Kang et al. 2021, as in TSC's code): positives the own key and 6
+same-label queue keys, negatives the rest of the queue, one constant temperature."""
+
+
 @hookimpl
 def register_presets(register):
+    register("moco-kcl", MOCO_KCL,
+             "the paper's KCL baseline (Tables 1, 3-5): MoCo v2 with the own key and 6 same-label "
+             "queue keys as positives, the queue as negatives, no k-global positives, constant "
+             "temperature (combine with cifar10-lt, cifar100-lt or imagenet-lt)")
     register("cifar10-lt", {**CIFAR, "dataset": "cifar10-lt", "model.classifier": "cosine",
                             "cogloat.classifier_loss": "ldam"},
              "CoGloAT paper, CIFAR-10-LT IF 100: ResNet-32, batch 256, lr 0.1, 1,000 pre-training "
@@ -278,7 +320,8 @@ def setup_run(run):
         include_batch_keys=options.include_batch_keys,
         kcl_positives=options.kcl_positives or None, momentum=options.momentum,
         key_batchnorm=options.key_batchnorm, queue_size=options.queue_size,
-        weight=options.weight, stage=stage, plugin=PLUGIN)
+        weight=options.weight, stage=stage, plugin=PLUGIN,
+        temperature_metrics=options.temperature_metrics)
     stage.add_loss(term)
 
     query = term.fn.query_role
@@ -307,4 +350,5 @@ def setup_run(run):
             plugin=PLUGIN, name=f"{options.classifier_loss}-reweighted"), default=True)
 
     if options.embedding_metrics:
-        run.add_metrics(*EMBEDDING_METRICS)
+        run.add_metrics(*(embedding_metric_name(figure, options.embedding_reading)
+                          for figure in EMBEDDING_METRICS))

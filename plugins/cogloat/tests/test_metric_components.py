@@ -16,14 +16,16 @@ def _outputs(features, labels):
     return EvalOutputs("val", logits, labels, features, counts, 100, 20)
 
 
-def _figures(features, labels):
+def _figures(features, labels, suffix="-squared"):
+    """The four figures of the metrics ``<name><suffix>`` (the squared reading by default),
+    under their plain names."""
     plugins = Plugins()
     out = _outputs(features, labels)
     figures = {}
     for name in NAMES:
-        metric = plugins.component("metric", name).obj
+        metric = plugins.component("metric", name + suffix).obj
         assert metric.when == "final" and metric.needs_features
-        figures.update(metric(out))
+        figures[name] = metric(out)[name + suffix]
     return figures
 
 
@@ -57,3 +59,31 @@ def test_unequal_classes_and_unnormalised_features_by_hand():
     assert figures["uniformity"] == pytest.approx(centre_distance)
     assert figures["improved-uniformity"] == pytest.approx(2 * centre_distance / var0)
     assert math.isfinite(figures["improved-uniformity"])
+
+
+def test_default_metrics_read_euclidean_unordered_by_hand():
+    # the unit-circle case: Euclidean distance sqrt(1/2) to the centres; one pair per class at
+    # distance sqrt 2 counted once over 2^2; centres sqrt 2 apart
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    figures = _figures(features, torch.tensor([0, 0, 1, 1]), suffix="")
+    assert figures["variance"] == pytest.approx(math.sqrt(0.5))
+    assert figures["alignment"] == pytest.approx(math.sqrt(2) / 4)
+    assert figures["alignment"] < figures["variance"]
+    assert figures["uniformity"] == pytest.approx(math.sqrt(2))
+    assert figures["improved-uniformity"] == pytest.approx(2.0)  # 2/2 * 2 sqrt2 / (2 sqrt .5)
+    euclidean = _figures(features, torch.tensor([0, 0, 1, 1]), suffix="-euclidean")
+    assert euclidean["alignment"] == pytest.approx(math.sqrt(2) / 2)
+    assert euclidean["variance"] == pytest.approx(figures["variance"])
+
+
+def test_embedding_reading_option_picks_the_metric_names(make_run):
+    from ltcore_cogloat.embedding_metrics import READINGS
+    from ltcore_cogloat.plugin import EMBEDDING_READINGS
+
+    assert EMBEDDING_READINGS == READINGS
+    run = make_run(["cogloat"], "cogloat.classifier_epochs=0")
+    assert {"alignment", "variance", "uniformity", "improved-uniformity"} <= set(run.metrics)
+    run = make_run(["cogloat"], "cogloat.classifier_epochs=0",
+                   "cogloat.embedding_reading=squared")
+    assert {"alignment-squared", "variance-squared"} <= set(run.metrics)
+    assert "alignment" not in run.metrics

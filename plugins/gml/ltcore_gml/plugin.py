@@ -97,6 +97,14 @@ class Options:
         "queues) | text (sec. 3.4: a clip: backbone's text features of each class's prompts, "
         "clip.templates; no teacher, queue or distillation)", default="contrast",
         validator=v.in_(("contrast", "text")))
+    key_encoder: str = doc(
+        "where the keys come from: teacher (the frozen teacher; sec. 3.3) | momentum (Table 5 "
+        "without teacher-student, the reference code without --path_t: a momentum copy of the "
+        "student's backbone and projection head, MoCo-style; no teacher stage, no L_KD)",
+        default="teacher", validator=v.in_(("teacher", "momentum")))
+    key_momentum: float = doc("with key_encoder = momentum: m of key <- m key + (1 - m) student "
+                              "(reference code 0.999), applied before every step's keys",
+                              default=0.999, validator=[v.ge(0), v.le(1)])
     text_classifier_init: str = doc(
         "with centres = text: zero-shot (the cosine classifier starts as CLIP's zero-shot "
         "classifier of the same prompts) | random", default="zero-shot",
@@ -138,6 +146,23 @@ def register_stages(register):
     register("gml-teacher", _teacher_stage)
 
 
+@hookimpl
+def register_tables(register):
+    """Tables 1, 2, 3, 5, 6, 7, A.1 and A.2 (``ltcore_gml.tables``)."""
+    from .tables import TABLES
+
+    for table in TABLES:
+        register(table)
+
+
+@hookimpl
+def register_views(register):
+    from .views import PIPELINES
+
+    for pipeline in PIPELINES:
+        register(pipeline.name, pipeline, pipeline.description)
+
+
 CIFAR = {
     "model.backbone": "resnet32", "gml.teacher_backbone": "resnet56",
     "model.classifier": "cosine", "model.cosine_scale": 30.0,
@@ -157,13 +182,13 @@ LARGE = {
 IMAGENET = {
     **LARGE, "dataset": "imagenet-lt", "model.backbone": "resnext50",
     "gml.teacher_backbone": "resnext101", "views.classifier": "imagenet-randaugment",
-    "views.contrastive": "imagenet-simaugment", "optim.lr": 0.05, "optim.weight_decay": 5e-4,
+    "views.contrastive": "gml-randclsstack", "optim.lr": 0.05, "optim.weight_decay": 5e-4,
     "gml.queue_size": 16384, "gml.temperature": 0.07,
 }
 INATURALIST = {
     **LARGE, "dataset": "inaturalist2018", "model.backbone": "resnet50",
     "gml.teacher_backbone": "resnet152", "views.classifier": "imagenet-simaugment",
-    "views.contrastive": "imagenet-simaugment", "optim.lr": 0.02, "optim.weight_decay": 2e-4,
+    "views.contrastive": "gml-randclsstack", "optim.lr": 0.02, "optim.weight_decay": 2e-4,
     "gml.queue_size": 65536, "gml.temperature": 0.1,
 }
 
@@ -192,12 +217,13 @@ def register_presets(register):
              "for the classifier, query and key views)")
     for name, classes in (("cifar10-lt", 10), ("cifar100-lt", 100)):
         base = {**CIFAR, "dataset": name}
+        # reference adjust_learning_rate: x0.1 for epoch > 160, x0.01 for epoch > 180 (0-based)
         register(name, {**base, "epochs": 200, "schedule.warmup_epochs": 5,
-                        "schedule.milestones": [160, 180]},
+                        "schedule.milestones": [161, 181]},
                  f"GML paper, CIFAR-{classes}-LT IF 100, ResNet-32 student, ResNet-56 teacher, "
                  "200 epochs (Table A.1, Table 3 (a))")
         register(f"{name}-400", {**base, "epochs": 400, "schedule.warmup_epochs": 10,
-                                 "schedule.milestones": [320, 360]},
+                                 "schedule.milestones": [321, 361]},
                  f"GML paper, CIFAR-{classes}-LT IF 100, ResNet-32 student, ResNet-56 teacher, "
                  "400 epochs (Table A.1, Table 3 (b))")
     register("imagenet-lt", {**IMAGENET, "epochs": 90, "gml.classifier_weight": 1.0,
@@ -214,6 +240,15 @@ def register_presets(register):
     register("inaturalist2018-400", {**INATURALIST, "epochs": 400},
              "GML paper, iNaturalist 2018, ResNet-50 student, ResNet-152 teacher, 400 epochs "
              "(Table A.1, Table 2 (b))")
+    from .crd import TABLE7
+
+    for name, (data, student, teacher, recipe) in TABLE7.items():
+        own = CIFAR if recipe["views.classifier"] == "standard" else {
+            **IMAGENET, "views.classifier": recipe["views.classifier"]}
+        register(name, {**own, **recipe, **data, "views.classifier": own["views.classifier"],
+                        "model.backbone": student, "gml.teacher_backbone": teacher},
+                 f"GML Table 7 ({name[7:]}): {student} student, {teacher} teacher, the "
+                 f"baselines' (CRD's) recipe, {recipe['epochs']} epochs")
     register("imagenet-lt-clip-rn50", {**CLIP_IMAGENET, "model.backbone": "clip:RN50",
                                        "batch_size": 2048, "optim.lr": 5e-5},
              "GML paper, ImageNet-LT, text centres, CLIP ResNet-50, VL-LTR's settings: AdamW lr "
@@ -269,8 +304,10 @@ class GMLRun:
     """GML's plugin object in a run: keeps the teacher frozen while the student trains, gives
     tau_g a parameter group without weight decay and reports tau_g and the queue's filling."""
 
-    def __init__(self, stage, teacher, temperature, queue):
+    def __init__(self, stage, teacher, temperature, queue, key_training=False):
         self.stage, self.teacher, self.temperature, self.queue = stage, teacher, temperature, queue
+        # a momentum key encoder runs in training mode (BatchNorm on the batch), as MoCo's
+        self.key_training = key_training
 
     @hookimpl
     def run_start(self, run):
@@ -297,11 +334,12 @@ class GMLRun:
             from .teacher import freeze
 
             freeze(self.teacher)
+            self.teacher.train(self.key_training)
 
     @hookimpl
     def epoch_start(self, run, stage, epoch):
         if stage is self.stage and self.teacher is not None:
-            self.teacher.eval()
+            self.teacher.train(self.key_training)
 
     @hookimpl
     def epoch_end(self, run, stage, epoch, metrics):
@@ -334,7 +372,11 @@ def setup_run(run):
     from .text import refuse_contrast_mode_text_options
 
     refuse_contrast_mode_text_options(options)
-    if options.teacher:
+    momentum = options.key_encoder == "momentum"
+    if momentum:
+        teacher = teachers.momentum_key_encoder(run, options, model.backbone)
+        run.add_module(teachers.KEY_ENCODER_MODULE, teacher)
+    elif options.teacher:
         teacher = teachers.load_teacher(run, options.teacher, options.teacher_module,
                                         options.teacher_backbone)
         run.add_module(teachers.TEACHER_MODULE, teacher)
@@ -361,7 +403,10 @@ def setup_run(run):
     projection = run.projection_head(model)
     key_head = MLPHead(teacher.feature_dim, cfg.projection_dim,
                        cfg.projection_hidden).to(run.device)
-    if options.key_head_init == "copy":
+    if momentum:  # the key MLP is the momentum copy of the query head, not trained
+        key_head.load_state_dict(projection.state_dict())
+        key_head.requires_grad_(False)
+    elif options.key_head_init == "copy":
         source = projection.state_dict()
         target = key_head.state_dict()
         if all(source[k].shape == t.shape for k, t in target.items()):
@@ -382,14 +427,16 @@ def setup_run(run):
         fill_random(queue)
     run.add_module(QUEUE_MODULE, queue)
 
-    distill = options.distill and options.kd_weight > 0
+    distill = options.distill and options.kd_weight > 0 and not momentum
     student = GMLStudent(run, teacher, queue, key_head, temperature, options.queue_contents,
                          query_role, KEY_ROLE, classifier_role, options.gml_alpha, distill,
                          contrast=options.gml_weight > 0)
+    if momentum:
+        student.follow(options.key_momentum, model.backbone, projection)
     if options.gml_weight > 0:
         stage.add_loss(student.gml_term(options.gml_weight, PLUGIN))
         if options.learn_temperature:
             stage.add_loss(student.temperature_term(options.gml_weight, PLUGIN))
     if distill:
         stage.add_loss(student.distillation_term(options.kd_weight, options.kd_temperature, PLUGIN))
-    run.register(GMLRun(stage, teacher, temperature, queue), PLUGIN)
+    run.register(GMLRun(stage, teacher, temperature, queue, key_training=momentum), PLUGIN)

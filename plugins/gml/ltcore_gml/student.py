@@ -98,7 +98,15 @@ class GMLStudent(MixtureTerms):
         self.alpha = alpha
         self.distill = distill
         self.contrast = contrast
+        self.momentum: tuple[float, torch.nn.Module, torch.nn.Module] | None = None
         self._last: tuple[Step, dict[str, Any]] | None = None
+
+    def follow(self, momentum: float, backbone: torch.nn.Module,
+               projection: torch.nn.Module) -> None:
+        """Make ``teacher`` and ``key_head`` momentum copies of the student's ``backbone`` and
+        ``projection``, updated at the start of every step's keys (the reference code's order:
+        the update comes before the key encoder's forward)."""
+        self.momentum = (momentum, backbone, projection)
 
     # -- the shared step --
 
@@ -115,6 +123,12 @@ class GMLStudent(MixtureTerms):
 
     def _compute(self, step: Step) -> dict[str, Any]:
         views = step.stage.views
+        if self.momentum is not None and self.contrast:
+            from .teacher import momentum_update
+
+            m, backbone, projection = self.momentum
+            momentum_update(self.teacher.backbone, backbone, m)
+            momentum_update(self.key_head, projection, m)
         images = []
         if self.distill:
             images.append(step.images[self.classifier_role])

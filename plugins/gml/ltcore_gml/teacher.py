@@ -21,6 +21,7 @@ from ltcore import ConfigError, DataError, ModelBundle, load_safely
 
 TEACHER_STAGE = "teacher"
 TEACHER_MODULE = "teacher"
+KEY_ENCODER_MODULE = "gml_key_encoder"
 _RUN_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
@@ -68,6 +69,43 @@ def teacher_stage(run, backbone: str | None = None, epochs: int | None = None, l
     run.classifier_view(stage)
     stage.set_classifier_loss(logit_adjusted_term(run, la_tau, plugin=plugin), default=True)
     return stage
+
+
+class KeyEncoder(torch.nn.Module):
+    """The momentum key encoder of ``gml.key_encoder = momentum`` (Table 5 without
+    teacher-student): a copy of the student's backbone that follows it as
+    ``key <- m key + (1 - m) student`` (the reference code's MoCo encoder without ``--path_t``).
+    It has no classifier, so there is no distillation."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        import copy
+
+        self.backbone = copy.deepcopy(backbone)
+        self.requires_grad_(False)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.feature_dim
+
+
+def momentum_key_encoder(run, options, backbone: torch.nn.Module) -> KeyEncoder:
+    """The student's momentum copy; a reused teacher is refused (there is none in this mode)."""
+    if options.teacher:
+        raise ConfigError(f"gml.teacher = {options.teacher!r} names a teacher, but "
+                          "gml.key_encoder = momentum takes its keys from a momentum copy of "
+                          "the student; leave gml.teacher empty or use gml.key_encoder = teacher")
+    return KeyEncoder(backbone).to(run.device)
+
+
+@torch.no_grad()
+def momentum_update(target: torch.nn.Module, source: torch.nn.Module, momentum: float) -> None:
+    """``t <- m t + (1 - m) s`` for every parameter pair (buffers are left to the target's own
+    forward passes, as MoCo's ``_momentum_update_key_encoder``)."""
+    targets = [p for p in target.parameters()]
+    sources = [p.detach().to(t.dtype) for p, t in zip(source.parameters(), targets)]
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
 
 
 def freeze(teacher: torch.nn.Module) -> None:

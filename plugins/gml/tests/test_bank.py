@@ -132,14 +132,14 @@ def test_presets_carry_the_papers_recipes():
     assert default.run.model.classifier == "cosine" and default.run.model.cosine_scale == 30.0
     cifar = resolve(plugins, ["gml"], presets=["cifar100-lt"])
     assert cifar.run.dataset == "cifar100-lt" and cifar.run.epochs == 200
-    assert cifar.run.schedule.milestones == (160, 180) and cifar.run.schedule.warmup_epochs == 5
+    assert cifar.run.schedule.milestones == (161, 181) and cifar.run.schedule.warmup_epochs == 5
     assert (cifar.run.model.projection_hidden, cifar.run.model.projection_dim) == (64, 32)
     gml = cifar.plugins["gml"]
     assert (gml.teacher_backbone, gml.queue_size, gml.queue_min) == ("resnet56", 4096, 2)
     assert gml.temperature == 0.1
     assert gml.distill and (gml.classifier_weight, gml.gml_weight, gml.kd_weight) == (1.0, 1.0, 1.0)
     long = resolve(plugins, ["gml"], presets=["cifar10-lt-400"])
-    assert long.run.epochs == 400 and long.run.schedule.milestones == (320, 360)
+    assert long.run.epochs == 400 and long.run.schedule.milestones == (321, 361)
     imagenet = resolve(plugins, ["gml"], presets=["imagenet-lt"])
     assert imagenet.run.model.backbone == "resnext50" and not imagenet.plugins["gml"].distill
     imagenet_gml = imagenet.plugins["gml"]

@@ -107,27 +107,37 @@ def sample_interpolation_weights(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    *,
+    beta: float | None = None,
 ) -> Tensor:
-    """Draw ``lam ~ Beta(alpha, alpha)`` independently for each sample.
+    """Draw ``lam ~ Beta(alpha, beta)`` independently for each sample (``beta`` defaults to
+    ``alpha``).
 
-    Uses ``Beta(a, a) = G_1 / (G_1 + G_2)`` with ``G_i ~ Gamma(a, 1)``, drawn from
-    ``generator`` so the draw is reproducible. The gammas are drawn in float64, where a
-    small ``alpha`` (0.2 in the paper's ablation) cannot underflow both to zero.
-    ``alpha = 1`` (the paper's default) is ``U(0, 1)``.
+    Uses ``Beta(a, b) = G_1 / (G_1 + G_2)`` with ``G_1 ~ Gamma(a, 1)``, ``G_2 ~ Gamma(b, 1)``,
+    drawn from ``generator`` so the draw is reproducible. The gammas are drawn in float64, where
+    a small parameter (0.2 in the paper's ablation) cannot underflow both to zero.
+    ``alpha = beta = 1`` (the paper's default) is ``U(0, 1)``; ``Beta(0.2, 1.0)`` favours a small
+    ``lam``, i.e. the second (class-aware) image.
 
     Args:
         batch_size: number of weights B.
-        alpha: Beta concentration, > 0.
+        alpha: first Beta parameter (of ``lam``), > 0.
         generator: random generator on ``device``; the global one when None.
         device: device of the result (and of ``generator``).
         dtype: dtype of the result.
+        beta: second Beta parameter (of ``1 - lam``), > 0; None = ``alpha``.
 
     Returns:
         [B] tensor of weights in [0, 1].
     """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    concentration = torch.full((2, batch_size), alpha, dtype=torch.float64, device=device)
+    beta = alpha if beta is None else beta
+    if alpha <= 0 or beta <= 0:
+        raise ValueError(f"Beta parameters must be positive, got ({alpha}, {beta})")
+    if beta == alpha:
+        concentration = torch.full((2, batch_size), alpha, dtype=torch.float64, device=device)
+    else:
+        concentration = torch.tensor([[alpha], [beta]], dtype=torch.float64,
+                                     device=device).expand(2, batch_size).contiguous()
     gammas = torch._standard_gamma(concentration, generator=generator)
     return (gammas[0] / gammas.sum(0)).to(dtype)
 

@@ -6,12 +6,13 @@ Stage ``train`` (representation learning, paper sec. 3.1-3.4), views per step:
   ``L_ce``) and projected to ``z^h`` (plain centroid loss during the warm-up; centroid updates);
 * ``iccl_tail``: the class-aware sample ``x^t`` (source ``paired``), augmented but not forwarded;
 * ``iccl_mix``: ``x^f = lambda x^h + (1 - lambda) x^t`` (eq. 3), made in ``adjust_images`` with
-  one ``lambda ~ Beta(alpha, alpha)`` per sample (kept in ``step.extras["iccl.lambda"]``),
+  one ``lambda ~ Beta(a, b)`` per sample (kept in ``step.extras["iccl.lambda"]``),
   classified (``L_ce^it``, eq. 7) and projected to ``z^f`` (``L_cc^it``, eq. 5).
 
 During the first T epochs ``iccl_mix`` is not forwarded and the loss is
 ``L_ce + w_cc L_cc`` (``L_cc = -log p(c^{y^h} | x^h)``); from epoch T it is eq. 8,
-``w_u L_ce + w_it (L_ce^it + L_cc^it)``. The phase is logged as the metric
+``w_u L_ce + w_it (L_ce^it + L_cc^it)``
+(or each interpolative term with its own weight). The phase is logged as the metric
 ``iccl/interpolative`` (0 or 1) and announced on the ``ltcore_iccl`` logger.
 
 Stage ``classifier`` (classifier rebalancing, sec. 3.5): the projection head is no longer used;
@@ -170,6 +171,19 @@ class ICCLRun:
                            [[i, name, n, f"{norm:.6f}"] for i, (name, n, norm)
                             in enumerate(zip(run.dataset.classes, counts, norms))])
 
+    @hookimpl
+    def run_end(self, run):
+        """The class centroids at the end of the run as the figure ``centroids`` (the marks of
+        the paper's Fig. 3 t-SNE): ``centroids`` ``[C, D]`` in class order (a class never seen
+        has a zero row), ``seen`` per class. Needs a core with ``record_figure``."""
+        try:
+            from ltcore import record_figure
+        except ImportError:
+            return
+        bank = self.provider.bank
+        record_figure(run, "centroids", {"centroids": bank.centroids.detach().float().cpu(),
+                                         "seen": bank.initialized.cpu()})
+
     def state_dict(self) -> dict:
         """Whether the teacher's snapshot was taken, and the interpolation weights' generator
         (so that an epoch stopped at a step continues with the same weights)."""
@@ -207,15 +221,16 @@ class ICCLRun:
         """Weights of ICCL's own terms in one phase (inactive terms get 0)."""
         opts = self.options
         self.terms["iccl-cc-warmup"].weight = 0.0 if interpolative else opts.warmup_centroid_weight
-        for name in ("iccl-ce-it", "iccl-cc-it"):
-            self.terms[name].weight = opts.interpolative_weight if interpolative else 0.0
+        for name, weight in zip(("iccl-ce-it", "iccl-cc-it"), opts.interpolative_weights()):
+            self.terms[name].weight = weight if interpolative else 0.0
 
     def mix(self, step: "Step") -> None:
         """Make ``x^f`` from the augmented pair and keep the per-sample lambda (drawn for the
         global batch, of which this rank mixes its share)."""
         head, tail = step.images[self.head_role], step.images[TAIL_ROLE]
-        lam = sample_interpolation_weights(len(step.targets(self.head_role)), self.options.alpha,
-                                           self.generator, device=head.device)
+        alpha, beta = self.options.beta
+        lam = sample_interpolation_weights(len(step.targets(self.head_role)), alpha,
+                                           self.generator, device=head.device, beta=beta)
         step.extras[LAMBDA] = lam
         step.images[MIX_ROLE] = interpolate(head, tail, step.local(lam))
 
@@ -317,8 +332,8 @@ def interpolative_centroid_term(state: ICCLRun) -> LossTerm:
                                          labels_a, labels_b, step.extras[LAMBDA], tau,
                                          logit_bias=bias_a, logit_bias_b=bias_b)
 
-    return LossTerm(name, fn, PLUGIN, state.options.interpolative_weight, kind="contrastive",
-                    rebalanceable=True)
+    return LossTerm(name, fn, PLUGIN, state.options.interpolative_weights()[1],
+                    kind="contrastive", rebalanceable=True)
 
 
 def interpolative_ce_term(state: ICCLRun) -> LossTerm:
@@ -330,7 +345,7 @@ def interpolative_ce_term(state: ICCLRun) -> LossTerm:
         return interpolative_cross_entropy(step.logits[MIX_ROLE], step.targets(MIX_ROLE),
                                            step.labels[PAIRED], step.extras[LAMBDA])
 
-    return LossTerm("iccl-ce-it", fn, PLUGIN, state.options.interpolative_weight)
+    return LossTerm("iccl-ce-it", fn, PLUGIN, state.options.interpolative_weights()[0])
 
 
 def distillation_term(state: ICCLRun) -> LossTerm:
@@ -361,6 +376,8 @@ def setup(run: "Run", options: "Options") -> ICCLRun:
     agnostic = run.config.sampler if run.config.sampler != "iccl-paired" else "instance-balanced"
     stage.sampler = "iccl-paired"
     stage.sampler_options = {"gamma": options.gamma, "agnostic": agnostic}
+    if options.tail_sampler != "class-aware":
+        stage.sampler_options["tail"] = options.tail_sampler
 
     view = run.config.views.classifier
     run.classifier_view(stage)

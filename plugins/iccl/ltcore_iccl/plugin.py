@@ -42,13 +42,31 @@ class Options:
                                 "1 in the paper, 0 for CIFAR)", default=1.0, validator=v.ge(0))
     interpolative_weight: float = doc("w_it: weight of L_ce^it + L_cc^it after the warm-up (eq. 8)",
                                       default=1.0, validator=v.ge(0))
+    interpolative_ce_weight: float | None = doc("weight of L_ce^it alone after the warm-up; unset "
+                                                "= interpolative_weight (0 drops the term, as "
+                                                "Table 4's rows without L_ce^it)", default=None,
+                                                validator=v.optional(v.ge(0)))
+    interpolative_centroid_weight: float | None = doc("weight of L_cc^it alone after the warm-up; "
+                                                      "unset = interpolative_weight (0 drops the "
+                                                      "term, as Table 4's rows without L_cc^it)",
+                                                      default=None, validator=v.optional(v.ge(0)))
     warmup_centroid_weight: float = doc("weight of the plain centroid loss during the warm-up (the "
                                         "paper adds it unweighted to the CE)", default=1.0,
                                         validator=v.ge(0))
     alpha: float = doc("interpolation weight lambda ~ Beta(alpha, alpha), one per sample; 1 is "
                        "U(0, 1), the paper's choice", default=1.0, validator=v.gt(0))
+    beta_a: float | None = doc("first parameter of lambda ~ Beta(beta_a, beta_b) (Table 5; "
+                               "Beta(0.2, 1.0) favours a small lambda, i.e. the class-aware "
+                               "image); unset = alpha", default=None,
+                               validator=v.optional(v.gt(0)))
+    beta_b: float | None = doc("second parameter of lambda ~ Beta(beta_a, beta_b); unset = alpha",
+                               default=None, validator=v.optional(v.gt(0)))
     gamma: float = doc("class-aware sampler of the interpolative branch, p(k) ∝ (1/n_k)^gamma "
                        "(0 class-balanced, the paper's; 1 reverse)", default=0.0, validator=v.ge(0))
+    tail_sampler: str = doc("how x^t is drawn: 'class-aware' (eq. 2 with gamma) or 'uniform' "
+                            "(Table 6's class-agnostic baseline: an independent random order of "
+                            "the training images each epoch, as the uniform branch's sampler)",
+                            default="class-aware", validator=v.in_(("class-aware", "uniform")))
     head_view: str = doc("x^h inside the interpolation: 'shared' = the very augmented image the "
                          "uniform branch classifies; 'separate' = an independent augmentation of "
                          "the same sample", default="shared",
@@ -88,6 +106,22 @@ class Options:
     reset_classifier: bool = doc("re-initialise the classifier when the rebalancing stage starts "
                                  "(cRT style); the paper fine-tunes it", default=False)
 
+    def __attrs_post_init__(self):
+        if self.tail_sampler == "uniform" and self.gamma != 0:
+            raise ValueError("gamma shapes the class-aware draw of x^t; with "
+                             "tail_sampler=uniform leave it 0")
+
+    @property
+    def beta(self) -> tuple[float, float]:
+        """(a, b) of lambda ~ Beta(a, b)."""
+        return (self.alpha if self.beta_a is None else self.beta_a,
+                self.alpha if self.beta_b is None else self.beta_b)
+
+    def interpolative_weights(self) -> tuple[float, float]:
+        """Weights of L_ce^it and L_cc^it after the warm-up."""
+        return tuple(self.interpolative_weight if w is None else w
+                     for w in (self.interpolative_ce_weight, self.interpolative_centroid_weight))
+
 
 # -- components usable from any run -------------------------------------------------------------
 
@@ -101,8 +135,9 @@ def class_aware_sampler(run, gamma: float = 0.0, num_samples: int | None = None)
 
 
 def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced",
-                   **agnostic_options):
-    """Rows (class-agnostic sample, class-aware sample) as sources ('sample', 'paired')."""
+                   tail: str = "class-aware", **agnostic_options):
+    """Rows (class-agnostic sample, class-aware sample) as sources ('sample', 'paired');
+    tail='uniform' draws the second column as an independent random order instead."""
     from ltcore import PluginError
 
     from .samplers import PairedSampler
@@ -113,7 +148,9 @@ def paired_sampler(run, gamma: float = 0.0, agnostic: str = "instance-balanced",
     if tuple(getattr(base, "sources", ("sample",))) != ("sample",):
         raise PluginError(f"iccl-paired needs a single-index class-agnostic sampler; "
                           f"{agnostic!r} gives sources {base.sources}")
-    return PairedSampler(run.dataset.train.labels, gamma, base)
+    if tail not in ("class-aware", "uniform"):
+        raise PluginError(f"iccl-paired: tail must be 'class-aware' or 'uniform', got {tail!r}")
+    return PairedSampler(run.dataset.train.labels, gamma, base, uniform=tail == "uniform")
 
 
 def centroid_bank(run, **options):
@@ -150,6 +187,43 @@ def register_memory_banks(register):
 @hookimpl
 def register_prototype_providers(register):
     register("iccl-centroids", centroid_prototypes)
+
+
+class TailAccuracy:
+    """Metric ``iccl-tail``: the unweighted mean of the per-class accuracies (percent) of the
+    medium and few classes together, the "Tail" of the paper's Table 4 (classes with at most
+    ``eval.many_threshold`` = 100 training images; "Head" is ``many``)."""
+
+    when = "epoch"
+    needs_features = False
+
+    def __call__(self, outputs):
+        import torch
+
+        from ltcore.metrics import per_class_accuracy
+
+        groups = outputs.groups()
+        tail = torch.cat([torch.as_tensor(groups[g]).long().reshape(-1)
+                          for g in ("medium", "few") if g in groups])
+        if tail.numel() == 0:
+            return {}
+        per_class = per_class_accuracy(outputs.predictions, outputs.labels, outputs.num_classes,
+                                       torch.float64)
+        return {"iccl-tail": round(100.0 * float(per_class[tail].mean()), 4)}
+
+
+@hookimpl
+def register_metrics(register):
+    register("iccl-tail", TailAccuracy(), "mean accuracy of the medium and few classes together "
+             "(ICCL Table 4's Tail)")
+
+
+@hookimpl
+def register_tables(register):
+    from .tables import TABLES
+
+    for table in TABLES:
+        register(table)
 
 
 # -- presets ------------------------------------------------------------------------------------

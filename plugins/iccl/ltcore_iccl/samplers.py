@@ -41,26 +41,33 @@ class PairedSampler:
 
     ``epoch_indices`` returns ``LongTensor [N, 2]``: column 0 (source ``sample``) is the
     class-agnostic sampler's epoch order, column 1 (source ``paired``) is drawn independently
-    from a :class:`ClassAwareSampler` with the same number of rows.
+    from a :class:`ClassAwareSampler` with the same number of rows, or, with ``uniform``, from
+    an independent random order of the training images (the class-agnostic uniform sampler of
+    the paper's Table 6; random permutations laid end to end when more rows are needed).
 
     Args:
         labels: ``[N]`` integer training labels.
         gamma: adjustment parameter of the class-aware column.
         agnostic: the class-agnostic sampler (any single-source sampler); default
             instance-balanced, as in the paper.
+        uniform: draw column 1 uniformly over the images (``gamma`` must then be 0).
     """
 
     sources = ("sample", "paired")
 
-    def __init__(self, labels: Tensor, gamma: float = 0.0, agnostic=None):
+    def __init__(self, labels: Tensor, gamma: float = 0.0, agnostic=None, uniform: bool = False):
         self.labels = torch.as_tensor(labels).long()
         self.agnostic = agnostic if agnostic is not None else InstanceBalancedSampler(self.labels)
         self.num_samples = len(self.agnostic) if hasattr(self.agnostic, "__len__") else self.labels.numel()
-        self.aware = ClassAwareSampler(self.labels, gamma, num_samples=self.num_samples)
+        if uniform and gamma != 0:
+            raise ValueError(f"a uniform paired column has no gamma, got {gamma}")
+        self.uniform = uniform
+        self.aware = (InstanceBalancedSampler(self.labels) if uniform else
+                      ClassAwareSampler(self.labels, gamma, num_samples=self.num_samples))
 
     @property
     def gamma(self) -> float:
-        return self.aware.gamma
+        return 0.0 if self.uniform else self.aware.gamma
 
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> Tensor:
         """``[num_samples, 2]`` dataset indices: (class-agnostic, class-aware) per row."""
@@ -68,7 +75,10 @@ class PairedSampler:
         if first.dim() != 1:
             raise ValueError("the class-agnostic sampler of iccl-paired must give one index per "
                              f"row, got shape {tuple(first.shape)}")
-        second = self.aware.epoch_indices(epoch, generator)[: len(first)]
+        second = self.aware.epoch_indices(epoch, generator)
+        while len(second) < len(first):
+            second = torch.cat([second, self.aware.epoch_indices(epoch, generator)])
+        second = second[: len(first)]
         return torch.stack([first, second.to(first.device)], dim=1)
 
     def __len__(self) -> int:

@@ -5,12 +5,14 @@
   ``log n_j`` added to its logit, ``n_j`` being the training-set count. ``--plugin bcl --plugin
   rcl`` rebalances BCL's class-averaged terms (eq. 5), ``--plugin supcon --plugin rcl`` SupCon
   (eq. 4). Alone, ``--plugin rcl`` is the paper's "RCL": LA-CE + SupCon + RCL.
+  ``rcl.prior=false`` switches the rebalancing off and keeps the rest (ablations).
 * **Feature compression** (sec. 3.3.2, 4.3): from ``compression_epoch`` on, the contrastive
   embeddings are multiplied by a per-class factor (hook ``adjust_embeddings``); the factors are
   chosen once from the per-class validation accuracy measured at the start of that epoch.
 * The clustering metrics the paper reports (Calinski-Harabasz, Davies-Bouldin) are enabled for
   the final evaluation; the harmonic mean of per-class accuracy is always reported (``hmean``).
-* The published CIFAR-LT results of RCL and BCL + RCL are declared for ``--reference papers``.
+* The published CIFAR-LT results of RCL and BCL + RCL are declared for ``--reference papers``,
+  and the paper's Tables 1-5 for ``ltrun reproduce rcl:tableN`` (``ltcore_rcl.tables``).
 
 RCL acts in ``compose_run``, after every selected plugin's ``setup_run``, so it sees every
 contrastive term the others built; it rebalances a term because the term declares itself
@@ -43,6 +45,10 @@ class Options:
                                    default=2.0, validator=attrs.validators.ge(0))
     la_tau: float = doc("logit-adjustment tau of the LA-CE classifier loss rcl adds (1.3 by "
                         "the paper's grid search)", default=1.3, validator=attrs.validators.ge(0))
+    prior: bool = doc("balanced-softmax rebalancing (eq. 4/5): log n_j added to each contrast "
+                      "entry's logit; false keeps the rest of RCL (the losses it adds, feature "
+                      "compression) on the un-rebalanced contrastive loss, for the ablations",
+                      default=True)
     prototype_prior: bool = doc("prototype (class-complement) columns also get log n_j, so eq. 5 "
                                 "scales BCL's whole class block j, prototype c_j included",
                                 default=True)
@@ -106,7 +112,7 @@ def _check(run, options: Options) -> None:
     from ltcore import ConfigError, DataError
 
     counts = run.class_counts
-    if bool((counts <= 0).any()):
+    if options.prior and bool((counts <= 0).any()):
         empty = (counts <= 0).nonzero().flatten().tolist()
         raise DataError(f"plugin {PLUGIN!r} adds log n_j of each class's training count to the "
                         f"contrastive logits, but classes {empty} have no training image")
@@ -173,6 +179,15 @@ def register_reference_results(register):
                                           ("bcl,rcl", "cifar10-lt", 85.7, "")):
         register(plugins=plugins, dataset=dataset, imbalance_factor=100,
                  metrics={"test/hmean": hmean}, source=f"RCL harmonic mean{what}, " + RESULTS)
+
+
+@hookimpl
+def register_tables(register):
+    """Tables 1-5 of the paper (``ltcore_rcl.tables``)."""
+    from .tables import TABLES
+
+    for table in TABLES:
+        register(table)
 
 
 @hookimpl

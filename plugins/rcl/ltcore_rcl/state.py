@@ -69,7 +69,7 @@ class Rebalancing:
     @hookimpl
     def contrastive_logit_bias(self, contrast):
         term = contrast.term
-        if term.kind == "contrastive" and term.rebalanceable:
+        if self.options.prior and term.kind == "contrastive" and term.rebalanceable:
             return self.module.bias(contrast)
         return None
 
