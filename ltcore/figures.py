@@ -100,12 +100,18 @@ def weight_norms(model, num_classes: int) -> list[float] | None:
 
 
 def record_weight_norms(run) -> Path | None:
-    """Record ``weight-norms`` of the last stage's model: ``norms`` (per class) and ``counts``
-    (training images per class); nothing for a classifier without per-class weight rows."""
+    """Record ``weight-norms`` of the last stage's model at the end of a run (after every
+    plugin's ``run_end``): ``norms`` (per class) and ``counts`` (training images per class);
+    nothing for a classifier without per-class weight rows. A failure is a warning: the trained
+    run stands without the figure."""
     if not run.world.is_main or not run.recorder.active:
         return None
-    counts = run.class_counts.tolist()
-    norms = weight_norms(run.stages[-1].model, len(counts))
-    if norms is None:
+    try:
+        counts = run.class_counts.tolist()
+        norms = weight_norms(run.stages[-1].model, len(counts))
+        if norms is None:
+            return None
+        return record_figure(run, WEIGHT_NORMS, {"norms": norms, "counts": counts})
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"weight norms not recorded: {type(exc).__name__}: {exc}", stacklevel=1)
         return None
-    return record_figure(run, WEIGHT_NORMS, {"norms": norms, "counts": counts})

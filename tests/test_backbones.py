@@ -140,7 +140,7 @@ def test_layer_decay_follows_the_backbone_layers_and_leaves_frozen_parts_out(mak
 
 @pytest.mark.parametrize("assignments, message", [
     (["model.backbone=timm:test_vitt"], "timm has no model 'test_vitt'; did you mean test_vit"),
-    (["model.backbone=resnet33"], "unknown backbone 'resnet33'; did you mean resnet32"),
+    (["model.backbone=resnet33"], "unknown backbone 'resnet33'; did you mean resnet34, resnet32"),
     (["model.backbone=torchvision:resnet19"], "torchvision has no model 'resnet19'"),
     (["model.freeze=backbone"], "would keep a randomly initialised backbone fixed"),
     (["model.backbone_options={depth = 3}"], "takes no option 'depth'"),

@@ -66,3 +66,11 @@ def test_readme_sets_up_in_two_commands_and_says_how_to_install_for_the_cpu():
     assert (f"pip install torch=={torch_pin} torchvision=={vision_pin} --index-url "
             "https://download.pytorch.org/whl/cpu") in readme
     assert re.search(r"environment is about [0-9.]+ GB", readme)
+
+
+def test_the_reproduce_doc_gives_every_registered_table_its_command():
+    from ltcore.plugins import Plugins
+
+    text = (DOCS / "reproduce.md").read_text()
+    missing = [t for t in Plugins().tables if f"`ltrun reproduce {t}`" not in text]
+    assert not missing, f"docs/reproduce.md lacks {missing}"

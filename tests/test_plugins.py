@@ -27,7 +27,7 @@ def test_builtin_baselines_and_components_are_registered():
     assert plugins.component("loss", "la-ce").plugin == "la"
     assert plugins.component("dataset", "digits-lt").plugin == "core"
     assert plugins.component("backbone", "resnet32").plugin == "core"
-    assert [a.name for a in plugins.options["la"].__attrs_attrs__] == ["tau"]
+    assert [a.name for a in plugins.options["la"].__attrs_attrs__] == ["tau", "weight"]
 
 
 def test_component_name_clash_names_both_plugins():

@@ -2,8 +2,7 @@
 optimisers.
 
 It is always active and has no ``setup_run``: it registers components that every run and
-every plugin can use by name, and at the end of every run records the per-class norms of the
-classifier's weight rows (``figures/weight-norms.json``, :mod:`ltcore.figures`).
+every plugin can use by name.
 """
 
 from __future__ import annotations
@@ -238,16 +237,3 @@ def register_optimizers(register):
              "SGD with momentum (optim.momentum, weight_decay, nesterov)")
     register("adamw", _lazy("ltcore.engine.schedule", "adamw"),
              "AdamW (optim.betas, decoupled weight_decay)")
-
-
-@hookimpl(trylast=True)
-def run_end(run):
-    """The classifier's per-class weight norms, after every selected plugin's ``run_end``."""
-    import warnings
-
-    from ltcore.figures import record_weight_norms
-
-    try:
-        record_weight_norms(run)
-    except Exception as exc:  # noqa: BLE001 - the trained run stands without the figure
-        warnings.warn(f"weight norms not recorded: {type(exc).__name__}: {exc}", stacklevel=1)

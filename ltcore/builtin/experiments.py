@@ -285,6 +285,13 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
                                max_runs=max_runs, log=not no_log, device=device,
                                runs_dir=runs_dir, data_dir=data_dir)
     title = f"ltcore report: {'sweep ' + sweep if sweep else 'experiment ' + experiment}"
+    if sweep:  # a reproduction sweep: its tables as the papers print them
+        from ltcore.experiments import reproduce as rp
+        from ltcore.tracking.store import experiment_id
+
+        ids = [experiment_id(client, experiment, create=False)]
+        options.tables = [rp.layout_rows(plan, rp.measured(client, ids, sweep, plan))
+                          for plan in rp.sweep_plans(client, ids, sweep)]
     page = ex.build_report(client, runs, comparison, output, options, title, sweep,
                            echo=click.echo)
     click.echo(f"wrote {page}")
@@ -395,7 +402,11 @@ def reproduce_command(table_id, list_tables, seeds, smoke, data_dirs, max_parall
         return
     if runner.submitit:
         ex.import_submitit()
-    results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo, launcher=runner)
+    try:
+        results = ex.run_sweep(sweep, max_parallel, in_process, echo=click.echo,
+                               launcher=runner)
+    finally:  # what ltrun report needs to lay the tables out, stopped or not
+        rp.record_plans(sweep, plans)
     click.echo("")
     click.echo(ex.format_sweep_summary(sweep, results))
     layouts = rp.sweep_layouts(sweep, plans)

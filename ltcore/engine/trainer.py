@@ -22,6 +22,7 @@ import torch
 from ..errors import (ConfigError, DeviceMemoryError, PluginError, RunStopped, StorageError,
                       is_out_of_memory)
 from ..evaluation import Evaluation
+from ..figures import record_weight_norms
 from ..files import write_csv
 from ..launch import launch_folder, note_run
 from ..run import Run, Stage, Step
@@ -261,6 +262,7 @@ class Trainer:
                 continue
             self.train_stage(index, stage, start_epoch if index == start_stage else 0)
         run.hooks.run_end(run=run)
+        record_weight_norms(run)
         return self.final
 
     def stage_run(self, stage: Stage) -> str:

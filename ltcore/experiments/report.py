@@ -251,6 +251,9 @@ class ReportOptions:
     runs_dir: str | None = doc("folder holding each run folder's model.pt (default: each run's output "
                                "setting)", default=None)
     data_dir: str | None = doc("dataset folder, when it moved since training", default=None)
+    tables: list = doc("the papers' tables of a reproduction sweep, as laid out by "
+                       ":func:`ltcore.experiments.reproduce.layout_rows` (title, header, rows)",
+                       factory=list)
 
 
 def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
@@ -423,7 +426,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     page = output / ("report.html" if options.format == "html" else "report.md")
     notes = [f"{d.label} ({d.run_id}): {'; '.join(d.notes)}" for d in details if d.notes]
     write_text(page, _page(options.format, title, comparison, table_header, table_body, figures,
-                           notes, output))
+                           notes, output, options.tables))
 
     if options.log:
         for run_id, path in per_run_logged:
@@ -469,7 +472,7 @@ def figure_files(path: Path) -> list[Path]:
 
 
 def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, notes,
-          output: Path) -> str:
+          output: Path, tables=()) -> str:
     note = comparison_note(comparison)
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     sections: dict[str, list[tuple[Path, str]]] = {}
@@ -478,6 +481,10 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
     if fmt == "markdown":
         out = [f"# {title}", "", f"{len({r for row in comparison.rows for r in row.run_ids})} "
                f"runs, made {when}.", "", markdown_table(header, body), "", f"*{note}*", ""]
+        if tables:
+            out += ["## The papers' tables", ""]
+            for name, table_header, rows in tables:
+                out += [f"**{name}**", "", markdown_table(table_header, rows), ""]
         for section, items in sections.items():
             out += [f"## {section}", ""]
             for path, caption in items:
@@ -497,6 +504,10 @@ def _page(fmt: str, title: str, comparison: Comparison, header, body, figures, n
            f"<h1>{esc(title)}</h1>",
            f"<p>{len({r for row in comparison.rows for r in row.run_ids})} runs, made {when}.</p>",
            html_table(header, body), f"<p><em>{esc(note)}</em></p>"]
+    if tables:
+        out.append("<h2>The papers' tables</h2>")
+        for name, table_header, rows in tables:
+            out += [f"<p><strong>{esc(name)}</strong></p>", html_table(table_header, rows)]
     for section, items in sections.items():
         out.append(f"<h2>{esc(section)}</h2>")
         for path, caption in items:

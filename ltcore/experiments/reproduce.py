@@ -8,17 +8,18 @@ into their one-step form on the embedded data, and :func:`table_layout` lays the
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 
 from ..errors import ConfigError, LtcoreError
-from ..tables import PaperTable
-from .compare import literal, search_all, text_table
+from ..tables import PaperTable, TableColumn, TableRow
+from .compare import literal, markdown_table, search_all, text_table
 from .sweep import Cell, Sweep, fmt_number, validate_cells
 from .tags import CELL_TAG, KIND_TAG, SWEEP_TAG
 
@@ -47,14 +48,21 @@ def toml_literal(value: Any) -> str:
     if isinstance(value, (int, float)):
         return fmt_number(value) if isinstance(value, float) else str(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_literal(v) if not isinstance(v, str) else f'"{v}"'
-                               for v in value) + "]"
+        return "[" + ", ".join(_inner(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_inner(v)}"
+                               for k, v in value.items()) + "}"
     text = str(value)
     try:
         tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _inner(value: Any) -> str:
+    """A value inside a TOML array or table: strings always quoted."""
+    return json.dumps(value) if isinstance(value, str) else toml_literal(value)
 
 
 @attrs.define
@@ -120,12 +128,17 @@ def sweep_cells(plans: Sequence[TablePlan]) -> list[Cell]:
 
 def smoke_overrides(data_root: Path, plugins):
     """The function that gives a cell's settings their one-step form: :data:`SMOKE` (every
-    backbone a plugin option names, a teacher's, a ResNet-8 too), and the table's datasets swapped for ``digits-lt`` at imbalance factor 10 (so that columns of
+    backbone a plugin option names, a teacher's, a ResNet-8 too; a CLIP one :data:`SMOKE_CLIP`),
+    each selected plugin's
+    ``smoke`` preset (:data:`SMOKE_PRESET`), and the table's datasets swapped for ``digits-lt`` at imbalance factor 10 (so that columns of
     datasets and factors train once) or a small generated tree under ``data_root``."""
     from ..config import resolve
 
     def override(selected, presets, settings: dict[str, Any]) -> dict[str, Any]:
         out = {**settings, **SMOKE}
+        for name in selected:  # what a plugin's own smoke form needs (small queues...)
+            found = plugins.presets.get(name, {}).get(SMOKE_PRESET)
+            out.update(found.settings if found else {})
         try:
             resolved = resolve(plugins, list(selected), list(presets),
                                assignments=[f"{k}={toml_literal(v)}" for k, v in
@@ -135,6 +148,11 @@ def smoke_overrides(data_root: Path, plugins):
         for key, value in resolved.items():  # a plugin's own backbones too (a teacher's)
             if key.endswith("backbone") and value:
                 out[key] = SMOKE["model.backbone"]
+        if str(resolved.get("model.backbone", "")).startswith("clip:"):  # a tiny random CLIP
+            out.update({"model.backbone": f"clip:{smoke_clip(data_root)}",
+                        "model.backbone_options.force_image_size": 32,
+                        "model.pretrained": "none",
+                        "clip.class_names": "dataset"})
         dataset = resolved.get("dataset", settings.get("dataset", "digits-lt"))
         if str(dataset) in FILE_TREES:
             out["data_dir"] = str(smoke_tree(data_root, FILE_TREES[str(dataset)]))
@@ -146,6 +164,9 @@ def smoke_overrides(data_root: Path, plugins):
         return out
     return override
 
+
+SMOKE_PRESET = "smoke"
+"""A plugin's preset of this name adds what its smoke form needs (a small memory bank...)."""
 
 SMOKE_INDIFFERENT = ("epochs", "batch_size", "seed", "imbalance_factor", "data_dir",
                      "optim.lr", "optim.momentum", "optim.weight_decay", "schedule.milestones",
@@ -168,6 +189,24 @@ def smoke_identity(plugins):
         flat = {k: repr(v) for k, v in settings.flat().items() if k not in SMOKE_INDIFFERENT}
         return (cell.plugins, tuple(sorted(flat.items())))
     return identity
+
+
+SMOKE_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32,
+                                              "patch_size": 8, "head_width": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                           "layers": 1}}
+"""The smoke form of a ``clip:`` backbone: a two-layer ViT with random weights (no download)."""
+
+
+def smoke_clip(data_root: Path) -> Path:
+    """The open_clip configuration file of :data:`SMOKE_CLIP` under ``data_root``."""
+    from ..files import write_text
+
+    path = data_root / "clip-smoke.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(SMOKE_CLIP))
+    return path
 
 
 def smoke_tree(data_root: Path, benchmark: str) -> Path:
@@ -234,16 +273,29 @@ def list_tables(plugins) -> str:
     for table_id in sorted(plugins.tables, key=_table_order):
         table = plugins.tables[table_id]
         waits = waiting_for(plugins, table_id, table)
-        rows.append([table_id, table.caption, f"waits: {waits}" if waits else "runnable"])
+        rows.append([table_id, short(table.caption),
+                     f"waits: {waits}" if waits else "runnable"])
     if not rows:
         return "no installed plugin registers a paper table"
     return text_table(["table", "caption", "status"], rows)
 
 
+def short(caption: str, width: int = 90) -> str:
+    """A caption's first sentence, cut to ``width`` characters."""
+    first = caption.split(". ")[0].split("; ")[0]
+    return first if len(first) <= width else first[:width - 3].rstrip() + "..."
+
+
+KIND_ORDER = ("table", "table-a", "fig", "supp-table", "supp-fig")
+"""The order tables are listed in: the main text's tables, the appendix's, figures, then the
+supplementary material's."""
+
+
 def _table_order(table_id: str):
     plugin, _, name = table_id.partition(":")
-    parts = [int(p) if p.isdigit() else p for p in _split_digits(name)]
-    return plugin, [(0, p) if isinstance(p, int) else (1, p) for p in parts]
+    parts = _split_digits(name)
+    kind = KIND_ORDER.index(parts[0]) if parts[0] in KIND_ORDER else len(KIND_ORDER)
+    return plugin, kind, [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
 
 
 def _split_digits(text: str) -> list[str]:
@@ -329,10 +381,10 @@ def _cell_text(values: list[float], paper: float | None) -> str:
     return text
 
 
-def table_layout(plan: TablePlan, values: dict[tuple[str, str], list[float]],
-                 fmt: str = "text") -> str:
-    """The table as the paper lays it out: measured mean ± std over seeds of each cell, the
-    paper's number and the difference beside it (``text`` or ``markdown``)."""
+def layout_rows(plan: TablePlan, values: dict[tuple[str, str], list[float]]
+                ) -> tuple[str, list[str], list[list[str]]]:
+    """The table as the paper lays it out: its title, header and rows, each cell the measured
+    mean ± std over seeds, the paper's number and the difference."""
     table = plan.table
     header = [table.source] + [c.label for c in table.columns]
     rows = [[row.label] + [_cell_text(values.get((row.label, c.label), []),
@@ -341,9 +393,80 @@ def table_layout(plan: TablePlan, values: dict[tuple[str, str], list[float]],
     seeds = sorted({len(v) for v in values.values() if v})
     runs = f"{'/'.join(map(str, seeds))} seed(s) per cell" if seeds else "no finished run yet"
     title = f"{plan.table_id}: {table.caption} ({runs}; mean ± std, paper's number, difference)"
+    return title, header, rows
+
+
+def table_layout(plan: TablePlan, values: dict[tuple[str, str], list[float]],
+                 fmt: str = "text") -> str:
+    """:func:`layout_rows` as aligned ``text`` or ``markdown``."""
+    title, header, rows = layout_rows(plan, values)
     if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return f"**{title}**\n\n" + "\n".join(lines)
+        return f"**{title}**\n\n" + markdown_table(header, rows)
     return title + "\n" + text_table(header, rows)
 
+
+# -- what a report needs to lay a sweep's tables out again ------------------------------------
+
+TABLES_FILE = "tables.json"
+"""The tables of a reproduction sweep, written to its folder and logged to its record run."""
+
+
+def plans_to_json(plans: Sequence[TablePlan]) -> list[dict[str, Any]]:
+    """What :func:`plans_from_json` needs to lay the tables out without their plugins."""
+    return [{"id": p.table_id, "caption": p.table.caption, "source": p.table.source,
+             "kind": p.table.kind, "figure": p.table.figure,
+             "rows": [r.label for r in p.table.rows],
+             "columns": [[c.label, c.metric] for c in p.table.columns],
+             "numbers": [[r, c, v] for (r, c), v in p.table.numbers.items()],
+             "positions": [[r, c, key] for (r, c), key in p.positions.items()]} for p in plans]
+
+
+def plans_from_json(items: Sequence[dict[str, Any]]) -> list[TablePlan]:
+    plans = []
+    for item in items:
+        table = PaperTable(name=item["id"].partition(":")[2], caption=item["caption"],
+                           source=item["source"], kind=item["kind"], figure=item["figure"],
+                           rows=[TableRow(label=r, plugins=()) for r in item["rows"]],
+                           columns=[TableColumn(label=c, metric=m) for c, m in item["columns"]],
+                           numbers={(r, c): v for r, c, v in item["numbers"]})
+        plans.append(TablePlan(item["id"], table, [],
+                               {(r, c): key for r, c, key in item["positions"]}))
+    return plans
+
+
+def _record(client, experiment_ids: Sequence[str], sweep_id: str):
+    query = f"tags.`{SWEEP_TAG}` = {literal(sweep_id)} and tags.`{KIND_TAG}` = 'sweep'"
+    found = client.search_runs(list(experiment_ids), query, max_results=1,
+                               order_by=["attributes.start_time ASC", "attributes.run_id ASC"])
+    return found[0] if found else None
+
+
+def record_plans(sweep: Sweep, plans: Sequence[TablePlan]) -> Path:
+    """Write the tables of a sweep to its folder and log them to its record run (made by
+    :func:`~ltcore.experiments.sweep.run_sweep`)."""
+    from ..files import write_text
+    from ..tracking import connect
+    from ..tracking.store import experiment_id
+
+    path = write_text(sweep.folder() / TABLES_FILE,
+                      json.dumps(plans_to_json(plans), indent=1) + "\n")
+    client = connect(sweep.tracking_uri or None)
+    record = _record(client, [experiment_id(client, sweep.experiment)], sweep.id)
+    if record is not None:
+        client.log_artifact(record.info.run_id, str(path))
+    return path
+
+
+def sweep_plans(client, experiment_ids: Sequence[str], sweep_id: str) -> list[TablePlan]:
+    """The tables of a reproduction sweep, from its record run ([] for another sweep)."""
+    import tempfile
+
+    record = _record(client, experiment_ids, sweep_id)
+    if record is None or TABLE_TAG not in record.data.tags:
+        return []
+    with tempfile.TemporaryDirectory(prefix="ltcore-tables-") as tmp:
+        try:
+            path = client.download_artifacts(record.info.run_id, TABLES_FILE, tmp)
+        except Exception:  # a sweep stopped before its tables were logged
+            return []
+        return plans_from_json(json.loads(Path(path).read_text()))

@@ -524,6 +524,14 @@ def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
 
 
 
+def table_plans(plugins, ids, seeds=(0,)):
+    """The plans of the tables ``ids`` as one ``ltrun reproduce`` sweep would train them: each
+    plan's ``cells`` and ``positions`` ((row, column) -> the key of that cell's runs)."""
+    from ..experiments.reproduce import plan_tables
+
+    return plan_tables([(table_id, plugins.tables[table_id]) for table_id in ids], list(seeds))
+
+
 def smoke_tables(ltrun, selection: str) -> str:
     """``ltrun reproduce SELECTION --smoke`` (a plugin's name: all its runnable tables), checked:
     every cell finished and every selected table was laid out. Returns the output."""

@@ -99,6 +99,13 @@ def test_smoke_trains_each_distinct_cell_once_and_lays_the_table_out(ltrun, with
     assert re.search(r"^LA +\d+\.\d\d ± 0\.00 \(paper 85\.5, ", table, re.M)
     (folder,) = (with_tables.parent / "runs" / "sweeps").iterdir()
     assert "| A paper, Table 1 | All | Many | CIFAR-10 IF 100 |" in (folder / "tables.md").read_text()
+    # ltrun report lays the table out again from what the sweep recorded
+    report = ltrun("report", "--sweep", folder.name, "--format", "markdown", "--no-tsne",
+                   "--output", "report", "--no-log")
+    assert report.exit_code == 0, report.stderr
+    page = (with_tables.parent / "report" / "report.md").read_text()
+    assert "## The papers' tables" in page and "**apaper:table1: CE and LA on digits" in page
+    assert re.search(r"^\| LA \| \d+\.\d\d ± 0\.00 \(paper 85\.5, ", page, re.M)
 
 
 def test_a_plugin_name_selects_its_runnable_tables_and_shared_runs_train_once(ltrun,
@@ -142,7 +149,8 @@ def test_later_settings_win_and_values_read_back_as_given():
                          "views.classifier": '"true"'}
     from ltcore.config_text import parse_assignment
 
-    for value in (True, 3, 0.0005, [160, 180], ["a", "b"], "cifar10-lt", "100", "natural"):
+    for value in (True, 3, 0.0005, [160, 180], ["a", "b"], "cifar10-lt", "100", "natural",
+                  {}, {"force_image_size": 384, "name": 'say "x"'}, ['a"b'], 1e-5):
         assert parse_assignment(f"k={rp.toml_literal(value)}")[1] == (
             list(value) if isinstance(value, tuple) else value)
 

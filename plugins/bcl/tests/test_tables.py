@@ -11,7 +11,8 @@ import pytest
 from ltcore import Plugins, resolve
 
 PAPER = Path("/work/shared/seeds/003_3ad9a8d16e6bea65.txt")
-NAMES = ("table3", "table4", "table5", "table6", "supp-table1", "supp-table2", "supp-fig2")
+NAMES = ("table1", "table2", "table3", "table4", "table5", "table6", "supp-table1",
+         "supp-table2", "supp-fig1", "supp-fig2")
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +185,43 @@ def test_reproduce_dry_run_lays_out_every_table(ltrun):
         assert f"bcl:{name} " in result.output
     assert "--preset imagenet-lt-resnext50-180" in result.output
     assert "--set views.contrastive_second=imagenet-simaugment" in result.output
+
+
+def test_ablation_rows_switch_the_loss_parts(plugins):
+    forms = [setup(plugins, "table1", f"L_{i}") for i in (1, 2, 3)]
+    assert [f.plugins["bcl"].averaging for f in forms] == ["L1", "L2", "L3"]
+    assert {(f.run.dataset, f.run.imbalance_factor, f.run.epochs) for f in forms} == {
+        ("cifar100-lt", 100.0, 200)}
+    parts = {row: setup(plugins, "table2", row) for row in (
+        "LC", "LC+SC", "LC+SC+Complement", "LC+SC+Averaging", "LC+SC+Complement+Averaging")}
+    for row, result in parts.items():
+        config = result.run
+        assert (config.dataset, config.imbalance_factor, config.epochs, config.optim.lr,
+                config.schedule.milestones, config.views.classifier, config.model.classifier) == (
+            "cifar100-lt", 100.0, 400, 0.15, (360, 380), "autoaugment-cutout", "cosine"), row
+    assert list(parts["LC"].plugins) == ["la"]
+    assert (parts["LC"].plugins["la"].tau, parts["LC"].plugins["la"].weight) == (1.0, 2.0)
+    switches = {row: (r.plugins["bcl"].class_complement, r.plugins["bcl"].class_averaging)
+                for row, r in parts.items() if row != "LC"}
+    assert switches == {"LC+SC": (False, False), "LC+SC+Complement": (True, False),
+                        "LC+SC+Averaging": (False, True),
+                        "LC+SC+Complement+Averaging": (True, True)}
+    figure = {row: setup(plugins, "supp-fig1", row) for row in ("CE", "LC", "BCL")}
+    assert figure["CE"].plugins["la"].tau == 0.0 and figure["LC"].plugins["la"].tau == 1.0
+    assert {(r.run.dataset, r.run.epochs, r.run.schedule.milestones) for r in figure.values()} == {
+        ("cifar10-lt", 200, (160, 180))}
+
+
+@pytest.mark.skipif(not PAPER.exists(), reason="the paper's text is not on this machine")
+def test_ablation_numbers_are_the_papers_text(plugins):
+    forms = paper_lines("Table 1. Ablation study for different class-averaging", 3)
+    table1 = plugins.tables["bcl:table1"].numbers
+    assert [float(line[1]) for line in forms] == [
+        table1[(f"L_{i}", "Top-1 Acc.")] for i in (1, 2, 3)]
+    parts = paper_lines("Table 2. Ablation study for the primary components", 5)
+    table2 = plugins.tables["bcl:table2"].numbers
+    for line in parts:
+        used = [name for name, mark in zip(("LC", "SC", "Complement", "Averaging"), line)
+                if mark == "\u2713"]
+        assert table2[("+".join(used), "Top-1 Acc.")] == float(line[4]), line
+    assert dict(plugins.tables["bcl:supp-fig1"].numbers) == {}  # a figure: no numbers

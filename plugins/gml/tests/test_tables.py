@@ -10,7 +10,9 @@ import pytest
 from ltcore import Plugins, resolve
 
 PAPER = Path("/work/shared/seeds/004_96c1efc5f8f86d42.txt")
-NAMES = ("table1", "table2", "table3", "table5", "table6", "table7", "table-a1", "table-a2")
+NAMES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8",
+         "table-a1", "table-a2", "fig2", "fig3")
+WAITING = ("table8", "fig2")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,8 @@ def test_tables_are_registered(plugins):
     for name in NAMES:
         table = plugins.tables[f"gml:{name}"]
         assert table.name == name and table.source.startswith("GML (Suh & Seo, ICML 2023)")
-        assert bool(table.waits) == (name == "table6")
+        assert bool(table.waits) == (name in WAITING)
+        assert table.kind == "table"  # no report plot draws Figures 2 and 3
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -87,3 +90,67 @@ def test_numbers_are_the_papers(plugins):
     assert plugins.tables["gml:table7"].numbers[("CRD", "ImageNet-LT")] == 57.2
     assert "ResNet-34\t50.3\tResNeXt-50\t58.0" in text
     assert plugins.tables["gml:table-a2"].numbers[("teacher ResNet-34", "Student accuracy")] == 58.0
+
+
+def test_new_cells_get_the_papers_setups(plugins):
+    def setup(name, row, column):
+        table = plugins.tables[f"gml:{name}"]
+        rows = {r.label: r for r in table.rows}
+        columns = {c.label: c for c in table.columns}
+        return resolved(plugins, *table.cell_setup(rows[row], columns[column]))
+
+    vit = setup("table4", "iNaturalist 2018, Proposed (ViT-B)", "Accuracy")
+    assert (vit.run.dataset, vit.run.model.backbone, vit.run.views.image_size) == (
+        "inaturalist2018", "clip:ViT-B-16", 384)
+    assert vit.plugins["gml"].centres == "text"
+    rn50 = setup("table4", "ImageNet-LT, Proposed (ResNet-50)", "Accuracy")
+    assert (rn50.run.model.backbone, rn50.run.batch_size, rn50.run.epochs) == (
+        "clip:RN50", 2048, 50)
+    crt = setup("table4", "ImageNet-LT, cRT (ResNet-50)", "Accuracy")
+    assert (crt.run.dataset, crt.run.model.backbone, crt.run.model.pretrained) == (
+        "imagenet-lt", "clip:RN50", "hub")
+    seg = setup("table8", "Proposed (alpha = 0.2)", "mIoU")
+    gml = seg.plugins["gml"]
+    assert (gml.gml_alpha, gml.queue_size, gml.queue_min, gml.temperature) == (
+        0.2, 8192, 27, 0.07)
+    assert (seg.run.model.cosine_scale, seg.run.model.backbone) == (20.0, "resnet50")
+    assert setup("table8", "Cross-Entropy", "mAcc").run.model.backbone == "resnet50"
+    alphas = [setup("fig2", r.label, "mIoU").plugins["gml"].gml_alpha
+              for r in plugins.tables["gml:fig2"].rows]
+    assert alphas == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    fixed = setup("fig3", "fixed tau_g = 0.07", "Accuracy")
+    assert (fixed.plugins["gml"].learn_temperature, fixed.plugins["gml"].temperature) == (
+        False, 0.07)
+    learned = setup("fig3", "learned tau_g", "tau_g")
+    assert learned.plugins["gml"].learn_temperature and learned.run.dataset == "imagenet-lt"
+    assert plugins.tables["gml:fig3"].columns[1].metric == "train/gml_temperature"
+
+
+@pytest.mark.skipif(not PAPER.exists(), reason="the paper text is not here")
+def test_new_numbers_are_the_papers(plugins):
+    text = PAPER.read_text()
+    table4 = plugins.tables["gml:table4"].numbers
+    assert "LWS\tResNet-50\t51.5" in text
+    assert table4[("ImageNet-LT, LWS (ResNet-50)", "Accuracy")] == 51.5
+    assert "Proposed\tResNet-50\t70.9" in text and "Proposed\tViT-B\t82.1" in text
+    assert table4[("ImageNet-LT, Proposed (ResNet-50)", "Accuracy")] == 70.9
+    assert table4[("iNaturalist 2018, Proposed (ViT-B)", "Accuracy")] == 82.1
+    assert len(table4) == 6
+    table8 = plugins.tables["gml:table8"].numbers
+    assert "Proposed ($\\alpha = 0.2$)\t38.1\t51.4" in text
+    assert table8[("Proposed (alpha = 0.2)", "mAcc")] == 51.4
+    assert "Cross-Entropy\t36.1\t45.4" in text and table8[("Cross-Entropy", "mIoU")] == 36.1
+    assert "boosting the accuracy from 58.2 to 58.3" in text
+    fig3 = plugins.tables["gml:fig3"].numbers
+    assert fig3 == {("learned tau_g", "Accuracy"): 58.3, ("fixed tau_g = 0.07", "Accuracy"): 58.2}
+    assert plugins.tables["gml:fig2"].numbers == {}
+
+
+def test_reproduce_plans_the_runnable_tables_and_names_what_the_others_wait_for(ltrun):
+    result = ltrun("reproduce", "gml:fig3", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "gml:fig3 learned tau_g / Accuracy; gml:fig3 learned tau_g / tau_g" in result.output
+    for name in WAITING:
+        result = ltrun("reproduce", f"gml:{name}", "--dry-run")
+        assert result.exit_code != 0 and "cannot run yet: it waits for" in result.stderr
+    assert "segmentation task" in ltrun("reproduce", "gml:table8").stderr

@@ -6,7 +6,8 @@ from ltcore_iccl.tables import TABLES
 
 from ltcore import Evaluation, EvalOutputs, PaperTable, Plugins, resolve
 
-NAMES = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "fig2", "fig3"]
+NAMES = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8",
+         "table9", "table10", "fig2", "fig3", "fig4"]
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,84 @@ def test_tail_metric_is_the_mean_over_medium_and_few_classes(plugins, make_run):
     evaluation = Evaluation(run, run.model, {"test": outputs}, final=True)
     assert evaluation.figures()["test/iccl-tail"] == pytest.approx(56.25)
     assert evaluation.figures()["test/few"] == pytest.approx(50.0)
+
+
+def test_rebalancing_tables_set_stage_two(plugins):
+    # Table 8: gamma' and w_d per row; the cRT column is CE then a re-initialised classifier
+    options = resolved(plugins, "table8", "gamma' = 0, w_d = 0.5", "CIFAR-10-LT ICCL")
+    assert (options.plugins["iccl"].classifier_gamma, options.plugins["iccl"].distill_weight,
+            options.run.dataset) == (0.0, 0.5, "cifar10-lt")
+    default = resolved(plugins, "table8", "gamma' = 1, w_d = 0.5", "iNaturalist ICCL")
+    assert (default.plugins["iccl"].classifier_gamma, default.plugins["iccl"].distill_weight,
+            default.run.dataset, default.run.epochs) == (1.0, 0.5, "inaturalist2018", 90)
+    crt = resolved(plugins, "table8", "gamma' = 1, w_d = 0", "ImageNet-LT cRT")
+    iccl = crt.plugins["iccl"]
+    assert iccl.warmup_epochs >= crt.run.epochs == 90 and iccl.warmup_centroid_weight == 0.0
+    assert iccl.reset_classifier and iccl.uniform_weight == 1.0
+    assert (iccl.classifier_gamma, iccl.distill_weight, iccl.classifier_trainable) == (
+        1.0, 0.0, "classifier")
+    # stage 2 at x0.1 of ICCL's improved settings: cRT (improved)'s batch and learning rates
+    assert (crt.run.batch_size, crt.run.optim.lr * iccl.classifier_lr_scale) == (
+        256, pytest.approx(0.01))
+    # Table 9: post-hoc logit adjustment replaces stage 2
+    la = resolved(plugins, "table9", "Logit adjustment", "ImageNet-LT")
+    assert (la.plugins["iccl"].classifier_epochs, la.run.eval.posthoc_la_tau) == (0, 1.0)
+    balanced = resolved(plugins, "table9", "Balanced sampling", "CIFAR-100-LT").plugins["iccl"]
+    assert (balanced.classifier_gamma, balanced.distill_weight) == (0.0, 0.0)
+    # Table 10 and Fig. 4: distillation off, and its temperature
+    off = resolved(plugins, "table10", "Without distillation", "iNaturalist Few")
+    assert (off.plugins["iccl"].distill_weight, off.run.dataset) == (0.0, "inaturalist2018")
+    assert [resolved(plugins, "fig4", f"tau_d = {t:g}", "Overall").plugins[
+        "iccl"].distill_temperature for t in (1, 10, 20)] == [1.0, 10.0, 20.0]
+
+
+def test_rebalancing_tables_share_their_runs(plugins):
+    from ltcore.testing import table_plans
+
+    plans = table_plans(plugins, ["iccl:table8", "iccl:table9", "iccl:table10"])
+    table8, table9, table10 = (plan.positions for plan in plans)
+    # "Balanced sampling" is Table 8's gamma' = 0, w_d = 0; ICCL's defaults are one run each
+    assert table9[("Balanced sampling", "CIFAR-10-LT")] == table8[
+        ("gamma' = 0, w_d = 0", "CIFAR-10-LT ICCL")]
+    assert table9[("ICCL", "ImageNet-LT")] == table8[("gamma' = 1, w_d = 0.5", "ImageNet-LT ICCL")]
+    assert table10[("With distillation", "iNaturalist Many")] == table9[("ICCL", "iNaturalist")]
+    assert table10[("Without distillation", "ImageNet-LT Few")] == table8[
+        ("gamma' = 1, w_d = 0", "ImageNet-LT ICCL")]
+    assert len({*table8.values(), *table9.values(), *table10.values()}) == 20 + 4
+
+
+PAPER = "/work/shared/seeds/000_3aa7e2d6b85768d4.txt"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(PAPER), reason="no paper text here")
+def test_rebalancing_numbers_are_the_papers_text():
+    by_name = {t.name: t for t in TABLES}
+    lines = [line.split("\t") for line in open(PAPER, encoding="utf-8").read().splitlines()]
+    t8 = [line for line in lines
+          if len(line) == 7 and line[0] in ("0", "1") and line[1] in ("0", "0.5")]
+    assert len(t8) == 4
+    for line in t8:
+        row = f"gamma' = {line[0]}, w_d = {line[1]}"
+        assert [by_name["table8"].numbers[(row, c.label)] for c in by_name["table8"].columns] == [
+            float(v) for v in line[2:]], row
+    labels = {"Balanced sampling [12]": "Balanced sampling", "Logit adjustment [10]":
+              "Logit adjustment", "ICCL (ours)": "ICCL"}
+    after = lines[lines.index(["#### Table 9"]):]
+    t9 = [line for line in after if line[0] in labels and len(line) == 5]
+    assert len(t9) == 3
+    for line in t9:
+        assert [by_name["table9"].numbers[(labels[line[0]], c.label)]
+                for c in by_name["table9"].columns] == [float(v) for v in line[1:]]
+    t10 = by_name["table10"].numbers
+    assert (t10[("Without distillation", "ImageNet-LT Few")],
+            t10[("Without distillation", "iNaturalist Medium")],
+            t10[("With distillation", "iNaturalist Many")]) == (43.1, 70.7, 67.6)
+    assert by_name["fig4"].numbers == {} and by_name["fig4"].kind == "table"
+
+
+def test_reproduce_dry_run_of_the_new_tables(ltrun):
+    result = ltrun("reproduce", "iccl:table8,iccl:table9,iccl:table10,iccl:fig4", "--seeds", "0",
+                   "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "iccl:table8 gamma' = 1, w_d = 0 / ImageNet-LT cRT" in result.output
+    assert "eval.posthoc_la_tau=1" in result.output

@@ -1,4 +1,4 @@
-"""RCL's tables as data (``ltrun reproduce rcl:table1`` ... ``rcl:table5``).
+"""RCL's tables as data (``ltrun reproduce rcl:table1`` ... ``rcl:table5``, ``rcl:fig3``).
 
 Numbers are the paper's, as printed (percent for accuracies; Table 5's are index values). Rows
 of methods ltcore does not implement are left out (docs/methods/rcl.md, "Paper tables").
@@ -185,4 +185,21 @@ TABLE5 = PaperTable(
              for column, value in zip(EMBEDDING_COLUMNS, values)},
 )
 
-TABLES = (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5)
+FIG3 = PaperTable(
+    name="fig3",
+    caption="t-SNE of the learnt embeddings of BCL and BCL+RCL on CIFAR-10-LT and "
+            "CIFAR-100-LT, IF 100, each on its paper's recipe (ResNet-32, 200 epochs): the "
+            "report's t-SNE of the projection head's outputs with the class means marked "
+            "(the runs of Table 5)",
+    source="RCL (De Alvis et al.), Fig. 3",
+    settings=TABLE5.settings,  # the same runs as Table 5's
+    rows=(TableRow(label="BCL", plugins=("bcl",), presets=("cifar10-lt",)),
+          TableRow(label="BCL+RCL", plugins=("bcl", "rcl"), presets=("cifar10-lt",))),
+    columns=tuple(TableColumn(label=name, metric="test/acc",
+                              settings={"dataset": dataset, "imbalance_factor": 100})
+                  for name, dataset in (("CIFAR10.Lt", "cifar10-lt"),
+                                        ("CIFAR100.Lt", "cifar100-lt"))),
+    kind="figure", figure="projection-tsne",
+)
+
+TABLES = (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5, FIG3)

@@ -12,6 +12,7 @@ from ltcore import Plugins, resolve
 
 PAPER = Path("/work/shared/seeds/001_b33b95ba6459ef08.txt")
 NAMES = ("table1", "table2", "table3", "table4", "table5")
+FIGURES = ("fig3",)
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +38,15 @@ def resolved(plugins, selected, presets, settings):
 
 
 def test_tables_are_registered(plugins):
-    assert sorted(k for k in plugins.tables if k.startswith("rcl:")) == [
-        f"rcl:{name}" for name in NAMES]
+    assert sorted(k for k in plugins.tables if k.startswith("rcl:")) == sorted(
+        f"rcl:{name}" for name in NAMES + FIGURES)
     for name in NAMES:
         table = plugins.tables[f"rcl:{name}"]
         assert table.name == name and not table.waits and table.kind == "table"
         assert table.source.startswith("RCL") and name[-1] in table.source
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + FIGURES)
 def test_every_cell_resolves(plugins, name):
     table = plugins.tables[f"rcl:{name}"]
     runs = cells(table)
@@ -183,3 +184,27 @@ def test_table5_numbers_are_the_papers_text(plugins):
         values = [printed(cell) for cell in line.split("\t")[1:]]
         assert values == [table.numbers[(row, f"{dataset} {index}")]
                           for row in ("BCL", "BCL+RCL") for index in ("CHI", "DBI")]
+
+
+def test_fig3_draws_the_runs_of_table5(plugins):
+    from ltcore.testing import table_plans
+
+    figure = plugins.tables["rcl:fig3"]
+    assert (figure.kind, figure.figure, dict(figure.numbers), figure.waits) == (
+        "figure", "projection-tsne", {}, "")
+    assert figure.source == "RCL (De Alvis et al.), Fig. 3"
+    table5, fig3 = table_plans(plugins, ["rcl:table5", "rcl:fig3"])
+    assert len(fig3.cells) == 4 and set(fig3.positions.values()) == set(table5.positions.values())
+    for row in figure.rows:
+        for column in figure.columns:
+            config = resolved(plugins, *figure.cell_setup(row, column)).run
+            assert (config.dataset, config.imbalance_factor, config.epochs) == (
+                column.settings["dataset"], 100.0, 200)
+            assert config.model.projection_dim > 0  # the t-SNE is of the projection head
+
+
+def test_reproduce_dry_run_of_the_figure(ltrun):
+    result = ltrun("reproduce", "rcl:fig3", "--seeds", "0", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert result.output.count("ltrun --plugin bcl") == 4
+    assert "rcl:fig3 BCL+RCL / CIFAR100.Lt" in result.output
