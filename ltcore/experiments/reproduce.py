@@ -168,16 +168,25 @@ def smoke_overrides(data_root: Path, plugins):
 SMOKE_PRESET = "smoke"
 """A plugin's preset of this name adds what its smoke form needs (a small memory bank...)."""
 
-SMOKE_INDIFFERENT = ("epochs", "batch_size", "seed", "imbalance_factor", "data_dir",
-                     "optim.lr", "optim.momentum", "optim.weight_decay", "schedule.milestones",
-                     "schedule.warmup_epochs", "schedule.gamma", "eval.batch_size")
-"""Core keys whose values change a run's numbers but not what it runs: smoke cells that differ
-only in them train once."""
+SMOKE_INDIFFERENT = ("seed", "data_dir")
+"""Keys whose values do not change what a smoke cell runs at all."""
+
+
+def _what_runs(value: Any) -> Any:
+    """A setting as far as it changes what runs: a number is zero or not (a weight of 0 switches
+    a term off; a learning rate, a temperature or epochs change only the numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list, tuple)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_what_runs(v) for v in value)
+    return "0" if value == 0 else "number"
 
 
 def smoke_identity(plugins):
-    """``same`` of :func:`plan_tables` for the smoke form: a cell's resolved configuration
-    without :data:`SMOKE_INDIFFERENT` (cells that do not resolve keep their own key)."""
+    """``same`` of :func:`plan_tables` for the smoke form: what a cell's resolved configuration
+    runs (:func:`_what_runs` of each setting but :data:`SMOKE_INDIFFERENT`), so that cells
+    differing only in non-zero numbers train once (cells that do not resolve keep their own
+    key)."""
     from ..config import resolve
 
     def identity(cell: Cell):
@@ -186,7 +195,8 @@ def smoke_identity(plugins):
                                assignments=[f"{k}={v}" for k, v in cell.grid.items()])
         except LtcoreError:
             return cell.key
-        flat = {k: repr(v) for k, v in settings.flat().items() if k not in SMOKE_INDIFFERENT}
+        flat = {k: _what_runs(v) for k, v in settings.flat().items()
+                if k not in SMOKE_INDIFFERENT}
         return (cell.plugins, tuple(sorted(flat.items())))
     return identity
 

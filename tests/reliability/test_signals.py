@@ -143,12 +143,19 @@ ORPHAN = """
 import os, signal, sys, time
 from ltcore.engine.interrupts import StopSignals
 out = sys.argv[1]
+
+
+def write(path, text):  # whole or not at all: the test reads as soon as the file is there
+    open(path + ".tmp", "w").write(text)
+    os.replace(path + ".tmp", path)
+
+
 if os.fork():  # the parent that starts the process ends first
     os._exit(0)
 with StopSignals() as stop:
     while not stop.orphaned:
         time.sleep(0.01)
-    open(out + ".ready", "w").write(str(os.getpid()))
+    write(out + ".ready", str(os.getpid()))
     try:
         while stop.received is None:
             time.sleep(0.01)
@@ -156,7 +163,7 @@ with StopSignals() as stop:
         result = "patient"
     except KeyboardInterrupt:
         result = "stopped at once"
-open(out, "w").write(f"{result} {stop.received}")
+write(out, f"{result} {stop.received}")
 """
 
 

@@ -101,9 +101,11 @@ def test_presets(plugins):
 
 
 def test_cifar_preset_trains_two_epochs_on_embedded_dataset(ltrun):
+    """The preset's own model, views and losses, two epochs of three steps of 32 images."""
     result = ltrun("--plugin", "bcl", "--preset", "cifar10-lt", "--epochs", "2",
-                   "--dataset", "digits-lt", "--imbalance-factor", "10",
-                   "--set", "views.workers=0", "--no-progress")
+                   "--dataset", "digits-lt", "--imbalance-factor", "10", "--batch-size", "32",
+                   "--set", "views.workers=0", "--set", "limit.steps=3",
+                   "--set", "tracking.log_model=false", "--no-progress")
     assert result.exit_code == 0, result.stderr
     (stage,) = recorded_runs(nested=True)
     assert stage.data.params["stage.losses"] == "2*la-ce, 0.6*bcl"
