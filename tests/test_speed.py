@@ -81,8 +81,11 @@ def test_channels_last_and_the_fused_optimiser_train_as_the_plain_path(isolated,
         memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_the_compiled_backbone_trains_as_the_eager_one(isolated, make_run):
-    """torch.compile with inductor on the CPU (the code generator a GPU run uses, in C++)."""
+    """torch.compile with inductor on the CPU (the code generator a GPU run uses, in C++).
+    About 30 s of C++ compilation on two cores, so a developer's test (-m slow); the GPU checks
+    (benchmarks/gpu_checks.sh) train compiled backbones on the device."""
     plain = train_steps(["supcon"], [], steps=3)
     compiled = train_steps(["supcon"], ["speed.compile=on"], steps=3)
     assert_same_training(plain, compiled)
