@@ -524,6 +524,31 @@ def train_on_tree(ltrun, tree: Path, *args: str) -> dict:
 
 
 
+def table_runs(table) -> list[tuple]:
+    """Each distinct run of a :class:`~ltcore.PaperTable`: ``(plugins, presets, settings,
+    cells)``, ``cells`` the (row, column) labels that show it."""
+    import json
+
+    runs: dict[str, tuple] = {}
+    for row in table.rows:
+        for column in table.columns:
+            selected, presets, settings = table.cell_setup(row, column)
+            key = json.dumps([selected, presets, settings], sort_keys=True)
+            runs.setdefault(key, (selected, presets, settings, []))[3].append(
+                (row.label, column.label))
+    return list(runs.values())
+
+
+def resolve_cell(plugins, selected, presets, settings):
+    """A table cell's configuration as ``ltrun`` resolves it (``Table.cell_setup``'s parts)."""
+    import json
+
+    from ..config import resolve
+
+    assignments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
+    return resolve(plugins, list(selected), list(presets), None, assignments)
+
+
 def table_plans(plugins, ids, seeds=(0,)):
     """The plans of the tables ``ids`` as one ``ltrun reproduce`` sweep would train them: each
     plan's ``cells`` and ``positions`` ((row, column) -> the key of that cell's runs)."""

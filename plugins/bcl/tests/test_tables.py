@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ltcore import Plugins, resolve
+from ltcore import Plugins
+from ltcore.testing import resolve_cell, table_runs
 
 PAPER = Path("/work/shared/seeds/003_3ad9a8d16e6bea65.txt")
 NAMES = ("table1", "table2", "table3", "table4", "table5", "table6", "supp-table1",
@@ -20,27 +21,10 @@ def plugins():
     return Plugins()
 
 
-def cells(table):
-    """Each distinct run of the table: (plugins, presets, settings, its cells)."""
-    runs: dict[str, tuple] = {}
-    for row in table.rows:
-        for column in table.columns:
-            selected, presets, settings = table.cell_setup(row, column)
-            key = json.dumps([selected, presets, settings], sort_keys=True)
-            runs.setdefault(key, (selected, presets, settings, []))[3].append(
-                (row.label, column.label))
-    return list(runs.values())
-
-
-def resolved(plugins, selected, presets, settings):
-    assignments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
-    return resolve(plugins, list(selected), list(presets), None, assignments)
-
-
 def setup(plugins, name, row, column=0):
     table = plugins.tables[f"bcl:{name}"]
     rows = {r.label: r for r in table.rows}
-    return resolved(plugins, *table.cell_setup(rows[row], table.columns[column]))
+    return resolve_cell(plugins, *table.cell_setup(rows[row], table.columns[column]))
 
 
 def test_tables_are_registered(plugins):
@@ -57,9 +41,9 @@ def test_tables_are_registered(plugins):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_cell_resolves_with_its_settings(plugins, name):
     table = plugins.tables[f"bcl:{name}"]
-    runs = cells(table)
+    runs = table_runs(table)
     for selected, presets, settings, where in runs:
-        result = resolved(plugins, selected, presets, settings)
+        result = resolve_cell(plugins, selected, presets, settings)
         flat = result.flat() if hasattr(result, "flat") else {}
         for key, value in settings.items():
             head, _, tail = key.partition(".")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from ltcore import Plugins, resolve
+from ltcore import Plugins
+from ltcore.testing import resolve_cell, table_runs
 
 PAPER = Path("/work/shared/seeds/004_96c1efc5f8f86d42.txt")
 NAMES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8",
@@ -18,21 +18,6 @@ WAITING = ("table8", "fig2")
 @pytest.fixture(scope="module")
 def plugins():
     return Plugins()
-
-
-def cells(table):
-    runs: dict[str, tuple] = {}
-    for row in table.rows:
-        for column in table.columns:
-            selected, presets, settings = table.cell_setup(row, column)
-            key = json.dumps([selected, presets, settings], sort_keys=True)
-            runs.setdefault(key, (selected, presets, settings))
-    return list(runs.values())
-
-
-def resolved(plugins, selected, presets, settings):
-    assignments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
-    return resolve(plugins, list(selected), list(presets), None, assignments)
 
 
 def test_tables_are_registered(plugins):
@@ -47,8 +32,8 @@ def test_tables_are_registered(plugins):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_cell_resolves(plugins, name):
-    for selected, presets, settings in cells(plugins.tables[f"gml:{name}"]):
-        resolved(plugins, selected, presets, settings)
+    for selected, presets, settings, _ in table_runs(plugins.tables[f"gml:{name}"]):
+        resolve_cell(plugins, selected, presets, settings)
 
 
 def test_cells_get_the_papers_setups(plugins):
@@ -56,7 +41,7 @@ def test_cells_get_the_papers_setups(plugins):
         table = plugins.tables[f"gml:{name}"]
         rows = {r.label: r for r in table.rows}
         columns = {c.label: c for c in table.columns}
-        return resolved(plugins, *table.cell_setup(rows[row], columns[column]))
+        return resolve_cell(plugins, *table.cell_setup(rows[row], columns[column]))
 
     ablation = setup("table5", "no teacher-student, proposed loss", "Accuracy")
     assert ablation.plugins["gml"].key_encoder == "momentum"
@@ -97,7 +82,7 @@ def test_new_cells_get_the_papers_setups(plugins):
         table = plugins.tables[f"gml:{name}"]
         rows = {r.label: r for r in table.rows}
         columns = {c.label: c for c in table.columns}
-        return resolved(plugins, *table.cell_setup(rows[row], columns[column]))
+        return resolve_cell(plugins, *table.cell_setup(rows[row], columns[column]))
 
     vit = setup("table4", "iNaturalist 2018, Proposed (ViT-B)", "Accuracy")
     assert (vit.run.dataset, vit.run.model.backbone, vit.run.views.image_size) == (

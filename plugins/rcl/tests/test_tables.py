@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ltcore import Plugins, resolve
+from ltcore import Plugins
+from ltcore.testing import resolve_cell, table_runs
 
 PAPER = Path("/work/shared/seeds/001_b33b95ba6459ef08.txt")
 NAMES = ("table1", "table2", "table3", "table4", "table5")
@@ -18,23 +19,6 @@ FIGURES = ("fig3",)
 @pytest.fixture(scope="module")
 def plugins():
     return Plugins()
-
-
-def cells(table):
-    """Each distinct run of the table: (plugins, presets, settings) and its cells."""
-    runs: dict[str, tuple] = {}
-    for row in table.rows:
-        for column in table.columns:
-            selected, presets, settings = table.cell_setup(row, column)
-            key = json.dumps([selected, presets, settings], sort_keys=True)
-            runs.setdefault(key, (selected, presets, settings, []))[3].append(
-                (row.label, column.label))
-    return list(runs.values())
-
-
-def resolved(plugins, selected, presets, settings):
-    assignments = [f"{key}={json.dumps(value)}" for key, value in settings.items()]
-    return resolve(plugins, list(selected), list(presets), None, assignments)
 
 
 def test_tables_are_registered(plugins):
@@ -49,9 +33,9 @@ def test_tables_are_registered(plugins):
 @pytest.mark.parametrize("name", NAMES + FIGURES)
 def test_every_cell_resolves(plugins, name):
     table = plugins.tables[f"rcl:{name}"]
-    runs = cells(table)
+    runs = table_runs(table)
     for selected, presets, settings, where in runs:
-        result = resolved(plugins, selected, presets, settings)
+        result = resolve_cell(plugins, selected, presets, settings)
         config = result.run
         for key, value in settings.items():
             head, _, tail = key.partition(".")
@@ -70,7 +54,7 @@ def test_ablation_rows_switch_the_parts(plugins):
 
     def setup(label):
         selected, presets, settings = table.cell_setup(rows[label], table.columns[0])
-        return resolved(plugins, selected, presets, settings)
+        return resolve_cell(plugins, selected, presets, settings)
 
     lc = setup("LC")
     assert list(lc.plugins) == ["la"] and (lc.plugins["la"].tau, lc.plugins["la"].weight) == (
@@ -99,7 +83,7 @@ def test_comparison_rows_take_their_recipes(plugins):
     column = next(c for c in table.columns if c.label == "CIFAR-100-LT IF 50")
 
     def setup(label):
-        return resolved(plugins, *table.cell_setup(rows[label], column))
+        return resolve_cell(plugins, *table.cell_setup(rows[label], column))
 
     for label, lr in (("CE", 0.1), ("BCL", 0.15), ("RCL", 0.2), ("BCL+RCL", 0.2)):
         config = setup(label).run
@@ -113,12 +97,13 @@ def test_comparison_rows_take_their_recipes(plugins):
     rows = {row.label: row for row in imagenet.rows}
     for column, backbone in zip(imagenet.columns, ("resnet50", "resnext50")):
         for label in rows:
-            config = resolved(plugins, *imagenet.cell_setup(rows[label], column)).run
+            config = resolve_cell(plugins, *imagenet.cell_setup(rows[label], column)).run
             assert (config.dataset, config.model.backbone) == ("imagenet-lt", backbone)
     embedding = plugins.tables["rcl:table5"]
     assert {c.metric for c in embedding.columns} == {"test/calinski-harabasz",
                                                      "test/davies-bouldin"}
-    config = resolved(plugins, *embedding.cell_setup(embedding.rows[0], embedding.columns[0])).run
+    first = embedding.cell_setup(embedding.rows[0], embedding.columns[0])
+    config = resolve_cell(plugins, *first).run
     assert set(config.eval.metrics) == {"calinski-harabasz", "davies-bouldin"}
 
 
@@ -197,7 +182,7 @@ def test_fig3_draws_the_runs_of_table5(plugins):
     assert len(fig3.cells) == 4 and set(fig3.positions.values()) == set(table5.positions.values())
     for row in figure.rows:
         for column in figure.columns:
-            config = resolved(plugins, *figure.cell_setup(row, column)).run
+            config = resolve_cell(plugins, *figure.cell_setup(row, column)).run
             assert (config.dataset, config.imbalance_factor, config.epochs) == (
                 column.settings["dataset"], 100.0, 200)
             assert config.model.projection_dim > 0  # the t-SNE is of the projection head
