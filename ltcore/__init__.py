@@ -12,7 +12,7 @@ from importlib import import_module
 
 import pluggy
 
-__version__ = "1.3.0"
+__version__ = "1.4.0"
 
 hookimpl = pluggy.HookimplMarker("ltcore")
 """Marker for hook implementations: decorate a plugin's functions with ``@ltcore.hookimpl``."""
@@ -36,8 +36,10 @@ _EXPORTS = {
     "ClipBackbone": "clip", "clip_backbone": "clip", "read_clip_config": "clip",
     "prompt_templates": "clip", "prompt_class_names": "clip", "class_prompt_name": "clip",
     "ClassPowerSampler": "samplers", "InstanceBalancedSampler": "samplers",
-    "Dataset": "data", "Split": "data", "load_image": "data",
+    "Dataset": "data", "Split": "data", "load_image": "data", "read_digits": "data",
+    "cache_dir": "data", "split_per_class": "data", "IMAGENET_STATS": "data",
     # plugins, training and saved runs
+    "Task": "tasks", "Batch": "engine.backends", "batch_rows": "engine.backends",
     "PaperTable": "tables", "TableRow": "tables", "TableColumn": "tables",
     "record_figure": "figures",
     "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",

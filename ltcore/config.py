@@ -74,7 +74,7 @@ class OptimConfig:
                              validator=interval(0, 1, include_low=False))
 
 
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "step", "constant", "polynomial")
 """ltcore's own learning-rate schedules (``schedule.kind``); any other name is timm's."""
 
 
@@ -83,7 +83,9 @@ class ScheduleConfig:
     """Learning-rate schedule per epoch: linear warm-up, then cosine, step or constant, or
     one of timm's schedulers."""
 
-    kind: str = doc("cosine | step | constant (ltcore's) | tanh | multistep | poly | wsd | "
+    kind: str = doc("cosine | step | constant | polynomial (ltcore's; polynomial: (lr - min_lr) "
+                    "(1 - e / E) ** power + min_lr, mmsegmentation's poly) | tanh | "
+                    "multistep | poly | wsd | "
                     "rsqrt | plateau (timm's create_scheduler_v2; plateau follows "
                     "checkpoint.monitor), or timm:NAME for timm's own cosine, step or constant "
                     "(cycles, k-decay, noise through schedule.options)", default="cosine")
@@ -95,8 +97,14 @@ class ScheduleConfig:
     cosine_offset: int = doc("k of ltcore's cosine: 0.5 (1 + cos(pi (e - w + k) / (E - w + k))) "
                              "after w warm-up epochs; 1 is BCL's official code", default=0,
                              validator=non_negative)
-    min_lr: float = doc("the lowest learning rate of a timm schedule", default=0.0,
-                        validator=non_negative)
+    min_lr: float = doc("the lowest learning rate of a timm schedule and of polynomial",
+                        default=0.0, validator=non_negative)
+    power: float = doc("the exponent of the polynomial schedule", default=0.9,
+                       validator=positive)
+    per_step: bool = doc("set the learning rate before every optimiser step, at the epoch's "
+                         "fraction done (ltcore's schedules; an iteration-based recipe such as "
+                         "mmsegmentation's 160k-step poly decay), not once per epoch",
+                         default=False)
     options: dict[str, Any] = doc("further keyword options of timm's create_scheduler_v2, e.g. "
                                   "{cycle_limit = 2, patience_epochs = 5}", factory=dict,
                                   validator=keyword_options)

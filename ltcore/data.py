@@ -33,19 +33,26 @@ SMALL_IMAGE_MAX_SIDE = 64
 
 @attrs.define
 class Split:
-    """One split: labels and either in-memory uint8 images or image file paths."""
+    """One split: labels and either in-memory uint8 images or image file paths.
+
+    A segmentation split also has a label per pixel: ``masks`` (uint8 ``[N, H, W]``, in memory
+    beside ``images``) or ``mask_paths`` (one mask file per image path). Its ``labels`` are
+    then one class per image (the class of most of its labelled pixels), for the samplers.
+    """
 
     labels: torch.Tensor
     images: torch.Tensor | None = None
     paths: list[str] | None = None
+    masks: torch.Tensor | None = None
+    mask_paths: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def head(self, n: int) -> "Split":
         """The split's first ``n`` images."""
-        return Split(self.labels[:n], None if self.images is None else self.images[:n],
-                     None if self.paths is None else self.paths[:n])
+        return Split(*(None if part is None else part[:n] for part in
+                       (self.labels, self.images, self.paths, self.masks, self.mask_paths)))
 
 
 @attrs.define
@@ -69,6 +76,12 @@ class Dataset:
     """The classifier branch's view when ``views.classifier`` is ``auto``."""
     contrastive_view: str = "simaugment"
     """The contrastive branches' view when ``views.contrastive`` is ``auto``."""
+    task: str = "classification"
+    """The registered task (``register_tasks``) its runs train: ``classification`` (a label
+    per image) or another, such as ``segmentation`` (a label per pixel)."""
+    train_counts: torch.Tensor | None = None
+    """Per-class training counts where a class is counted other than once per image (pixels,
+    for segmentation); None: :attr:`class_counts` counts the training labels."""
     notes: list[str] = attrs.Factory(list)
     """How the splits were made where the plan should say so: images dropped by an imposed long
     tail, evaluation splits split off the training images."""
@@ -81,6 +94,10 @@ class Dataset:
 
     @property
     def class_counts(self) -> torch.Tensor:
+        """The training split's count of each class: :attr:`train_counts`, else its images
+        per label."""
+        if self.train_counts is not None:
+            return self.train_counts
         return torch.bincount(self.train.labels, minlength=self.num_classes)
 
     @property

@@ -16,6 +16,7 @@ components (``register_metrics``) add more; a figure that is NaN is left out.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import attrs
@@ -29,9 +30,6 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .models import ModelBundle
     from .run import Run, Stage
-
-ACCURACY = "accuracy"
-"""The metric every evaluation computes (overall, shot groups, harmonic mean)."""
 
 HMEAN = ("hmean: the harmonic mean of the per-class accuracies, C / sum(1 / accuracy), 0 when "
          "any class is at 0%")
@@ -188,7 +186,7 @@ def selected_metrics(run: Run, final: bool) -> dict[str, object]:
     """The metrics an evaluation computes: accuracy, ``eval.metrics`` and those the plugins
     asked for (:meth:`Run.add_metrics`); ``final``-only ones in final evaluations."""
     table = {}
-    for name in [ACCURACY, *run.config.eval.metrics, *run.metrics]:
+    for name in [run.task.metric, *run.config.eval.metrics, *run.metrics]:
         metric = run.component("metric", name)
         if metric.when == "epoch" or final:
             table[name] = metric
@@ -214,12 +212,22 @@ def evaluate(run: Run, model: ModelBundle, splits: Sequence[str] | None = None, 
                         f"split (it has {', '.join(table)})")
     keep = features or final or any(getattr(m, "needs_features", False)
                                     for m in selected_metrics(run, final).values())
+    return run.task.evaluate(run, model, {name: table[name] for name in names}, stage=stage,
+                             final=final, keep_features=keep)
+
+
+def classification_evaluation(run: Run, model: ModelBundle, splits: dict[str, Split], *,
+                              stage: Stage | None, final: bool,
+                              keep_features: bool) -> Evaluation:
+    """Image classification's evaluation (:meth:`ltcore.Task.evaluate`): each split's logits,
+    labels and (``keep_features``) backbone features, then ``adjust_eval_logits`` and
+    post-hoc logit adjustment."""
     counts = run.dataset.class_counts
     cfg = run.config.eval
     outputs = {}
-    for name in names:
-        logits, kept = model_outputs(run, model, table[name], keep)
-        outputs[name] = EvalOutputs(name, logits, table[name].labels, kept, counts,
+    for name, split in splits.items():
+        logits, kept = model_outputs(run, model, split, keep_features)
+        outputs[name] = EvalOutputs(name, logits, split.labels, kept, counts,
                                     cfg.many_threshold, cfg.few_threshold, cfg.shot_groups)
     evaluation = Evaluation(run, model, outputs, stage, final)
     run.hooks.adjust_eval_logits(evaluation=evaluation)
@@ -259,10 +267,36 @@ def model_outputs(run: Run, model: ModelBundle, split: Split,
     return logits.cpu(), (feats.cpu() if keep_features else None)
 
 
+def classification_report(run: Run, stage: Stage, evaluation: Evaluation,
+                          folder: Path) -> list[Path]:
+    """Image classification's stage report (:meth:`ltcore.Task.report`): per split, the
+    per-class accuracy as CSV and, unless ``limit.plots`` is off, the confusion matrix and
+    per-class accuracy against class size as plots."""
+    from . import plots
+    from .files import write_csv
+
+    counts = run.dataset.class_counts.tolist()
+    classes = run.dataset.classes
+    files = []
+    for split, out in evaluation.outputs.items():
+        per_class = out.per_class_accuracy().tolist()
+        files.append(write_csv(folder / f"{split}_per_class_accuracy.csv",
+                               ["class_index", "class", "train_count", "accuracy"],
+                               [[i, name, n, f"{100 * acc:.4f}"] for i, (name, n, acc)
+                                in enumerate(zip(classes, counts, per_class))]))
+        if run.config.limit.plots:
+            files += [plots.confusion_matrix_png(out, classes,
+                                                 folder / f"{split}_confusion_matrix.png"),
+                      plots.per_class_accuracy_png(
+                          {stage.name: per_class}, counts, folder / f"{split}_per_class_accuracy.png",
+                          title=f"{split}: per-class accuracy vs class size")]
+    return files
+
+
 def subset(split: Split, rows: slice) -> Split:
     """The samples ``rows`` of ``split``."""
-    return Split(split.labels[rows], None if split.images is None else split.images[rows],
-                 None if split.paths is None else split.paths[rows])
+    return Split(*(None if part is None else part[rows] for part in
+                   (split.labels, split.images, split.paths, split.masks, split.mask_paths)))
 
 
 def eval_batches(run: Run, split: Split) -> Iterator[torch.Tensor]:

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         StageFactory, ViewPipeline,
     )
     from .run import ContrastSet, Run, Stage, Step
+    from .tasks import Task
 
 hookspec = pluggy.HookspecMarker("ltcore")
 
@@ -156,6 +157,18 @@ def register_rebalancers(register: Register[RebalancerFactory]) -> None:
     rebalancer is a run plugin object (:class:`~ltcore.protocols.Rebalancer`): add it with
     ``run.register(rebalancer, name)`` and its ``adjust_classifier_logits`` /
     ``adjust_eval_logits`` methods take part in training and in every evaluation.
+    """
+
+
+@hookspec
+def register_tasks(register: Register[Task]) -> None:
+    """Register tasks, what runs predict: ``register(name, task, doc="")`` (since ltcore 1.4).
+
+    ``task`` is an instance of a subclass of :class:`ltcore.Task` (image classification, the
+    core's ``classification``) overriding what its task changes: the training batches, the
+    forward of the stacked views, the evaluation, the stage report, the epoch line and the
+    plan's lines. A dataset names its task (``Dataset.task``); a run of a task a plugin
+    registered needs that plugin selected (:mod:`ltcore.tasks`).
     """
 
 

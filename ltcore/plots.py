@@ -153,11 +153,14 @@ def per_class_accuracy_png(runs: dict[str, Sequence[float]], class_counts: Seque
 
 def per_class_accuracy_by_method_png(methods: dict[str, Sequence[Sequence[float]]],
                                      class_counts: Sequence[int], path: Path,
-                                     title: str = "per-class accuracy vs class size") -> Path:
-    """Per-class accuracy (percent, from fractions) against training images per class, one line
-    per method: the mean over its runs (seeds), with a band of +- one sample standard deviation
-    where it has more than one. In the SVG each line has the id ``per-class-mean-<i>`` and each
-    band ``per-class-band-<i>``."""
+                                     title: str = "per-class accuracy vs class size",
+                                     figure: str = "accuracy",
+                                     unit: str = "training images") -> Path:
+    """Per-class ``figure`` (accuracy, or IoU for segmentation; percent, from fractions) against
+    the class's training ``unit`` (images, or pixels), one line per method: the mean over its
+    runs (seeds), with a band of +- one sample standard deviation where it has more than one.
+    In the SVG each line has the id ``per-class-mean-<i>`` and each band
+    ``per-class-band-<i>``."""
     counts = np.asarray(class_counts, dtype=float)
     order = np.argsort(counts, kind="stable")
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -171,8 +174,8 @@ def per_class_accuracy_by_method_png(methods: dict[str, Sequence[Sequence[float]
                             np.clip(mean + std, 0, 100)[order], color=colour, alpha=0.18,
                             linewidth=0, gid=f"per-class-band-{i}")
     ax.set_xscale("log")
-    ax.set_xlabel("training images of the class (log scale)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_xlabel(f"{unit} of the class (log scale)")
+    ax.set_ylabel(f"{figure} (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
@@ -502,3 +505,35 @@ def features_2d_png(points: np.ndarray, labels: Sequence[int], prototypes: np.nd
     save_formats(fig, path, dpi=100, bbox_inches="tight", bbox_extra_artists=[legend])
     plt.close(fig)
     return Path(path)
+
+
+def against_setting_png(points: dict[str, Sequence[tuple[float, float, float]]], path: Path,
+                        setting: str, title: str = "") -> Path:
+    """A line per figure (name -> ``(setting value, mean, std)`` points) against the numeric
+    ``setting``, sorted by it, with an error bar of one standard deviation where it is above
+    0; points without a finite mean are left out (GML Fig. 2: mIoU and mAcc against alpha)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    spread_shown = False
+    for i, (colour, (name, rows)) in enumerate(zip(run_colours(len(points)), points.items())):
+        values = np.asarray(rows, dtype=float).reshape(-1, 3)
+        values = values[np.isfinite(values[:, :2]).all(axis=1)]
+        x, mean, std = values[np.argsort(values[:, 0], kind="stable")].T
+        ax.plot(x, mean, color=colour, marker=RUN_MARKERS[i % len(RUN_MARKERS)], markersize=5,
+                linewidth=1.6, label=name)
+        spread = np.nan_to_num(std) > 0
+        if spread.any():
+            spread_shown = True
+            ax.errorbar(x[spread], mean[spread], yerr=std[spread], fmt="none", ecolor=colour,
+                        capsize=3, linewidth=1)
+    ax.set_xlabel(setting)
+    ax.set_ylabel(" / ".join(points) if 0 < len(points) <= 3 else "figure")
+    ax.set_title(title or f"figures against {setting}", fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    if points:
+        ax.legend(loc="best", fontsize="small",
+                  title="error bar: +- 1 std" if spread_shown else None)
+    fig.tight_layout()
+    save_formats(fig, path)
+    plt.close(fig)
+    return Path(path)
+

@@ -70,6 +70,7 @@ COMPONENT_HOOKS = {
     "metric": "register_metrics",
     "stage": "register_stages",
     "optimizer": "register_optimizers",
+    "task": "register_tasks",
 }
 """Component kind -> the registration hook that declares components of that kind."""
 

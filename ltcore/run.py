@@ -30,6 +30,7 @@ from .speed import Speed
 if TYPE_CHECKING:
     from .evaluation import Evaluation
     from .pretrained import InitialWeights
+    from .tasks import Task
     from .tracking import Tracker
 
 CLASSIFIER_ROLE = "cls"
@@ -322,9 +323,13 @@ class Run:
         self.options: dict[str, Any] = settings.plugins
         self.plugins = plugins
         self.selected = selected
-        self.run_plugins = plugins.for_run(selected)
-        self.hooks = self.run_plugins.hook
         self.dataset = dataset
+        task = plugins.component("task", dataset.task)
+        self.task: Task = task.obj
+        """What the run predicts (:class:`ltcore.Task`), named by its dataset."""
+        self.task.check(self, task.plugin)
+        self.run_plugins = plugins.for_run([p for p in selected if p not in self.task.adopts])
+        self.hooks = self.run_plugins.hook
         self.device = device
         self.speed = Speed.resolve(self.config.speed, device)
         """The fast path's switches for this device (:mod:`ltcore.speed`)."""

@@ -183,7 +183,10 @@ def standalone_record(run, model) -> dict[str, Any]:
     weights = next((name for name, module in run.modules.items() if module is model), None)
     scale, bias, unsaid = saved_logit_adjustment(run, model)
     reasons = []
-    if preprocessing is None:
+    if run.task.name != "classification":
+        reasons.append(f"it is a {run.task.name} model; a saved model on its own (load_model, "
+                       "ltrun predict, ltrun export) is an image classifier")
+    elif preprocessing is None:
         reasons.append(f"the dataset's evaluation view {dataset.eval_view!r} is not one a "
                        f"saved model can describe ({', '.join(DESCRIBED_VIEWS)})")
     if getattr(model, "architecture", None) is None or weights is None:

@@ -15,8 +15,11 @@ from typing import Any, Mapping
 
 import attrs
 
-FIGURE_KINDS = ("weight-norms", "projection-tsne", "temperatures", "features-2d")
-"""The report plots a :class:`PaperTable` of kind ``figure`` can name (``docs/reproduce.md``)."""
+RUN_FIGURE_KINDS = ("weight-norms", "projection-tsne", "temperatures", "features-2d")
+"""The report plots drawn from what the runs recorded (:mod:`ltcore.experiments.figures`)."""
+FIGURE_KINDS = (*RUN_FIGURE_KINDS, "against-setting")
+"""The plots a :class:`PaperTable` of kind ``figure`` can name (``docs/reproduce.md``): a run
+figure, or ``against-setting``, drawn from the table's measured numbers."""
 
 
 def _settings(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -60,7 +63,8 @@ class PaperTable:
     ``numbers`` maps (row label, column label) to the paper's number (percent for accuracies);
     a cell without one is trained and shown with a dash. ``waits`` says what the table needs
     that ltcore does not have yet (it is listed, not run). A figure (``kind="figure"``) names
-    the report plot that draws it (one of :data:`FIGURE_KINDS`).
+    the report plot that draws it (one of :data:`FIGURE_KINDS`); ``against-setting`` draws each
+    column's measured figure against the numeric setting ``axis`` of the rows (mean ± std).
     """
 
     name: str
@@ -74,6 +78,7 @@ class PaperTable:
     waits: str = ""
     kind: str = attrs.field(default="table", validator=attrs.validators.in_(("table", "figure")))
     figure: str = ""
+    axis: str = ""
 
     def __attrs_post_init__(self):
         from .errors import PluginError
@@ -90,6 +95,16 @@ class PaperTable:
         if self.kind == "figure" and self.figure not in FIGURE_KINDS:
             raise PluginError(f"figure {self.name!r} names the plot {self.figure!r}; one of "
                               f"{', '.join(FIGURE_KINDS)}")
+        if self.figure == "against-setting":
+            unset = [r.label for r in self.rows if not isinstance(
+                self.axis_value(r), (int, float))]
+            if unset:
+                raise PluginError(f"figure {self.name!r} draws against {self.axis!r}, which "
+                                  f"rows {unset[:3]} do not set to a number")
+
+    def axis_value(self, row: TableRow) -> Any:
+        """The value of ``axis`` a row's runs take (its own settings, else the table's)."""
+        return row.settings.get(self.axis, self.settings.get(self.axis))
 
     def cell_setup(self, row: TableRow, column: TableColumn) -> tuple[tuple[str, ...],
                                                                      tuple[str, ...],

@@ -220,6 +220,14 @@ class _Lazy:
 
 
 @hookimpl
+def register_tasks(register):
+    from ltcore.tasks import CLASSIFICATION, Task
+
+    register(CLASSIFICATION, Task(), "image classification: one label per image (every "
+             "built-in dataset)")
+
+
+@hookimpl
 def register_metrics(register):
     register("accuracy", _Lazy(lambda: _metric(_accuracy)),
              "overall top-1, many/medium/few and harmonic-mean accuracy (always computed)")

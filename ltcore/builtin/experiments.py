@@ -115,7 +115,7 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
                         f"{client.tracking_uri} ({len(left_out)} runs did not finish)")
     keys = ([k.strip() for k in group_by.split(",") if k.strip()] if group_by
             else ex.default_group_by(runs, sweep))
-    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     refs = ex.load_reference(reference) if reference else None
     comparison = ex.compare(client, runs, keys, _splits(split), names, select, refs, len(left_out))
     return client, runs, comparison
@@ -202,8 +202,10 @@ def sweep_command(plugin_sets, seeds, imbalance_factors, grid, devices, max_para
 @selection_options
 @click.option("--split", type=click.Choice(["val", "test", "both"]), default="test",
               show_default=True, help="Evaluation split(s) of the figures.")
-@click.option("--metrics", default="acc,many,medium,few,hmean", show_default=True,
-              help="Figures to show per split.")
+@click.option("--metrics", default=None,
+              help="Figures to show per split, e.g. acc,many (default: acc, many, medium, few, "
+                   "hmean; for runs without accuracy, such as segmentation's, every figure "
+                   "they record: mIoU, mAcc, aAcc and their groups).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "markdown", "json"]),
               default="table", show_default=True)
 @click.option("--output", "output_file", type=click.Path(dir_okay=False),
@@ -290,8 +292,12 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
         from ltcore.tracking.store import experiment_id
 
         ids = [experiment_id(client, experiment, create=False)]
-        options.tables = [rp.layout_rows(plan, rp.measured(client, ids, sweep, plan))
-                          for plan in rp.sweep_plans(client, ids, sweep)]
+        for plan in rp.sweep_plans(client, ids, sweep):
+            values = rp.measured(client, ids, sweep, plan)
+            options.tables.append(rp.layout_rows(plan, values))
+            drawn = rp.against_setting(plan, values, output / "plots")
+            if drawn is not None:
+                options.table_figures.append(drawn)
     page = ex.build_report(client, runs, comparison, output, options, title, sweep,
                            echo=click.echo)
     click.echo(f"wrote {page}")
@@ -411,10 +417,13 @@ def reproduce_command(table_id, list_tables, seeds, smoke, data_dirs, max_parall
     click.echo(ex.format_sweep_summary(sweep, results))
     layouts = rp.sweep_layouts(sweep, plans)
     write_text(sweep.folder() / "tables.md", "\n\n".join(layouts["markdown"]) + "\n")
-    for text, plan in zip(layouts["text"], plans):
+    for text, values, plan in zip(layouts["text"], layouts["values"], plans):
         click.echo("")
         click.echo(text)
-        if plan.table.kind == "figure":
+        drawn = rp.against_setting(plan, values, sweep.folder())
+        if drawn is not None:
+            click.echo(f"{plan.table_id} drawn: {drawn[1]}")
+        elif plan.table.kind == "figure":
             click.echo(f"{plan.table_id} is drawn by: ltrun report --sweep "
                        f"{shlex.quote(sweep.id)} --experiment {shlex.quote(experiment)}")
     if any(r.status in ("FAILED", "NOT_RUN") for r in results):

@@ -15,7 +15,6 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from ..evaluation import HMEAN, shot_group_lines
 from ..metrics import SHOT_GROUP_NAMES
 from .backends import batch_rows
 from .schedule import describe_groups, stage_groups
@@ -125,8 +124,7 @@ class Console:
                     f"{f' x {accumulate} accumulated' if accumulate > 1 else ''}) and "
                     f"{steps * stage.epochs} in all: too few to learn much; lower --batch-size "
                     f"or raise {option_name(stage) or 'its epochs'}")
-        lines += shot_group_lines(run.dataset.class_counts, run.dataset.classes, cfg.eval)
-        lines.append(HMEAN)
+        lines += run.task.plan_lines(run)
         if cfg.precision == "fp16" and run.device.type == "cpu":
             warnings.append("warning: precision fp16 on the CPU is tens of times slower than fp32 "
                             "(torch has few float16 CPU kernels); it is meant for GPUs without "
@@ -144,10 +142,7 @@ class Console:
         width = len(str(stage.epochs))
         parts = [f"{stage.name} {epoch + 1:>{width}}/{stage.epochs}",
                  f"loss {metrics['train/loss']:.4f}"]
-        if "val/acc" in metrics:
-            parts.append(f"val {metrics['val/acc']:5.2f}%" + "".join(
-                f" {group} {figure(metrics.get(f'val/{group}'), 1)}"
-                for group in SHOT_GROUP_NAMES))
+        parts += self.run.task.epoch_figures(metrics)
         parts.append(f"{metrics['train/epoch_time']:.1f} s")
         parts.append(f"left {duration(left * per_step)}" if left else "done")
         return "  ".join(parts)

@@ -225,8 +225,11 @@ def check_training_options(run: Run, stage) -> None:
 
 
 def run_tags(run: Run) -> dict[str, str]:
+    from ..experiments.tags import TASK_TAG
+
     cfg = run.config
-    return {"ltcore.plugins": ",".join(run.selected), "dataset": cfg.dataset,
+    return {"ltcore.plugins": ",".join(run.selected), TASK_TAG: run.task.name,
+            "dataset": cfg.dataset,
             "imbalance_factor": imbalance_factor_text(cfg.imbalance_factor),
             "seed": str(cfg.seed),
             "plugins": ",".join(run.selected)}

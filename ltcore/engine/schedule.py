@@ -25,9 +25,10 @@ from ..errors import ConfigError, PluginError
 from ..run import Run, Stage
 from .timm_factories import optimizer_factory, timm_schedule
 
-def learning_rate(stage: Stage, epoch: int) -> float:
+def learning_rate(stage: Stage, epoch: float) -> float:
     """The learning rate of ``epoch`` (ltcore's schedules: linear warm-up to ``optim.lr`` over
-    ``warmup_epochs``, then cosine, step or constant; timm's through :class:`LearningRate`)."""
+    ``warmup_epochs``, then cosine, step, polynomial or constant; timm's through
+    :class:`LearningRate`). ``epoch`` is fractional under ``schedule.per_step``."""
     if timm_schedule(stage.schedule.kind) is not None:
         return LearningRate(stage).at(epoch)
     base, sched = stage.optim.lr, stage.schedule
@@ -39,6 +40,10 @@ def learning_rate(stage: Stage, epoch: int) -> float:
         return 0.5 * base * (1 + math.cos(math.pi * elapsed / span))
     if sched.kind == "step":
         return base * sched.gamma ** sum(epoch >= m for m in sched.milestones)
+    if sched.kind == "polynomial":
+        span = max(1, stage.epochs - sched.warmup_epochs)
+        done = min(1.0, (epoch - sched.warmup_epochs) / span)
+        return (base - sched.min_lr) * (1 - done) ** sched.power + sched.min_lr
     return base
 
 

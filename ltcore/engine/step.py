@@ -4,7 +4,6 @@ record of non-finite losses and gradients (:class:`NonFinite`)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 def forward(run: Run, step: Step) -> list[torch.Tensor]:
     """One stacked forward of the step's views, the run-time hooks, then every loss term."""
     stage = step.stage
-    model = stage.model
     run.hooks.adjust_images(step=step)
     if run.config.mix.active:
         mix_step(step, step_seed(run.epoch_seed(stage, step.epoch), step.iteration))
@@ -31,15 +29,7 @@ def forward(run: Run, step: Step) -> list[torch.Tensor]:
                           f"{missing}")
     with run.autocast():
         x = run.speed.layout(torch.cat([step.images[r] for r in roles]))
-        with torch.no_grad() if stage.trainable == "classifier" else nullcontext():
-            features = model.backbone(x)
-        for role, f in zip(roles, features.split([len(step.images[r]) for r in roles])):
-            step.features[role] = f
-            view = stage.views[role]
-            if view.classify:
-                step.logits[role] = model.classifier(f).float()
-            if view.embed:
-                step.embeddings[role] = run.embed(model, f).float()
+        run.task.forward(run, step, roles, x)
     if step.shares is not None:
         gather_outputs(step)
     run.hooks.adjust_embeddings(step=step)

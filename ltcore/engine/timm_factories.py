@@ -39,6 +39,9 @@ def check_schedule(schedule) -> None:
                           f"timm's {kind!r} takes its own (decay_milestones, decay_epochs, "
                           f"decay_rate, counted after the warm-up) in schedule.options, e.g. "
                           f"schedule.options = {{decay_milestones = [60, 80], decay_rate = 0.1}}")
+    if schedule.per_step and timm_schedule(kind) is not None:
+        raise ConfigError(f"schedule.per_step sets ltcore's schedules every step; timm's "
+                          f"{kind!r} is set per epoch: use one of {', '.join(SCHEDULES)}")
     if kind not in SCHEDULES and timm_schedule(kind) not in TIMM_SCHEDULES:
         raise ConfigError(f"schedule.kind: unknown schedule {kind!r}; ltcore's: "
                           f"{', '.join(SCHEDULES)}; timm's: "

@@ -29,7 +29,7 @@ from ..run import Run, Stage, Step
 from ..startup import mark
 from ..tracking import Tracker
 from . import checkpoints
-from .backends import batch_rows, stage_views
+from .backends import batch_rows
 from .console import Console, plural
 from .interrupts import EpochProgress, StopSignals
 from .resuming import resume_command
@@ -290,7 +290,7 @@ class Trainer:
         run.hooks.stage_start(run=run, stage=stage)
         sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
         sources = tuple(getattr(sampler, "sources", ("sample",)))
-        views = stage_views(run, stage, sources)
+        views = run.task.views(run, stage, sources)
         mark("views built")
         groups = parameter_groups(run, stage)
         metrics: dict[str, float] = {}
@@ -420,6 +420,9 @@ class Trainer:
             try:
                 if first:
                     updates.optimizer.zero_grad(set_to_none=True)
+                    if stage.schedule.per_step:
+                        set_learning_rate(updates.optimizer,
+                                          updates.schedule.at(epoch + i / steps_per_epoch))
                 with updates.no_sync(step_fn, last):
                     losses = step_fn(step)
                     total = sum(t.weight * l for t, l in zip(stage.losses, losses))
@@ -555,9 +558,7 @@ class Trainer:
 
     def report_stage(self, stage: Stage, run_id: str, evaluation: Evaluation) -> None:
         """The stage's final evaluation as artifacts: its figures (test and best epoch
-        included), per-class CSV, confusion matrix, plots (rank 0 writes them)."""
-        from .. import plots
-
+        included) and the task's per-class tables and plots (rank 0 writes them)."""
         if not self.run.world.is_main:
             return
         folder = self.run_dir / "artifacts" / stage.name
@@ -565,21 +566,5 @@ class Trainer:
         figures = write_csv(folder / FIGURES_CSV, ["figure", "value"],
                             [[k, v] for k, v in sorted(self.final.items())])
         self.tracker.log_artifact(run_id, str(figures), "evaluation")
-        counts = self.run.dataset.class_counts.tolist()
-        classes = self.run.dataset.classes
-        for split, out in evaluation.outputs.items():
-            per_class = out.per_class_accuracy().tolist()
-            csv_path = write_csv(folder / f"{split}_per_class_accuracy.csv",
-                                 ["class_index", "class", "train_count", "accuracy"],
-                                 [[i, name, n, f"{100 * acc:.4f}"] for i, (name, n, acc)
-                                  in enumerate(zip(classes, counts, per_class))])
-            files = [csv_path]
-            if self.run.config.limit.plots:
-                files += [plots.confusion_matrix_png(out, classes,
-                                                     folder / f"{split}_confusion_matrix.png"),
-                          plots.per_class_accuracy_png(
-                              {stage.name: per_class}, counts,
-                              folder / f"{split}_per_class_accuracy.png",
-                              title=f"{split}: per-class accuracy vs class size")]
-            for path in files:
-                self.tracker.log_artifact(run_id, str(path), "evaluation")
+        for path in self.run.task.report(self.run, stage, evaluation, folder):
+            self.tracker.log_artifact(run_id, str(path), "evaluation")

@@ -269,11 +269,24 @@ def metric_columns(splits: Sequence[str], metrics: Sequence[str] = METRICS) -> l
     return [f"{s}/{m}" for s in splits for m in metrics] + [WALL_CLOCK]
 
 
+def recorded_figures(runs: Sequence, splits: Sequence[str]) -> list[str]:
+    """The figures to compare by default: the accuracy figures (:data:`METRICS`) when a run
+    records ``<split>/acc``, else every figure the runs record for the splits (a task without
+    accuracy, e.g. segmentation's mIoU, mAcc, aAcc), overall ones before their groups."""
+    names = {key.split("/", 1)[1] for run in runs for key in run.data.metrics
+             if key.count("/") == 1 and key.split("/", 1)[0] in splits}
+    if not names or "acc" in names:
+        return list(METRICS)
+    return sorted(names, key=lambda name: ("_" in name, name.lower()))
+
+
 def compare(client, runs: Sequence, group_by: Sequence[str], splits: Sequence[str] = ("test",),
-            metrics: Sequence[str] = METRICS, select: str = "last",
+            metrics: Sequence[str] | None = METRICS, select: str = "last",
             reference: list[dict] | None = None, left_out: int = 0) -> Comparison:
-    """Group ``runs`` and compute mean ± std over each group's runs (its seeds)."""
-    columns = metric_columns(splits, metrics)
+    """Group ``runs`` and compute mean ± std over each group's runs (its seeds); ``metrics``
+    None: :func:`recorded_figures`."""
+    columns = metric_columns(splits, metrics if metrics is not None
+                             else recorded_figures(runs, splits))
     groups: dict[tuple, list] = {}
     for run in runs:
         groups.setdefault(tuple(run_value(run, k) for k in group_by), []).append(run)

@@ -1,6 +1,6 @@
 """The papers' figures in reports, drawn from what the runs recorded.
 
-Four kinds (:data:`ltcore.tables.FIGURE_KINDS`), each drawn when the runs hold its data:
+Four kinds (:data:`ltcore.tables.RUN_FIGURE_KINDS`), each drawn when the runs hold its data:
 
 - ``weight-norms``: the per-class L2 norms of the classifier's weight rows
   (``figures/weight-norms.json``, recorded by the core at every run's end), classes ordered by
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
-from ..tables import FIGURE_KINDS
+from ..tables import RUN_FIGURE_KINDS
 
 SECTIONS = {"weight-norms": "Classifier weight norms",
             "projection-tsne": "t-SNE of projections with class centroids",
@@ -131,7 +131,7 @@ def projections(saved_run, features) -> Any:
     return out.float().cpu().numpy()
 
 
-def add_figure_data(client, run, detail, kinds: Sequence[str] = FIGURE_KINDS,
+def add_figure_data(client, run, detail, kinds: Sequence[str] = RUN_FIGURE_KINDS,
                     runs_dir: str | None = None, scratch: Path | None = None) -> None:
     """Read what ``kinds`` need of ``run`` into ``detail`` (a report's ``RunDetail``): its
     recorded figures, and the temperature curves (with ``temperatures``)."""
@@ -344,7 +344,7 @@ def _slug(text: str) -> str:
 def figure_plots(client, runs: Sequence, kind: str, output: Path, *, options=None,
                  group_by: Sequence[str] = ("plugins",), labels: dict[str, str] | None = None,
                  plugins=None, echo: Callable[[str], None] = print) -> list[Path]:
-    """Draw the figure ``kind`` (one of :data:`~ltcore.tables.FIGURE_KINDS`) for ``runs``
+    """Draw the figure ``kind`` (one of :data:`~ltcore.tables.RUN_FIGURE_KINDS`) for ``runs``
     (MLflow parent runs) under ``output``, one per dataset and imbalance factor or per run as
     the kind is; returns the PNGs (SVG and PDF beside each), none when the runs hold no data
     for it. A method is a run's ``labels[run id]`` if given, else its ``group_by`` values;
@@ -356,8 +356,8 @@ def figure_plots(client, runs: Sequence, kind: str, output: Path, *, options=Non
     from .compare import run_value
     from .report import ReportOptions, RunDetail, model_details, model_file, run_label
 
-    if kind not in FIGURE_KINDS:
-        raise ConfigError(f"figure {kind!r}: one of {', '.join(FIGURE_KINDS)}")
+    if kind not in RUN_FIGURE_KINDS:
+        raise ConfigError(f"figure {kind!r}: one of {', '.join(RUN_FIGURE_KINDS)}")
     options = options or ReportOptions()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -21,11 +21,11 @@ import attrs
 
 from ..config import doc
 from ..files import write_text
-from ..tables import FIGURE_KINDS
+from ..tables import RUN_FIGURE_KINDS
 from .compare import (Comparison, comparison_note, final_metrics, html_table, last_stage_run,
                       literal, markdown_table, render, run_value, table_rows)
 from .figures import SECTIONS, add_figure_data, draw, projections
-from .tags import KIND_TAG, SWEEP_TAG
+from .tags import KIND_TAG, SWEEP_TAG, TASK_TAG
 
 
 @attrs.define
@@ -150,21 +150,31 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     return details
 
 
+PER_CLASS_FILES = {"classification": ("per_class_accuracy.csv", "train_count", "accuracy"),
+                   "segmentation": ("per_class_iou.csv", "train_pixels", "iou")}
+"""Each task's per-class CSV artifact of a stage (``<split>_<file>``): its count and figure
+columns (a figure left empty for a class without images or pixels in the split)."""
+
+
 def per_class_from_artifact(client, run, split: str, scratch: Path) -> tuple | None:
-    """(counts, per-class accuracy in [0, 1], classes) from the last stage's CSV artifact."""
+    """(counts, per-class figure in [0, 1], classes) from the last stage's CSV artifact:
+    accuracy, or IoU for a segmentation run."""
     stage = last_stage_run(client, run)
-    if stage is None:
+    task = run.data.tags.get(TASK_TAG, "classification")
+    if stage is None or task not in PER_CLASS_FILES:
         return None
+    name, count, figure = PER_CLASS_FILES[task]
     try:
         target = scratch / f"{run.info.run_id}-csv"
         target.mkdir(parents=True, exist_ok=True)
-        path = client.download_artifacts(stage.info.run_id,
-                                         f"evaluation/{split}_per_class_accuracy.csv", str(target))
+        path = client.download_artifacts(stage.info.run_id, f"evaluation/{split}_{name}",
+                                         str(target))
     except Exception:
         return None
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return ([int(r["train_count"]) for r in rows], [float(r["accuracy"]) / 100 for r in rows],
+    return ([int(r[count]) for r in rows],
+            [float(r[figure]) / 100 if r[figure] else float("nan") for r in rows],
             [r["class"] for r in rows])
 
 
@@ -233,9 +243,9 @@ class ReportOptions:
     tsne: bool = doc("draw a t-SNE of each run's backbone features (and of its projections)",
                      default=True)
     figures: tuple[str, ...] = doc("the papers' figures to draw where the runs hold their data "
-                                   "(docs/comparing.md#figures)", default=FIGURE_KINDS,
+                                   "(docs/comparing.md#figures)", default=RUN_FIGURE_KINDS,
                                    converter=tuple, validator=attrs.validators.deep_iterable(
-                                       attrs.validators.in_(FIGURE_KINDS)))
+                                       attrs.validators.in_(RUN_FIGURE_KINDS)))
     temperature_classes: int = doc("classes in the temperatures figure: those with the fewest "
                                    "training images (0: every class)", default=4,
                                    validator=attrs.validators.ge(0))
@@ -254,6 +264,10 @@ class ReportOptions:
     tables: list = doc("the papers' tables of a reproduction sweep, as laid out by "
                        ":func:`ltcore.experiments.reproduce.layout_rows` (title, header, rows)",
                        factory=list)
+    table_figures: list = doc("figures of a reproduction sweep's tables (section, PNG, "
+                              "caption), drawn by "
+                              ":func:`ltcore.experiments.reproduce.against_setting`",
+                              factory=list)
 
 
 def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
@@ -301,7 +315,8 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 add_figure_data(client, run, detail, options.figures, options.runs_dir, scratch)
             except Exception as exc:
                 detail.notes.append(f"no figures' data: {exc}")
-            path = model_file(client, run, options.runs_dir, scratch)
+            segmentation = run.data.tags.get(TASK_TAG, "classification") == "segmentation"
+            path = None if segmentation else model_file(client, run, options.runs_dir, scratch)
             with_features = options.tsne or ("features-2d" in options.figures and run.data
                                              .params.get("model.projection_dim") == "2")
             if path is not None:
@@ -312,7 +327,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                         setattr(detail, key, value)
                 except Exception as exc:
                     detail.notes.append(f"model not evaluated: {type(exc).__name__}: {exc}")
-            else:
+            elif not segmentation:
                 detail.notes.append("no model.pt (locally or as an artifact)")
             if detail.per_class is None:
                 found = per_class_from_artifact(client, run, split, scratch)
@@ -333,7 +348,16 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
         tag = slug(f"{dataset}-if{factor}")
         where = f"{dataset}, imbalance factor {factor}"
         methods, counts = per_class_by_method(group)
-        if methods:
+        if methods and all(f"{split}/mIoU" in d.figures for d in group):
+            path = plots.per_class_accuracy_by_method_png(
+                methods, counts, plot_dir / f"per_class_iou_{tag}.png",
+                title=f"{split} split: per-class IoU vs training pixels ({where})",
+                figure="IoU", unit="training pixels")
+            figures.append(("Per-class IoU vs training pixels", path,
+                            f"{where}, {split} split (the table's): IoU of each class against "
+                            "its training pixels (log scale), one line per method: the mean over "
+                            "its seeds, with a band of +- one standard deviation."))
+        elif methods:
             path = plots.per_class_accuracy_by_method_png(
                 methods, counts, plot_dir / f"per_class_accuracy_{tag}.png",
                 title=f"{split} split: per-class accuracy vs class size ({where})")
@@ -420,6 +444,7 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
             if figure.run_id:
                 per_run_logged.append((figure.run_id, figure.path))
 
+    figures += list(options.table_figures)
     table_header, table_body = table_rows(comparison)
     csv_path = output / "comparison.csv"
     write_text(csv_path, render(comparison, "csv"))

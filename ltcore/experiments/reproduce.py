@@ -129,16 +129,14 @@ def sweep_cells(plans: Sequence[TablePlan]) -> list[Cell]:
 def smoke_overrides(data_root: Path, plugins):
     """The function that gives a cell's settings their one-step form: :data:`SMOKE` (every
     backbone a plugin option names, a teacher's, a ResNet-8 too; a CLIP one :data:`SMOKE_CLIP`),
-    each selected plugin's
-    ``smoke`` preset (:data:`SMOKE_PRESET`), and the table's datasets swapped for ``digits-lt`` at imbalance factor 10 (so that columns of
-    datasets and factors train once) or a small generated tree under ``data_root``."""
+    the table's datasets swapped for ``digits-lt`` at imbalance factor 10 (so that columns of
+    datasets and factors train once) or a small generated tree under ``data_root``, then each
+    selected plugin's ``smoke`` preset (:data:`SMOKE_PRESET`: its small memory banks, or the
+    data and model of its task)."""
     from ..config import resolve
 
     def override(selected, presets, settings: dict[str, Any]) -> dict[str, Any]:
         out = {**settings, **SMOKE}
-        for name in selected:  # what a plugin's own smoke form needs (small queues...)
-            found = plugins.presets.get(name, {}).get(SMOKE_PRESET)
-            out.update(found.settings if found else {})
         try:
             resolved = resolve(plugins, list(selected), list(presets),
                                assignments=[f"{k}={toml_literal(v)}" for k, v in
@@ -161,6 +159,9 @@ def smoke_overrides(data_root: Path, plugins):
             out.update({"dataset": "digits-lt", "imbalance_factor": 10})
             if "data_dir" in out:
                 out["data_dir"] = ""
+        for name in selected:  # what a plugin's own smoke form needs (small queues, its data)
+            found = plugins.presets.get(name, {}).get(SMOKE_PRESET)
+            out.update(found.settings if found else {})
         return out
     return override
 
@@ -328,17 +329,18 @@ def reproduction_sweep(plans: Sequence[TablePlan], sweep_id: str, common: Sequen
 # -- the table as printed, with measured numbers ---------------------------------------------
 
 
-def sweep_layouts(sweep: Sweep, plans: Sequence[TablePlan]) -> dict[str, list[str]]:
+def sweep_layouts(sweep: Sweep, plans: Sequence[TablePlan]) -> dict[str, list]:
     """Each plan's table laid out with the sweep's measured numbers, as ``text`` and
-    ``markdown``."""
+    ``markdown``, and those numbers (``values``)."""
     from ..tracking import connect
     from ..tracking.store import experiment_id
 
     client = connect(sweep.tracking_uri or None)
     experiment = experiment_id(client, sweep.experiment)
-    out: dict[str, list[str]] = {"text": [], "markdown": []}
+    out: dict[str, list] = {"text": [], "markdown": [], "values": []}
     for plan in plans:
         values = measured(client, [experiment], sweep.id, plan)
+        out["values"].append(values)
         out["text"].append(table_layout(plan, values))
         out["markdown"].append(table_layout(plan, values, "markdown"))
     return out
@@ -415,6 +417,31 @@ def table_layout(plan: TablePlan, values: dict[tuple[str, str], list[float]],
     return title + "\n" + text_table(header, rows)
 
 
+def against_setting(plan: TablePlan, values: dict[tuple[str, str], list[float]],
+                    folder: Path) -> tuple[str, Path, str] | None:
+    """Draw a figure of kind ``against-setting``: each column's measured mean ± std against
+    the rows' ``axis`` setting, as ``folder/<table>.png`` (SVG and PDF beside it); its report
+    section, path and caption, or None before any cell has a finished run."""
+    from ..plots import against_setting_png
+
+    table = plan.table
+    if table.figure != "against-setting" or not any(values.values()):
+        return None
+    points = {}
+    for column in table.columns:
+        points[column.label] = []
+        for row in table.rows:
+            found = values.get((row.label, column.label), [])
+            if found:
+                spread = statistics.stdev(found) if len(found) > 1 else 0.0
+                points[column.label].append((float(table.axis_value(row)),
+                                             statistics.fmean(found), spread))
+    path = against_setting_png(points, Path(folder) / f"{plan.table_id.replace(':', '-')}.png",
+                               setting=table.axis, title=f"{plan.table_id}: {table.source}")
+    return (f"{plan.table_id}", path, f"{table.caption}: each column's mean over the seeds "
+            f"against {table.axis}, error bars +- one standard deviation")
+
+
 # -- what a report needs to lay a sweep's tables out again ------------------------------------
 
 TABLES_FILE = "tables.json"
@@ -424,8 +451,10 @@ TABLES_FILE = "tables.json"
 def plans_to_json(plans: Sequence[TablePlan]) -> list[dict[str, Any]]:
     """What :func:`plans_from_json` needs to lay the tables out without their plugins."""
     return [{"id": p.table_id, "caption": p.table.caption, "source": p.table.source,
-             "kind": p.table.kind, "figure": p.table.figure,
+             "kind": p.table.kind, "figure": p.table.figure, "axis": p.table.axis,
              "rows": [r.label for r in p.table.rows],
+             "axis_values": [p.table.axis_value(r) for r in p.table.rows] if p.table.axis
+             else [],
              "columns": [[c.label, c.metric] for c in p.table.columns],
              "numbers": [[r, c, v] for (r, c), v in p.table.numbers.items()],
              "positions": [[r, c, key] for (r, c), key in p.positions.items()]} for p in plans]
@@ -434,9 +463,12 @@ def plans_to_json(plans: Sequence[TablePlan]) -> list[dict[str, Any]]:
 def plans_from_json(items: Sequence[dict[str, Any]]) -> list[TablePlan]:
     plans = []
     for item in items:
+        axis, values = item.get("axis", ""), item.get("axis_values") or [None] * len(item["rows"])
         table = PaperTable(name=item["id"].partition(":")[2], caption=item["caption"],
                            source=item["source"], kind=item["kind"], figure=item["figure"],
-                           rows=[TableRow(label=r, plugins=()) for r in item["rows"]],
+                           axis=axis,
+                           rows=[TableRow(label=r, plugins=(), settings={axis: x} if axis else {})
+                                 for r, x in zip(item["rows"], values)],
                            columns=[TableColumn(label=c, metric=m) for c, m in item["columns"]],
                            numbers={(r, c): v for r, c, v in item["numbers"]})
         plans.append(TablePlan(item["id"], table, [],

@@ -559,10 +559,12 @@ def _close_record(client, record_id: str | None, results: list[CellResult], fold
 
 def format_sweep_summary(sweep: Sweep, results: list[CellResult]) -> str:
     """The table printed at the end of a sweep."""
-    header = ["#", "cell", "status", "run", "val/acc", "test/acc", "time (s)", "error"]
+    figure = ("acc" if any("test/acc" in r.metrics for r in results)
+              or not any("test/mIoU" in r.metrics for r in results) else "mIoU")
+    shown = [f"val/{figure}", f"test/{figure}"]  # a segmentation sweep's: mIoU
+    header = ["#", "cell", "status", "run", *shown, "time (s)", "error"]
     rows = [[str(r.cell.index), r.cell.key, r.status, r.run_id or "-",
-             f"{r.metrics['val/acc']:.2f}" if "val/acc" in r.metrics else "-",
-             f"{r.metrics['test/acc']:.2f}" if "test/acc" in r.metrics else "-",
+             *(f"{r.metrics[k]:.2f}" if k in r.metrics else "-" for k in shown),
              f"{r.seconds:.0f}" if r.seconds else "-", r.error[:80]] for r in results]
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}
     lines = [text_table(header, rows), "",

@@ -7,6 +7,8 @@ ATTEMPT_TAG = "ltcore.sweep.attempt"
 AXES_TAG = "ltcore.sweep.axes"
 KIND_TAG = "ltcore.kind"
 ERROR_TAG = "ltcore.error"
+TASK_TAG = "ltcore.task"
+"""The task a run trained (``classification``, ``segmentation``), set on every run."""
 
 METRICS = ("acc", "many", "medium", "few", "hmean")
 """The accuracy figures a comparison shows per split (percent)."""

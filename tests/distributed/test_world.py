@@ -25,7 +25,8 @@ def test_the_ranks_shares_make_up_the_global_batch_of_every_sampler(sampler, plu
     sampling distribution."""
     plugins = Plugins()
     selected = [plugin] if plugin in plugins.available() else ["ce"]
-    run = assemble_run(selected, plugins=plugins)
+    dense = ["model.backbone=fcn-small"] if plugin == "seg" else []  # a segmentation network
+    run = assemble_run(selected, *dense, plugins=plugins)
     stage = run.main_stage
     options = stage.sampler_options if stage.sampler == sampler else (
         {"power": 0.5} if sampler == "class-power" else {})

@@ -277,10 +277,10 @@ def test_features_2d_shows_normalised_projections_and_the_prototypes(trained, de
 
 def test_figure_plots_draws_each_kind_for_runs(trained, tmp_path):
     from ltcore.experiments.figures import figure_plots
-    from ltcore.tables import FIGURE_KINDS
+    from ltcore.tables import RUN_FIGURE_KINDS
 
     drawn = {}
-    for kind in FIGURE_KINDS:
+    for kind in RUN_FIGURE_KINDS:
         if kind == "projection-tsne":  # drawn from the same projections as features-2d
             continue
         drawn[kind] = figure_plots(trained.client, [trained.run], kind, tmp_path / kind,

@@ -193,6 +193,12 @@ INATURALIST = {
     "gml.queue_size": 65536, "gml.temperature": 0.1,
 }
 
+SEGMENTATION = {
+    # appendix A.2: (k, k_m, tau_s, tau_g) = (8192, 27, 0.05, 0.07); tau_s = 0.05 is scale 20
+    "model.classifier": "cosine", "model.cosine_scale": 20.0, "gml.queue_size": 8192,
+    "gml.queue_min": 27, "gml.temperature": 0.07, "gml.distill": False,
+}
+
 CLIP_TEXT = {
     # sec. 3.4: text centres, CLIP initialisation; VL-LTR's (Tian et al.) pre-training settings:
     # AdamW, weight decay 0.05, timm cosine with 5 warm-up epochs from 1e-6 (docs/methods/gml.md)
@@ -211,7 +217,7 @@ CLIP_IMAGENET = {**CLIP_TEXT, "dataset": "imagenet-lt", "epochs": 50, "views.ima
 
 @hookimpl
 def register_presets(register):
-    register("smoke", {"gml.queue_size": 256},
+    register("smoke", {"gml.queue_size": 256, "gml.queue_min": 2},
              "ltrun reproduce --smoke: small class-wise queues, so each cell trains in seconds")
     register("default", {"model.classifier": "cosine", "model.cosine_scale": 30.0,
                          "views.classifier": "autoaugment-cutout",
@@ -252,6 +258,11 @@ def register_presets(register):
                         "model.backbone": student, "gml.teacher_backbone": teacher},
                  f"GML Table 7 ({name[7:]}): {student} student, {teacher} teacher, the "
                  f"baselines' (CRD's) recipe, {recipe['epochs']} epochs")
+    for name, alpha in (("ade20k-fcn-r50", 0.2), ("ade20k-fcn-r50-alpha1", 1.0)):
+        register(name, {**SEGMENTATION, "gml.gml_alpha": alpha, "gml.classifier_la_tau": alpha},
+                 f"GML's dense form with --plugin seg (GML Table 8): cosine heads (tau_s 0.05), "
+                 f"(k, k_m, tau_g) = (8192, 27, 0.07), alpha = {alpha:g} in L_GML and L_cls; "
+                 f"seg's preset of this name gives mmsegmentation's FCN-R50-D8 recipe")
     register("imagenet-lt-clip-rn50", {**CLIP_IMAGENET, "model.backbone": "clip:RN50",
                                        "batch_size": 2048, "optim.lr": 5e-5},
              "GML paper, ImageNet-LT, text centres, CLIP ResNet-50, VL-LTR's settings: AdamW lr "

@@ -12,7 +12,6 @@ from ltcore.testing import resolve_cell, table_runs
 PAPER = Path("/work/shared/seeds/004_96c1efc5f8f86d42.txt")
 NAMES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8",
          "table-a1", "table-a2", "fig2", "fig3")
-WAITING = ("table8", "fig2")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,10 @@ def test_tables_are_registered(plugins):
     for name in NAMES:
         table = plugins.tables[f"gml:{name}"]
         assert table.name == name and table.source.startswith("GML (Suh & Seo, ICML 2023)")
-        assert bool(table.waits) == (name in WAITING)
-        assert table.kind == "table"  # no report plot draws Figures 2 and 3
+        assert not table.waits
+        # Figure 2 is drawn against alpha; no report plot draws Figure 3's single curve
+        assert (table.kind, table.figure) == (("figure", "against-setting") if name == "fig2"
+                                              else ("table", ""))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -98,8 +99,14 @@ def test_new_cells_get_the_papers_setups(plugins):
     gml = seg.plugins["gml"]
     assert (gml.gml_alpha, gml.queue_size, gml.queue_min, gml.temperature) == (
         0.2, 8192, 27, 0.07)
-    assert (seg.run.model.cosine_scale, seg.run.model.backbone) == (20.0, "resnet50")
-    assert setup("table8", "Cross-Entropy", "mAcc").run.model.backbone == "resnet50"
+    assert gml.classifier_la_tau == 0.2 and set(seg.plugins) == {"seg", "gml"}
+    assert (seg.run.model.cosine_scale, seg.run.model.classifier, seg.run.model.backbone) == (
+        20.0, "cosine", "fcn-resnet50-d8")
+    ce = setup("table8", "Cross-Entropy", "mAcc")
+    assert (set(ce.plugins), ce.run.dataset, ce.run.model.backbone, ce.run.model.classifier) == (
+        {"seg"}, "ade20k", "fcn-resnet50-d8", "linear")
+    assert (ce.run.epochs, ce.plugins["seg"].interval_steps, ce.run.batch_size) == (
+        10, 16000, 16)
     alphas = [setup("fig2", r.label, "mIoU").plugins["gml"].gml_alpha
               for r in plugins.tables["gml:fig2"].rows]
     assert alphas == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -131,11 +138,12 @@ def test_new_numbers_are_the_papers(plugins):
     assert plugins.tables["gml:fig2"].numbers == {}
 
 
-def test_reproduce_plans_the_runnable_tables_and_names_what_the_others_wait_for(ltrun):
+def test_reproduce_plans_the_tables_with_the_segmentation_task(ltrun):
     result = ltrun("reproduce", "gml:fig3", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert "gml:fig3 learned tau_g / Accuracy; gml:fig3 learned tau_g / tau_g" in result.output
-    for name in WAITING:
-        result = ltrun("reproduce", f"gml:{name}", "--dry-run")
-        assert result.exit_code != 0 and "cannot run yet: it waits for" in result.stderr
-    assert "segmentation task" in ltrun("reproduce", "gml:table8").stderr
+    result = ltrun("reproduce", "gml:table8,gml:fig2", "--dry-run", "--seeds", "0")
+    assert result.exit_code == 0, result.stderr
+    # Table 8's alpha 0.2 and 1.0 rows are Figure 2's points too: 1 + 6 distinct runs
+    assert len([line for line in result.output.splitlines() if line.startswith("[")]) == 7
+    assert "--plugin seg --plugin gml" in result.output
