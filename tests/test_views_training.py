@@ -11,6 +11,8 @@ must also have learned something (over 2.5 times the 10% chance level after 8 sh
 
 import statistics
 
+import pytest
+
 from ltcore.config import resolve
 from ltcore.engine.runs import train
 from ltcore.plugins import Plugins
@@ -26,6 +28,7 @@ def accuracy(plugins, backend, seed):
     return train(plugins, ["ce"], settings, progress=False).metrics["test/acc"]
 
 
+@pytest.mark.slow  # 40 s of training; tests/views checks the ops and distributions each run
 def test_batched_and_reference_views_reach_the_same_accuracy():
     plugins = Plugins()
     batched = [accuracy(plugins, "batched", s) for s in SEEDS]
