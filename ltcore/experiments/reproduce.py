@@ -436,6 +436,7 @@ def against_setting(plan: TablePlan, values: dict[tuple[str, str], list[float]],
                 spread = statistics.stdev(found) if len(found) > 1 else 0.0
                 points[column.label].append((float(table.axis_value(row)),
                                              statistics.fmean(found), spread))
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = against_setting_png(points, Path(folder) / f"{plan.table_id.replace(':', '-')}.png",
                                setting=table.axis, title=f"{plan.table_id}: {table.source}")
     return (f"{plan.table_id}", path, f"{table.caption}: each column's mean over the seeds "

@@ -183,3 +183,12 @@ def test_sliding_windows_wider_apart_than_the_crop_are_refused(ltrun):
     result = ltrun("--plugin", "seg", *QUICK, "--epochs", "1", "--set", "seg.eval_mode=slide",
                    "--set", "seg.slide_stride=64")
     assert result.exit_code == 2 and "seg.slide_stride = 64" in result.stderr, result.stderr
+
+
+def test_figure_2_is_drawn_against_alpha_in_the_sweeps_report(ltrun, tmp_path):
+    result = ltrun("reproduce", "gml:fig2", "--smoke", "--sweep-id", "fig2")
+    assert result.exit_code == 0, result.stderr
+    report = ltrun("report", "--sweep", "fig2", "--no-tsne", "--output", str(tmp_path / "r"))
+    assert report.exit_code == 0, report.stderr
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "gml-fig2.png" in page and (tmp_path / "r" / "plots" / "gml-fig2.png").is_file()
