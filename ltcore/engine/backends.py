@@ -113,8 +113,11 @@ class _ReferenceDataset(torch.utils.data.Dataset):
         return out
 
 
-class _EpochBatches:
-    """Batch sampler whose order is replaced every epoch (workers persist across epochs)."""
+class EpochKeys:
+    """The batch sampler of views made per image in DataLoader workers: this rank's keys of
+    each batch of the epoch being made, ``(epoch seed, position in the epoch, index row)`` per
+    image, so that an image's randomness depends on its key alone (workers persist across
+    epochs; :meth:`epoch` replaces the keys)."""
 
     def __init__(self):
         self.keys: list[list] = []
@@ -124,6 +127,19 @@ class _EpochBatches:
 
     def __len__(self):
         return len(self.keys)
+
+    def epoch(self, order: torch.Tensor, batch_size: int, seed: int, start: int,
+              world) -> list[torch.Tensor]:
+        """Set the keys of the epoch's batches (``order`` in global batches, :func:`batch_rows`)
+        from batch ``start`` on; returns those batches' global index rows."""
+        all_rows = batch_rows(order.cpu(), batch_size, world.size)
+        keys, position = [], 0
+        for rows in all_rows:
+            positions = world.local(torch.arange(position, position + len(rows))).tolist()
+            keys.append([(seed, p, row) for p, row in zip(positions, world.local(rows).tolist())])
+            position += len(rows)
+        self.keys = keys[start:]
+        return all_rows[start:]
 
 
 class ReferenceViews:
@@ -136,7 +152,7 @@ class ReferenceViews:
         transforms = {role: (column[v.source], run.component("view", v.pipeline)
                              .make_reference(ds.image_size, ds.mean, ds.std))
                       for role, v in stage.views.items() if v.pipeline}
-        self.batches = _EpochBatches()
+        self.batches = EpochKeys()
         workers = run.config.views.loader_workers
         self.loader = torch.utils.data.DataLoader(
             _ReferenceDataset(ds.train, transforms), batch_sampler=self.batches,
@@ -150,16 +166,7 @@ class ReferenceViews:
         """The epoch's batches from batch ``start`` on (every image's randomness depends on its
         position in the epoch only, so there is no generator state, and a rank makes exactly
         the views one process would make of its share)."""
-        world = self.run.world
-        all_rows = batch_rows(order.cpu(), batch_size, world.size)
-        self.batches.keys = []
-        position = 0
-        for rows in all_rows:
-            positions = world.local(torch.arange(position, position + len(rows))).tolist()
-            self.batches.keys.append([(seed, p, row) for p, row in
-                                      zip(positions, world.local(rows).tolist())])
-            position += len(rows)
-        all_rows, self.batches.keys = all_rows[start:], self.batches.keys[start:]
+        all_rows = self.batches.epoch(order, batch_size, seed, start, self.run.world)
         for rows, images in zip(all_rows, self.loader):
             indices = {s: rows[:, i].to(self.device) for i, s in enumerate(sources)}
             labels = {s: self.labels[rows[:, i]].to(self.device) for i, s in enumerate(sources)}
@@ -184,7 +191,7 @@ class FileBatchedViews:
         self.sources = {role: v.source for role, v in stage.views.items() if v.pipeline}
         self.used = sorted(set(self.sources.values()), key=sources.index)
         self.column = {s: i for i, s in enumerate(sources)}
-        self.batches = _EpochBatches()
+        self.batches = EpochKeys()
         workers = run.config.views.loader_workers
         self.loader = torch.utils.data.DataLoader(
             EncodedImages(self.paths, decode_jpegs=run.device.type != "cuda"),

@@ -1,12 +1,14 @@
 """ltcore-gml: Gaussian Mixture Likelihood loss (Suh & Seo, ICML 2023) as an ltcore plugin.
 
-The plain functions and the queue are importable here for use outside a run
-(``from ltcore_gml import gml_loss``); they are loaded on first access so that listing the
+The plain functions, the queue, the learned temperature and GML's run object (tau_g's parameter
+group, the per-epoch temperature and queue filling) are importable here for use outside a run
+and by other plugins (``from ltcore_gml import gml_loss``; ltcore-seg's dense GML); they are loaded on first access so that listing the
 plugins does not import torch.
 """
 
-__all__ = ["ClassWiseQueue", "class_log_mean_exp", "class_queue_sizes", "gml_loss",
-           "gml_loss_from_similarities", "temperature_loss", "temperature_loss_from_similarities"]
+__all__ = ["ClassWiseQueue", "GMLRun", "Temperature", "class_log_mean_exp", "class_queue_sizes",
+           "gml_loss", "gml_loss_from_similarities", "temperature_loss",
+           "temperature_loss_from_similarities"]
 
 _HOMES = {
     "gml_loss": "loss",
@@ -16,6 +18,8 @@ _HOMES = {
     "class_log_mean_exp": "loss",
     "ClassWiseQueue": "queue",
     "class_queue_sizes": "queue",
+    "Temperature": "bank",
+    "GMLRun": "plugin",
 }
 
 

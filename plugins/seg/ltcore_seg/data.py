@@ -23,7 +23,7 @@ from PIL import Image
 from ltcore import (IMAGENET_STATS, DataError, Dataset, Split, cache_dir, read_digits,
                     split_per_class)
 
-IGNORE = 255
+from . import IGNORE
 
 
 @attrs.define
@@ -103,10 +103,11 @@ def digits_seg(imbalance_factor: float | str, image_size: int = 48, seed: int = 
             f"training: {profile}, evaluation: each digit equally often; training pixels: "
             f"commonest class {classes[commonest]!r} {share[commonest]:.1%}, rarest "
             f"{classes[rarest]!r} {share[rarest]:.2%}")
-    return SegmentationDataset("digits-seg", classes, splits["train"], splits["val"], splits["test"], mean,
-                   std, image_size, source="sklearn.datasets.load_digits",
-                   eval_view="seg-eval", classifier_view="seg-flip", contrastive_view="seg-flip",
-                   task="segmentation", train_counts=counts, notes=[note])
+    return SegmentationDataset(
+        "digits-seg", classes, splits["train"], splits["val"], splits["test"], mean, std,
+        image_size, source="sklearn.datasets.load_digits", eval_view="seg-eval",
+        classifier_view="seg-flip", contrastive_view="seg-flip", task="segmentation",
+        train_counts=counts, notes=[note])
 
 
 def digit_probabilities(imbalance_factor: float | str) -> np.ndarray:

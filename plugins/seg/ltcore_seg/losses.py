@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE = 255
+from . import IGNORE
 
 
 def pixel_cross_entropy(logits: Tensor, masks: Tensor, log_prior: Tensor | None = None,
@@ -57,11 +57,21 @@ def sample_pixels(features: Tensor, masks: Tensor, per_class: int,
     return flat[chosen], labels[chosen], images[chosen]
 
 
-def pixel_gml_loss(query: Tensor, labels: Tensor, queue, class_prior: Tensor,
-                   temperature: Tensor | float, alpha: float) -> Tensor:
-    """GML (eq. 10) of the normalised pixel features ``query`` ``[P, D]`` against the
-    class-wise ``queue`` (its written entries)."""
-    from ltcore_gml import gml_loss
+def pixel_similarities(query: Tensor, queue) -> Tensor:
+    """``query @ queue.features().T`` ``[P, K]``: computed once a step for L_GML and its
+    temperature loss."""
+    return query @ queue.features().to(query.dtype).T
 
-    return gml_loss(query, labels, queue.features().to(query.dtype), queue.labels(),
-                    class_prior, temperature, alpha, bank_valid=queue.valid())
+
+def pixel_gml_loss(query: Tensor, labels: Tensor, queue, class_prior: Tensor,
+                   temperature: Tensor | float, alpha: float, *,
+                   similarities: Tensor | None = None) -> Tensor:
+    """GML (eq. 10) of the normalised pixel features ``query`` ``[P, D]`` against the
+    class-wise ``queue`` (its written entries); ``similarities``: their
+    :func:`pixel_similarities` when already computed."""
+    from ltcore_gml import gml_loss_from_similarities
+
+    if similarities is None:
+        similarities = pixel_similarities(query, queue)
+    return gml_loss_from_similarities(similarities, labels, queue.labels(), class_prior,
+                                      temperature, alpha, bank_valid=queue.valid())

@@ -21,8 +21,7 @@ from torch import Tensor
 
 from ltcore.metrics import shot_thirds
 
-IGNORE = 255
-"""The ignore label of every mask (mmsegmentation's convention)."""
+from . import IGNORE
 
 PIXEL_GROUPS = {"many": "frequent", "medium": "common", "few": "rare"}
 """:func:`ltcore.metrics.shot_thirds`'s groups -> their names here (by training pixels)."""
@@ -151,7 +150,6 @@ def write_per_class(path, classes, counts, outputs: SegmentationOutputs):
                              *("" if math.isnan(v) else f"{100 * v:.4f}"
                                for v in (iou[i], accuracy[i]))])
     return path
-
 
 SHOWN_CLASSES = 8
 """Class names a pixel-group line of the plan shows before saying how many more there are."""

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ltcore import Evaluation, PluginError, Task, load_image, seed_image_randomness
+from ltcore import EpochKeys, Evaluation, PluginError, Task, load_image, seed_image_randomness
 
 AUX_LOGITS = "seg_aux_logits"
 """``step.extras`` key of the auxiliary head's logits (role -> ``[B, C, S, S]``)."""
@@ -120,7 +120,8 @@ def read_pair(dataset, split, index: int):
 
 
 class _Pairs(torch.utils.data.Dataset):
-    """(seed, position, index) -> the transformed image and mask."""
+    """An :class:`ltcore.EpochKeys` key (seed, position, index row) -> the transformed image
+    and mask."""
 
     def __init__(self, dataset, split, transform):
         self.dataset, self.split, self.transform = dataset, split, transform
@@ -129,9 +130,9 @@ class _Pairs(torch.utils.data.Dataset):
         return len(self.split)
 
     def __getitem__(self, key):
-        seed, position, index = key
+        seed, position, row = key
         seed_image_randomness((seed * 1_000_003 + position * 101) % (2 ** 63))
-        return self.transform(*read_pair(self.dataset, self.split, index))
+        return self.transform(*read_pair(self.dataset, self.split, row[0]))
 
 
 class JointViews:
@@ -153,26 +154,19 @@ class JointViews:
                               f"(seg-train, seg-flip)")
         transform = pipeline.make_reference(ds.image_size, ds.mean, ds.std)
         self.run = run
-        self.keys: list[list] = []
+        self.batches = EpochKeys()
         workers = run.config.views.loader_workers
         self.loader = torch.utils.data.DataLoader(
-            _Pairs(ds, ds.train, transform), batch_sampler=_Keys(self), num_workers=workers,
+            _Pairs(ds, ds.train, transform), batch_sampler=self.batches, num_workers=workers,
             persistent_workers=workers > 0, pin_memory=run.device.type == "cuda")
 
     def epoch(self, order, sources, batch_size, seed, start=0, state=None):
         """The epoch's batches from batch ``start`` on (each image's randomness depends on its
         position in the epoch only)."""
-        from ltcore import Batch, batch_rows
+        from ltcore import Batch
 
         world, device = self.run.world, self.run.device
-        all_rows = batch_rows(order.cpu(), batch_size, world.size)
-        self.keys, position = [], 0
-        for rows in all_rows:
-            positions = world.local(torch.arange(position, position + len(rows))).tolist()
-            self.keys.append([(seed, p, int(row[0])) for p, row in
-                              zip(positions, world.local(rows).tolist())])
-            position += len(rows)
-        all_rows, self.keys = all_rows[start:], self.keys[start:]
+        all_rows = self.batches.epoch(order, batch_size, seed, start, world)
         for rows, (images, masks) in zip(all_rows, self.loader):
             shares = world.shares(len(rows)) if world.distributed else None
             yield Batch({sources[0]: rows[:, 0].to(device)},
@@ -182,19 +176,6 @@ class JointViews:
 
     def generator_state(self):
         return None
-
-
-class _Keys:
-    """The batch sampler of :class:`JointViews`: the keys of the epoch being made."""
-
-    def __init__(self, views):
-        self.views = views
-
-    def __iter__(self):
-        return iter(self.views.keys)
-
-    def __len__(self):
-        return len(self.views.keys)
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -242,7 +223,8 @@ def _eval_pairs(run, split, transform):
     evaluation view, read by DataLoader workers: one image at a time, as images of any size
     are (``eval.batch_size`` does not apply)."""
     loader = torch.utils.data.DataLoader(
-        _EvalPairs(run.dataset, split, transform), batch_size=1, num_workers=run.config.views.loader_workers)
+        _EvalPairs(run.dataset, split, transform), batch_size=1,
+        num_workers=run.config.views.loader_workers)
     return iter(loader)
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ltcore import (ConfigError, CosineClassifier, LinearClassifier, LossTerm, PluginError,
-                    hookimpl)
+from ltcore import ConfigError, CosineClassifier, LinearClassifier, LossTerm, PluginError
 
-from .losses import pixel_cross_entropy, pixel_gml_loss, sample_pixels
+from .losses import pixel_cross_entropy, pixel_gml_loss, pixel_similarities, sample_pixels
 from .task import AUX_HEAD, AUX_LOGITS
 
 PLUGIN = "seg"
@@ -67,30 +66,19 @@ def aux_classifier(run, in_dim: int) -> nn.Module:
                       f"linear or cosine")
 
 
-class LogTemperature(nn.Module):
-    """``tau_g`` as ``exp(log_tau)``, learned (or fixed) as GML learns it."""
-
-    def __init__(self, initial: float, learn: bool):
-        super().__init__()
-        self.log_tau = nn.Parameter(torch.tensor(float(initial)).log(), requires_grad=learn)
-
-    def forward(self) -> torch.Tensor:
-        return self.log_tau.exp()
-
-
 class PixelGML:
     """L_GML on the segmentation head's pixel features and, when tau_g is learned, its
     temperature loss (the similarities detached, pixels of the query's own image left out)."""
 
     def __init__(self, run, role: str, options, gml):
-        from ltcore_gml import ClassWiseQueue
+        from ltcore_gml import ClassWiseQueue, Temperature
 
         self.run, self.role, self.options, self.gml = run, role, options, gml
         dim = run.main_stage.model.feature_dim
         self.queue = run.add_module(QUEUE_MODULE, ClassWiseQueue.from_class_counts(
             run.class_counts.cpu(), gml.queue_size, gml.queue_min, dim,
             overflow=gml.queue_overflow))
-        self.temperature = LogTemperature(gml.temperature, gml.learn_temperature)
+        self.temperature = Temperature(gml.temperature, gml.learn_temperature)
         run.main_stage.model.heads[TEMPERATURE_HEAD] = self.temperature.to(run.device)
 
     def gml_term(self, step) -> torch.Tensor:
@@ -104,44 +92,21 @@ class PixelGML:
         indices = step.indices[stage.views[self.role].source][images]
         self.queue.enqueue(query, labels, indices)
         tau = self.temperature()
-        step.extras["seg_gml"] = (query, labels, indices)
+        similarities = pixel_similarities(query, self.queue)
+        step.extras["seg_gml"] = (similarities, labels, indices)
         return pixel_gml_loss(query, labels, self.queue, self.run.class_prior.float(),
                               tau.detach() if self.gml.learn_temperature else tau,
-                              self.gml.gml_alpha)
+                              self.gml.gml_alpha, similarities=similarities)
 
     def temperature_term(self, step) -> torch.Tensor:
-        from ltcore_gml import temperature_loss
+        from ltcore_gml import temperature_loss_from_similarities
 
-        query, labels, indices = step.extras["seg_gml"]
+        similarities, labels, indices = step.extras["seg_gml"]
         queue = self.queue
-        return temperature_loss(query.detach(), labels, queue.features().float(), queue.labels(),
-                                queue.indices(), indices, self.run.class_prior.float(),
-                                self.temperature.log_tau, self.gml.gml_alpha,
-                                bank_valid=queue.valid())
-
-
-class GMLTemperature:
-    """The run object of the dense GML: tau_g in a parameter group without weight decay, and
-    ``train/gml_temperature`` and the queues' filling after every epoch."""
-
-    def __init__(self, stage, pixel: PixelGML):
-        self.stage, self.pixel = stage, pixel
-
-    @hookimpl
-    def adjust_parameter_groups(self, run, stage, groups):
-        if stage is not self.stage:
-            return
-        own = [p for p in self.pixel.temperature.parameters() if p.requires_grad]
-        ids = {id(p) for p in own}
-        kept = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in groups]
-        groups[:] = [g for g in kept if g["params"]] + (
-            [{"params": own, "weight_decay": 0.0}] if own else [])
-
-    @hookimpl
-    def epoch_end(self, run, stage, epoch, metrics):
-        if stage is self.stage:
-            metrics["train/gml_temperature"] = float(self.pixel.temperature().detach())
-            metrics["train/gml_queue_filled"] = float(self.pixel.queue.valid().float().mean())
+        return temperature_loss_from_similarities(
+            similarities, labels, queue.labels(), queue.indices(), indices,
+            self.run.class_prior.float(), self.temperature.log_temperature, self.gml.gml_alpha,
+            bank_valid=queue.valid())
 
 
 def setup_pixel_gml(run, options, gml, role: str) -> None:
@@ -153,9 +118,13 @@ def setup_pixel_gml(run, options, gml, role: str) -> None:
                           f"model.classifier = cosine (the ade20k-fcn-r50 preset does)")
     if gml.gml_weight <= 0:
         return
+    from ltcore_gml import GMLRun
+
     pixel = PixelGML(run, role, options, gml)
     stage = run.main_stage
-    run.register(GMLTemperature(stage, pixel), "seg_gml")
+    # GML's run object: tau_g's group without weight decay, its value and the queues' filling
+    # after every epoch (no teacher)
+    run.register(GMLRun(stage, None, pixel.temperature, pixel.queue), "seg_gml")
     stage.add_loss(LossTerm("pixel-gml", pixel.gml_term, "gml", weight=gml.gml_weight,
                             kind="contrastive"))
     if gml.learn_temperature:

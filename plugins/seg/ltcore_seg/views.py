@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
+from . import IGNORE
+
 if TYPE_CHECKING:
     import torch
 
-IGNORE = 255
-"""The ignore label of every mask."""
 RATIO_RANGE = (0.5, 2.0)
 """RandomResize's ``ratio_range``: the resize scale times a ratio uniform in this range."""
 CAT_MAX_RATIO = 0.75
@@ -387,7 +387,6 @@ class JointPipeline:
         """Not available: segmentation views run per image (``make_reference``)."""
         raise NotImplementedError(f"view pipeline {self.name!r} moves an image and its mask "
                                   "together and has only a per-image form; use make_reference")
-
 
 PIPELINES = (
     JointPipeline(
