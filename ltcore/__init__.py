@@ -39,8 +39,8 @@ _EXPORTS = {
     "Dataset": "data", "Split": "data", "load_image": "data", "read_digits": "data",
     "cache_dir": "data", "split_per_class": "data", "IMAGENET_STATS": "data",
     # plugins, training and saved runs
-    "Task": "tasks", "Batch": "engine.backends", "batch_rows": "engine.backends",
-    "EpochKeys": "engine.backends",
+    "Task": "tasks", "PerClassTable": "tasks", "Batch": "engine.backends",
+    "batch_rows": "engine.backends", "EpochKeys": "engine.backends",
     "PaperTable": "tables", "TableRow": "tables", "TableColumn": "tables",
     "record_figure": "figures",
     "Plugins": "plugins", "prepare": "engine.runs", "train": "engine.runs",

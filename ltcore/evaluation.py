@@ -274,14 +274,16 @@ def classification_report(run: Run, stage: Stage, evaluation: Evaluation,
     per-class accuracy against class size as plots."""
     from . import plots
     from .files import write_csv
+    from .tasks import Task
 
+    table = Task.per_class
     counts = run.dataset.class_counts.tolist()
     classes = run.dataset.classes
     files = []
     for split, out in evaluation.outputs.items():
         per_class = out.per_class_accuracy().tolist()
-        files.append(write_csv(folder / f"{split}_per_class_accuracy.csv",
-                               ["class_index", "class", "train_count", "accuracy"],
+        files.append(write_csv(folder / f"{split}_{table.file}",
+                               ["class_index", "class", table.count, table.figure],
                                [[i, name, n, f"{100 * acc:.4f}"] for i, (name, n, acc)
                                 in enumerate(zip(classes, counts, per_class))]))
         if run.config.limit.plots:

@@ -148,6 +148,7 @@ def run_ranks(torchrun_args: list[str]) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    ignore_keep_alive_self_join()
     args = torchrun.parse_args(torchrun_args)
     args.signals_to_handle = "SIGQUIT"  # the stop signals are ours (_FirstSignal)
     folder = Path(tempfile.mkdtemp(prefix="ltcore-launch-"))
@@ -172,6 +173,43 @@ def run_ranks(torchrun_args: list[str]) -> int:
         return code
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def ignore_keep_alive_self_join() -> None:
+    """Leave out of the launcher's output the one error torch's agent may leave when it ends on
+    a signal: its rendezvous keep-alive thread can hold the last reference to the rendezvous
+    handler as the agent unwinds, and the timer's finalizer then runs in that thread and joins
+    it (``RuntimeError: cannot join current thread``, printed as "Exception ignored in"). The
+    thread's stop event was set just before, so it ends all the same. Every other unraisable
+    error still goes to the hook that was in place; kept for the launcher's life (the finalizer
+    may run as the process ends)."""
+    global _PREVIOUS_UNRAISABLE_HOOK
+    if _PREVIOUS_UNRAISABLE_HOOK is None:
+        _PREVIOUS_UNRAISABLE_HOOK = sys.unraisablehook
+        sys.unraisablehook = _unraisable
+
+
+_PREVIOUS_UNRAISABLE_HOOK = None
+
+
+def _unraisable(unraisable) -> None:
+    if not _keep_alive_self_join(unraisable):
+        _PREVIOUS_UNRAISABLE_HOOK(unraisable)
+
+
+def _keep_alive_self_join(unraisable) -> bool:
+    """Whether ``unraisable`` is the keep-alive timer's finalizer joining its own thread."""
+    if unraisable.exc_type is not RuntimeError:
+        return False
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (code.co_name == "_stop_thread"
+                and Path(code.co_filename).parts[-4:] == ("distributed", "elastic", "rendezvous",
+                                                          "utils.py")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def stopped_by(sig: signal.Signals, size: int, folder: Path) -> int:

@@ -183,7 +183,7 @@ def standalone_record(run, model) -> dict[str, Any]:
     weights = next((name for name, module in run.modules.items() if module is model), None)
     scale, bias, unsaid = saved_logit_adjustment(run, model)
     reasons = []
-    if run.task.name != "classification":
+    if not run.task.standalone:
         reasons.append(f"it is a {run.task.name} model; a saved model on its own (load_model, "
                        "ltrun predict, ltrun export) is an image classifier")
     elif preprocessing is None:

@@ -20,6 +20,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .errors import PluginError
 
 if TYPE_CHECKING:
@@ -34,17 +36,46 @@ CLASSIFICATION = "classification"
 """The built-in task's name, every dataset's unless it names another."""
 
 
+@attrs.frozen
+class PerClassTable:
+    """The per-class CSV a stage's final evaluation writes for each split
+    (``evaluation/<split>_<file>``, a row per class with a ``class`` column) and ``ltrun report``
+    reads back to plot each class's figure against its training count."""
+
+    file: str
+    count: str
+    """The column of the class's training count (images, or pixels)."""
+    figure: str
+    """The column of the class's figure in percent (empty where it is undefined, as the IoU of
+    a class absent from both the split and the predictions)."""
+    name: str
+    """The figure's name in plots and captions (``accuracy``, ``IoU``)."""
+    against: str
+    """What the figure is plotted against, in headings (``class size``)."""
+    unit: str
+    """What the training count counts (``training images``): the plot's axis."""
+
+
 class Task:
     """Image classification: one label per image (the built-in task).
 
     Subclass it for another task and override what differs; ``name`` is the registered name,
     ``metric`` the registered metric every evaluation computes, ``adopts`` the plugins whose
-    method the task's own plugin builds.
+    method the task's own plugin builds. The other attributes say how recorded runs of the task
+    are read back (``ltrun report``, sweep summaries), where only the run's ``ltcore.task`` tag
+    names the task.
     """
 
     name: str = CLASSIFICATION
     metric: str = "accuracy"
     adopts: tuple[str, ...] = ()
+    headline: str = "acc"
+    """The overall figure of a split (``<split>/<headline>``) that a sweep's summary shows."""
+    per_class: PerClassTable = PerClassTable("per_class_accuracy.csv", "train_count", "accuracy",
+                                             "accuracy", "class size", "training images")
+    standalone: bool = True
+    """Whether a saved model of the task predicts on its own (``load_model``, ``ltrun predict``
+    and ``export``, the figures ``ltrun report`` computes from a run's model)."""
 
     def check(self, run: "Run", plugin: str) -> None:
         """Refuse a run whose plugins cannot train this task; ``plugin`` registered it."""

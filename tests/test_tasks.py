@@ -3,11 +3,12 @@ plugins it adopts kept out of the run's hooks; plus the task-neutral pieces a se
 (per-step polynomial schedules, the compared figures, figures against a setting)."""
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from ltcore import PluginError, Task, hookimpl
+from ltcore import PerClassTable, PluginError, Task, hookimpl
 from ltcore.config import resolve
 from ltcore.engine.runs import prepare
 from ltcore.testing import FAST_SETTINGS
@@ -191,3 +192,59 @@ def test_against_setting_png_sorts_the_settings_and_draws_error_bars(tmp_path, m
     assert list(lines["mAcc"].get_xdata()) == [0.0, 1.0] and ax.get_xlabel() == "alpha"
     bars = [c for c in ax.collections if len(c.get_segments())]
     assert len(bars) == 1 and len(bars[0].get_segments()) == 2
+
+
+class HeadlineTask(Task):
+    """A task whose runs record ``<split>/score`` and ``scores.csv``, and no standalone model."""
+
+    name = "scoring"
+    headline = "score"
+    per_class = PerClassTable("scores.csv", "train_units", "score", "score", "units", "units")
+    standalone = False
+
+
+class HeadlinePlugin:
+    @hookimpl
+    def register_tasks(self, register):
+        register("scoring", HeadlineTask())
+
+
+def test_recorded_runs_are_read_back_through_their_tasks_attributes(ltcore_plugins, tmp_path):
+    """The sweep summary shows the headline of each task its cells recorded (classification's
+    when none); ``ltrun report`` finds a run's task by its tag and reads the task's per-class
+    table, and knows when no installed plugin registers it."""
+    from ltcore.experiments import Cell, CellResult, Sweep, format_sweep_summary
+    from ltcore.experiments.report import per_class_from_artifact, recorded_task
+
+    plugins = ltcore_plugins(extra={"scoring": HeadlinePlugin()})
+    sweep = Sweep("s1", [Cell(0, ("ce",)), Cell(1, ("ce",))], [])
+    scored = [CellResult(sweep.cells[0], "FINISHED", "r0", metrics={"test/score": 12.5}),
+              CellResult(sweep.cells[1], "FAILED")]
+    header = format_sweep_summary(sweep, scored, plugins).splitlines()[0].split()
+    assert header[4:6] == ["val/score", "test/score"] and "test/acc" not in header
+    failed = [CellResult(sweep.cells[0], "FAILED")]
+    assert "test/acc" in format_sweep_summary(sweep, failed, plugins).splitlines()[0]
+
+    def run(tags):
+        return SimpleNamespace(data=SimpleNamespace(tags=tags),
+                               info=SimpleNamespace(run_id="r", experiment_id="0"))
+
+    assert type(recorded_task(run({"ltcore.task": "scoring"}), plugins)) is HeadlineTask
+    assert type(recorded_task(run({}), plugins)) is Task  # recorded before tasks were
+    assert recorded_task(run({"ltcore.task": "depth"}), plugins) is None
+
+    class Client:
+        def search_runs(self, *args, **kwargs):
+            return [SimpleNamespace(info=SimpleNamespace(run_id="stage", start_time=1),
+                                    data=SimpleNamespace(tags={}))]
+
+        def download_artifacts(self, run_id, path, target):
+            assert (run_id, path) == ("stage", "evaluation/test_scores.csv")
+            written = Path(target) / "scores.csv"
+            written.write_text("class_index,class,train_units,score\n0,a,40,50.0\n1,b,2,\n")
+            return str(written)
+
+    found = per_class_from_artifact(Client(), run({"ltcore.task": "scoring"}), HeadlineTask(),
+                                    "test", tmp_path)
+    assert found[0] == [40, 2] and found[1][0] == 0.5 and math.isnan(found[1][1])
+    assert found[2] == ["a", "b"]

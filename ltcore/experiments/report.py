@@ -22,6 +22,7 @@ import attrs
 from ..config import doc
 from ..files import write_text
 from ..tables import RUN_FIGURE_KINDS
+from ..tasks import CLASSIFICATION, Task
 from .compare import (Comparison, comparison_note, final_metrics, html_table, last_stage_run,
                       literal, markdown_table, render, run_value, table_rows)
 from .figures import SECTIONS, add_figure_data, draw, projections
@@ -55,6 +56,8 @@ class RunDetail:
     """The projection head's outputs for the t-SNE split's images (a model with one)."""
     recorded: dict[str, dict] = attrs.Factory(dict)
     """The figures' data the run recorded (``figures/<name>.json``: name -> data)."""
+    task: Task | None = attrs.Factory(Task)
+    """The task the run trained (None: no installed plugin registers it)."""
 
 
 def run_label(run, group_by: Sequence[str], seed: bool = True) -> str:
@@ -71,6 +74,14 @@ def run_label(run, group_by: Sequence[str], seed: bool = True) -> str:
     if seed:
         parts.append(f"seed={run_value(run, 'seed')}")
     return " ".join(p for p in parts if p)
+
+
+def label_keys(runs: Sequence, group_by: Sequence[str]) -> list[str]:
+    """The keys of ``group_by`` whose values differ among ``runs`` (the first key when none
+    does): what tells the runs apart in a legend, where a value they all share (a sweep's fixed
+    settings) would only lengthen every label."""
+    varying = [key for key in group_by if len({run_value(run, key) for run in runs}) > 1]
+    return varying or list(group_by[:1])
 
 
 def stage_curves(client, run, keys: Sequence[str] = ("val/acc", "train/loss")):
@@ -150,31 +161,32 @@ def model_details(path: Path, split: str, plugins=None, device: str = "cpu",
     return details
 
 
-PER_CLASS_FILES = {"classification": ("per_class_accuracy.csv", "train_count", "accuracy"),
-                   "segmentation": ("per_class_iou.csv", "train_pixels", "iou")}
-"""Each task's per-class CSV artifact of a stage (``<split>_<file>``): its count and figure
-columns (a figure left empty for a class without images or pixels in the split)."""
+def recorded_task(run, plugins) -> Task | None:
+    """The task a recorded run trained (its ``ltcore.task`` tag; classification for runs
+    recorded before tasks were), or None when no installed plugin registers it."""
+    name = run.data.tags.get(TASK_TAG, CLASSIFICATION)
+    component = plugins.components["task"].get(name)
+    return component.obj if component is not None else None
 
 
-def per_class_from_artifact(client, run, split: str, scratch: Path) -> tuple | None:
-    """(counts, per-class figure in [0, 1], classes) from the last stage's CSV artifact:
-    accuracy, or IoU for a segmentation run."""
+def per_class_from_artifact(client, run, task: Task, split: str, scratch: Path) -> tuple | None:
+    """(counts, per-class figure in [0, 1], classes) from the last stage's per-class CSV
+    artifact (:attr:`Task.per_class`: accuracy, IoU for segmentation)."""
     stage = last_stage_run(client, run)
-    task = run.data.tags.get(TASK_TAG, "classification")
-    if stage is None or task not in PER_CLASS_FILES:
+    if stage is None:
         return None
-    name, count, figure = PER_CLASS_FILES[task]
+    table = task.per_class
     try:
         target = scratch / f"{run.info.run_id}-csv"
         target.mkdir(parents=True, exist_ok=True)
-        path = client.download_artifacts(stage.info.run_id, f"evaluation/{split}_{name}",
+        path = client.download_artifacts(stage.info.run_id, f"evaluation/{split}_{table.file}",
                                          str(target))
     except Exception:
         return None
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return ([int(r[count]) for r in rows],
-            [float(r[figure]) / 100 if r[figure] else float("nan") for r in rows],
+    return ([int(r[table.count]) for r in rows],
+            [float(r[table.figure]) / 100 if r[table.figure] else float("nan") for r in rows],
             [r["class"] for r in rows])
 
 
@@ -215,9 +227,9 @@ def figure_split(comparison: Comparison) -> str:
 
 
 def per_class_by_method(details: Sequence[RunDetail]) -> tuple[dict[str, list], list[int]]:
-    """Each method's (group's) per-class accuracies, one list per run, and the training
-    images per class they share (those of the first run; runs with other classes are left
-    out)."""
+    """Each method's (group's) per-class figures (accuracies, or IoUs), one list per run, and
+    the training count per class they share (those of the first run; runs with other classes
+    are left out)."""
     runs = [d for d in details if d.per_class is not None and d.counts is not None]
     if not runs:
         return {}, []
@@ -296,11 +308,12 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
     plugins = Plugins()
     details: list[RunDetail] = []
     split = figure_split(comparison)
+    labelled = label_keys(runs, comparison.group_by)
     with tempfile.TemporaryDirectory(prefix="ltcore-report-") as tmp:
         scratch = Path(tmp)
         for run in runs:
-            detail = RunDetail(run.info.run_id, run_label(run, comparison.group_by),
-                               run_label(run, comparison.group_by, seed=False) or "all runs",
+            detail = RunDetail(run.info.run_id, run_label(run, labelled),
+                               run_label(run, labelled, seed=False) or "all runs",
                                run_value(run, "dataset"), run_value(run, "imbalance_factor"))
             try:
                 detail.curves, detail.boundaries = stage_curves(client, run)
@@ -315,8 +328,12 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                 add_figure_data(client, run, detail, options.figures, options.runs_dir, scratch)
             except Exception as exc:
                 detail.notes.append(f"no figures' data: {exc}")
-            segmentation = run.data.tags.get(TASK_TAG, "classification") == "segmentation"
-            path = None if segmentation else model_file(client, run, options.runs_dir, scratch)
+            detail.task = recorded_task(run, plugins)
+            if detail.task is None:
+                detail.notes.append(f"task {run.data.tags.get(TASK_TAG)!r} is not registered "
+                                    "by an installed plugin")
+            standalone = detail.task is not None and detail.task.standalone
+            path = model_file(client, run, options.runs_dir, scratch) if standalone else None
             with_features = options.tsne or ("features-2d" in options.figures and run.data
                                              .params.get("model.projection_dim") == "2")
             if path is not None:
@@ -327,10 +344,10 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
                         setattr(detail, key, value)
                 except Exception as exc:
                     detail.notes.append(f"model not evaluated: {type(exc).__name__}: {exc}")
-            elif not segmentation:
+            elif standalone:
                 detail.notes.append("no model.pt (locally or as an artifact)")
-            if detail.per_class is None:
-                found = per_class_from_artifact(client, run, split, scratch)
+            if detail.per_class is None and detail.task is not None:
+                found = per_class_from_artifact(client, run, detail.task, split, scratch)
                 if found:
                     detail.counts, detail.per_class, detail.classes = found
             if any(d.label == detail.label for d in details):  # one legend entry per run
@@ -348,22 +365,15 @@ def build_report(client, runs: Sequence, comparison: Comparison, output: Path,
         tag = slug(f"{dataset}-if{factor}")
         where = f"{dataset}, imbalance factor {factor}"
         methods, counts = per_class_by_method(group)
-        if methods and all(f"{split}/mIoU" in d.figures for d in group):
+        if methods:  # the runs of one dataset: one task
+            table = next(d.task.per_class for d in group if d.per_class is not None)
             path = plots.per_class_accuracy_by_method_png(
-                methods, counts, plot_dir / f"per_class_iou_{tag}.png",
-                title=f"{split} split: per-class IoU vs training pixels ({where})",
-                figure="IoU", unit="training pixels")
-            figures.append(("Per-class IoU vs training pixels", path,
-                            f"{where}, {split} split (the table's): IoU of each class against "
-                            "its training pixels (log scale), one line per method: the mean over "
-                            "its seeds, with a band of +- one standard deviation."))
-        elif methods:
-            path = plots.per_class_accuracy_by_method_png(
-                methods, counts, plot_dir / f"per_class_accuracy_{tag}.png",
-                title=f"{split} split: per-class accuracy vs class size ({where})")
-            figures.append(("Per-class accuracy vs class size", path,
-                            f"{where}, {split} split (the table's): accuracy of each class "
-                            "against its number of training images (log scale), one line per "
+                methods, counts, plot_dir / f"{Path(table.file).stem}_{tag}.png",
+                title=f"{split} split: per-class {table.name} vs {table.against} ({where})",
+                figure=table.name, unit=table.unit)
+            figures.append((f"Per-class {table.name} vs {table.against}", path,
+                            f"{where}, {split} split (the table's): {table.name} of each class "
+                            f"against its number of {table.unit} (log scale), one line per "
                             "method: the mean over its seeds, with a band of +- one standard "
                             "deviation. Head classes are on the right; a method that helps the "
                             "tail lifts the left end."))

@@ -557,11 +557,20 @@ def _close_record(client, record_id: str | None, results: list[CellResult], fold
         pass
 
 
-def format_sweep_summary(sweep: Sweep, results: list[CellResult]) -> str:
-    """The table printed at the end of a sweep."""
-    figure = ("acc" if any("test/acc" in r.metrics for r in results)
-              or not any("test/mIoU" in r.metrics for r in results) else "mIoU")
-    shown = [f"val/{figure}", f"test/{figure}"]  # a segmentation sweep's: mIoU
+SHOWN_SPLITS = ("val", "test")
+"""The splits whose figures a sweep's summary shows."""
+
+
+def format_sweep_summary(sweep: Sweep, results: list[CellResult], plugins=None) -> str:
+    """The table printed at the end of a sweep: each cell's status, run and the headline
+    figures (:attr:`ltcore.Task.headline`) of the tasks its runs recorded."""
+    from ..plugins import Plugins
+    from ..tasks import Task
+
+    tasks = (plugins or Plugins()).components["task"].values()
+    headlines = [h for h in dict.fromkeys(t.obj.headline for t in tasks)
+                 if any(f"{split}/{h}" in r.metrics for r in results for split in SHOWN_SPLITS)]
+    shown = [f"{split}/{h}" for h in headlines or [Task.headline] for split in SHOWN_SPLITS]
     header = ["#", "cell", "status", "run", *shown, "time (s)", "error"]
     rows = [[str(r.cell.index), r.cell.key, r.status, r.run_id or "-",
              *(f"{r.metrics[k]:.2f}" if k in r.metrics else "-" for k in shown),

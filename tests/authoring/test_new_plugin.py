@@ -20,7 +20,8 @@ def test_a_new_plugin_installs_passes_its_tests_and_composes(author_environment)
     assert f"demo 0.1.0 (ltcore-demo; ltcore {supported_range()})" in listed
     if not _rcl_installed():
         pytest.skip("ltcore-rcl is not installed: the composed run needs it")
-    composed = env.run("ltrun --plugin demo --plugin rcl --epochs 1 --no-progress").stdout
+    composed = env.run("ltrun --plugin demo --plugin rcl --epochs 1 --no-progress "
+                       "--set model.backbone=resnet8").stdout
     assert "finished (demo+rcl-digits-lt-s0-" in composed
 
 

@@ -156,3 +156,47 @@ def test_the_launcher_names_the_rank_that_failed_first(tmp_path, monkeypatch):
     # a rank that failed while the others stopped is the one named
     assert outcome(ended((1, 143), (0, 3)), 2, tmp_path)[1].startswith(
         "rank 0 of 2 failed first: exited with code 3: the loss diverged")
+
+
+KEEP_ALIVE_RACE = """
+import sys, threading, time
+from datetime import timedelta
+from torch.distributed.elastic.rendezvous.utils import _PeriodicTimer
+if sys.argv[1] == "launcher":
+    from ltcore.launch import ignore_keep_alive_self_join
+    ignore_keep_alive_self_join()
+holder, released, done = [], threading.Event(), threading.Event()
+def keep_alive():  # the timer's thread drops the last reference to the timer, as torch's
+    released.wait(10)  # rendezvous keep-alive can when the agent unwinds on a signal
+    holder.clear()
+    done.set()
+holder.append(_PeriodicTimer(timedelta(seconds=0.01), keep_alive))
+holder[0].start()
+released.set()
+done.wait(10)
+time.sleep(0.2)
+def other():
+    raise ValueError("another unraisable error")
+import weakref
+class Thing: pass
+thing = Thing()
+weakref.finalize(thing, other)
+del thing
+"""
+
+
+def test_the_launcher_leaves_out_the_agents_keep_alive_joining_itself():
+    """torch's rendezvous keep-alive timer, finalized in its own thread, would print "Exception
+    ignored ... cannot join current thread" under a stopped ``ltrun --nproc``; any other
+    unraisable error is still printed."""
+    import subprocess
+
+    def stderr(role: str) -> str:
+        return subprocess.run([sys.executable, "-c", KEEP_ALIVE_RACE, role], capture_output=True,
+                              text=True, timeout=120).stderr
+
+    plain = stderr("plain")
+    assert "cannot join current thread" in plain and "another unraisable error" in plain
+    launcher = stderr("launcher")
+    assert "cannot join current thread" not in launcher, launcher
+    assert "another unraisable error" in launcher

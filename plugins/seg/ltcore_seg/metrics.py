@@ -131,9 +131,10 @@ class SegmentationOutputs:
         return segmentation_figures(self.confusion, self.class_counts)
 
 
-def write_per_class(path, classes, counts, outputs: SegmentationOutputs):
+def write_per_class(path, classes, counts, outputs: SegmentationOutputs, table):
     """The per-class figures of one split as CSV: class, training pixels, their share, IoU and
-    accuracy (percent, empty where the class has no pixel in the split); returns the path."""
+    accuracy (percent, empty where the class has no pixel in the split), the pixels and IoU in
+    the columns ``table`` (the task's :class:`ltcore.PerClassTable`) names; returns the path."""
     import csv
     from pathlib import Path
 
@@ -143,7 +144,7 @@ def write_per_class(path, classes, counts, outputs: SegmentationOutputs):
     iou, accuracy = outputs.per_class_iou().tolist(), outputs.per_class_accuracy().tolist()
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["class_index", "class", "train_pixels", "train_share", "iou",
+        writer.writerow(["class_index", "class", table.count, "train_share", table.figure,
                          "accuracy"])
         for i, (name, n) in enumerate(zip(classes, counts)):
             writer.writerow([i, name, n, f"{n / total:.6f}",

@@ -21,7 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ltcore import EpochKeys, Evaluation, PluginError, Task, load_image, seed_image_randomness
+from ltcore import (EpochKeys, Evaluation, PerClassTable, PluginError, Task, load_image,
+                    seed_image_randomness)
 
 AUX_LOGITS = "seg_aux_logits"
 """``step.extras`` key of the auxiliary head's logits (role -> ``[B, C, S, S]``)."""
@@ -36,6 +37,10 @@ class SegmentationTask(Task):
     name = "segmentation"
     metric = METRIC
     adopts = ("gml",)
+    headline = "mIoU"
+    per_class = PerClassTable("per_class_iou.csv", "train_pixels", "iou", "IoU",
+                              "training pixels", "training pixels")
+    standalone = False
 
     def views(self, run, stage, sources):
         return JointViews(run, stage, sources)
@@ -71,8 +76,8 @@ class SegmentationTask(Task):
         counts = run.dataset.class_counts.tolist()
         files = []
         for split, out in evaluation.outputs.items():
-            files.append(write_per_class(folder / f"{split}_per_class_iou.csv",
-                                         run.dataset.classes, counts, out))
+            files.append(write_per_class(folder / f"{split}_{self.per_class.file}",
+                                         run.dataset.classes, counts, out, self.per_class))
             if run.config.limit.plots:
                 files.append(per_class_iou_png(
                     {stage.name: out.per_class_iou().tolist()}, counts,
