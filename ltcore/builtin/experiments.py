@@ -69,6 +69,11 @@ selection_options = with_options(SELECTION)
 
 
 LAUNCH = [
+    click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Cells trained at once, each an ltrun subprocess (with a submitit "
+                      "launcher: the default of --array-parallelism)."),
+    click.option("--in-process", is_flag=True,
+                 help="Train cells one after another in this process instead of subprocesses."),
     click.option("--launcher", type=click.Choice(["local", "submitit-local", "slurm"]),
                  default="local", show_default=True,
                  help="How cells run: ltrun subprocesses here (local), or submitit jobs on this "
@@ -94,6 +99,17 @@ LAUNCH = [
 ]
 
 launch_options = with_options(LAUNCH)
+"""How the cells of ``ltrun sweep`` and ``ltrun reproduce`` run."""
+
+RECORDING = [
+    click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
+                 help="MLflow experiment of the cells' runs."),
+    click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
+                 "sqlite:///mlflow.db)."),
+]
+
+recording_options = with_options(RECORDING)
+"""Where the cells of ``ltrun sweep`` and ``ltrun reproduce`` are recorded."""
 
 
 def _splits(split: str) -> list[str]:
@@ -130,19 +146,11 @@ def _comparison(tracking_uri, experiment, filter_string, sweep, run_ids, group_b
               help="Any configuration key and its values; repeat for more axes.")
 @click.option("--devices", metavar="LIST", help="Devices handed out to cells round-robin, "
               "e.g. cuda:0,cuda:1.")
-@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells trained at once, each an ltrun subprocess (with a submitit "
-                   "launcher: the default of --array-parallelism).")
-@click.option("--in-process", is_flag=True,
-              help="Train cells one after another in this process instead of subprocesses.")
 @launch_options
 @click.option("--sweep-id", metavar="ID", callback=name_option,
               help="Id of the sweep (default: new); reusing one runs only its cells that have "
                    "not finished.")
-@click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
-              help="MLflow experiment.")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
-              "sqlite:///mlflow.db).")
+@recording_options
 @click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Checkpoints folder of the cells; logs go to OUTPUT/sweeps/ID/.")
 @click.option("--dry-run", is_flag=True, help="Print the cells' ltrun commands and exit.")
@@ -315,17 +323,11 @@ def report_command(experiment, tracking_uri, filter_string, sweep, run_ids, grou
                    "this process: a check that the table runs, not a result.")
 @click.option("--data-dir", "data_dirs", multiple=True, metavar="DATASET=DIR",
               help="Where a dataset's files are, e.g. cifar10-lt=~/data/cifar10; repeat.")
-@click.option("--max-parallel", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Cells trained at once.")
-@click.option("--in-process", is_flag=True, help="Train cells one after another in this process.")
 @launch_options
 @click.option("--sweep-id", metavar="ID", callback=name_option,
               help="Id of the sweep (default: reproduce-<plugin>-<table>, so the same command "
                    "again continues it and trains only the cells not yet finished).")
-@click.option("--experiment", default="ltcore", show_default=True, callback=experiment_option,
-              help="MLflow experiment.")
-@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
-              "sqlite:///mlflow.db).")
+@recording_options
 @click.option("--output", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Checkpoints folder of the cells; logs and the table go to "
                    "OUTPUT/sweeps/ID/.")

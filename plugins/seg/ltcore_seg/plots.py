@@ -12,35 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-"""Markers cycled over the runs of a per-class plot."""
+from ltcore import RUN_MARKERS, run_colours, save_figure  # noqa: E402
 
 MAX_NAMED_CLASSES = 30
 """Per-class plots write the class names beside their points up to this many classes."""
-
-
-def run_colours(n: int) -> list:
-    """``n`` distinct colours: tab10 up to 10, tab20 up to 20, then evenly spaced on turbo."""
-    if n <= 10:
-        return [plt.cm.tab10(i) for i in range(max(n, 1))]
-    if n <= 20:
-        return [plt.cm.tab20(i) for i in range(n)]
-    return [plt.cm.turbo(x) for x in np.linspace(0.05, 0.95, n)]
-
-
-def save_png(fig, path: Path) -> Path:
-    """Write ``fig`` as the PNG ``path`` (its folder made if missing) through a temporary file
-    beside it, so that an interrupted write leaves no half file; close the figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(temporary, format="png", dpi=100)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-        plt.close(fig)
-    return path
 
 
 def per_class_iou_png(iou_by_run: dict[str, Sequence[float]], pixel_counts: Sequence[int],
@@ -78,5 +53,10 @@ def per_class_iou_png(iou_by_run: dict[str, Sequence[float]], pixel_counts: Sequ
         ax.legend(loc="best", fontsize="small", ncol=1 if len(iou_by_run) <= 8 else 2,
                   title="run")
     fig.tight_layout()
-    return save_png(fig, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
