@@ -36,7 +36,7 @@ def assert_same_training(plain: dict, fast: dict) -> None:
         assert got == pytest.approx(want, rel=1e-4)
     for key, value in plain["state"].items():
         torch.testing.assert_close(fast["state"][key].float(), value.float(), rtol=0, atol=1e-4)
-    torch.testing.assert_close(fast["val_logits"], plain["val_logits"], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(fast["val"].logits, plain["val"].logits, rtol=1e-3, atol=1e-3)
 
 
 def test_auto_switches_are_off_on_the_cpu_and_on_with_cuda():

@@ -55,11 +55,14 @@ def run_on_ranks(fn: Callable, *args: Any, world_size: int = 2) -> list[Any]:
 
 
 def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
-                batch_size: int = 24) -> dict[str, Any]:
+                batch_size: int = 24, task_views: bool = False) -> dict[str, Any]:
     """Train ``steps`` steps of the main stage of the run ``selected`` assemble (the test kit's
     fast settings, ``assignments``) on global batches that do not depend on the number of
     ranks: the first ``steps * batch_size`` indices of the sampler's epoch 0, the views made
-    for the whole batch by one seeded generator per step, then split over the ranks.
+    for the whole batch by one seeded generator per step, then split over the ranks; with
+    ``task_views``, the task's own batches (:meth:`ltcore.Task.views`, views made per image
+    and keyed by the image's place in the epoch), which a task other than classification
+    trains on.
 
     The run's modules (the stage model, key encoders, teachers) are in eval mode: BatchNorm's
     batch statistics are a rank's own unless it is SyncBatchNorm (CUDA only), so eval mode
@@ -67,8 +70,8 @@ def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
     gathering must get right.
 
     Returns the losses of every step (``[steps][terms]``), the terms' names, the state of
-    every run module (parameters, banks) after the last step and the model's validation logits
-    then (an evaluation sharded over the ranks and gathered).
+    every run module (parameters, banks) after the last step and the model's validation outputs
+    then (``val``: the task's outputs of an evaluation sharded over the ranks and gathered).
     """
     from ..config import resolve
     from ..distributed import join
@@ -85,13 +88,16 @@ def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
                        assignments=[*FAST_SETTINGS, "device=cpu", *assignments])
     run = prepare(plugins, list(selected), settings, world)
     stage = run.main_stage
-    ds = run.dataset
     sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
     sources = tuple(getattr(sampler, "sources", ("sample",)))
     order = sampler.epoch_indices(0, torch.Generator().manual_seed(run.epoch_seed(stage, 0)))
     order = order.unsqueeze(1) if order.dim() == 1 else order
-    views = {role: (v.source, run.component("view", v.pipeline).make_batched(
-        ds.image_size, ds.mean, ds.std)) for role, v in stage.views.items() if v.pipeline}
+    if task_views:
+        seed = run.epoch_seed(stage, 0)
+        batches = run.task.views(run, stage, sources).epoch(order[:steps * batch_size], sources,
+                                                            batch_size, seed)
+    else:
+        batches = _generated_batches(run, world, order, sources, steps, batch_size)
     run.hooks.stage_start(run=run, stage=stage)
     run.hooks.epoch_start(run=run, stage=stage, epoch=0)
     groups = parameter_groups(run, stage)
@@ -101,15 +107,9 @@ def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
         optimizer = build_optimizer(run, stage, groups)
         set_learning_rate(optimizer, learning_rate(stage, 0))
         run.modules.eval()
-        for i in range(steps):
-            rows = order[i * batch_size:(i + 1) * batch_size]
-            indices = {s: rows[:, k] for k, s in enumerate(sources)}
-            labels = {s: ds.train.labels[idx] for s, idx in indices.items()}
-            generator = torch.Generator().manual_seed(1_000 + i)
-            images = {role: world.local(fn(ds.train.images[indices[source]], generator))
-                      for role, (source, fn) in views.items()}
-            shares = world.shares(len(rows)) if world.distributed else None
-            step = Step(run, stage, 0, i, indices, labels, images, shares=shares)
+        for i, batch in enumerate(batches):
+            step = Step(run, stage, 0, i, batch.indices, batch.labels, batch.images,
+                        shares=batch.shares)
             values = step_fn(step)
             total = sum(t.weight * v for t, v in zip(stage.losses, values))
             optimizer.zero_grad(set_to_none=True)
@@ -120,7 +120,26 @@ def train_steps(selected: list[str], assignments: list[str], steps: int = 3,
     return {"terms": [t.name for t in stage.losses], "losses": losses,
             "state": {k: v.detach().clone() for k, v in run.modules.state_dict().items()
                       if torch.is_tensor(v)},
-            "val_logits": run.evaluate(stage.model, ["val"]).outputs["val"].logits}
+            "val": run.evaluate(stage.model, ["val"]).outputs["val"]}
+
+
+def _generated_batches(run, world, order, sources, steps: int, batch_size: int):
+    """The first ``steps`` global batches of ``order``, each one's views made for the whole
+    batch by a generator seeded with the step, this rank's share taken."""
+    from ..engine.backends import Batch
+
+    ds, stage = run.dataset, run.main_stage
+    views = {role: (v.source, run.component("view", v.pipeline).make_batched(
+        ds.image_size, ds.mean, ds.std)) for role, v in stage.views.items() if v.pipeline}
+    for i in range(steps):
+        rows = order[i * batch_size:(i + 1) * batch_size]
+        indices = {s: rows[:, k] for k, s in enumerate(sources)}
+        labels = {s: ds.train.labels[idx] for s, idx in indices.items()}
+        generator = torch.Generator().manual_seed(1_000 + i)
+        images = {role: world.local(fn(ds.train.images[indices[source]], generator))
+                  for role, (source, fn) in views.items()}
+        yield Batch(indices, labels, images, world.shares(len(rows)) if world.distributed
+                    else None)
 
 
 class FailOnRank:

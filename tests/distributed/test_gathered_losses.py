@@ -50,7 +50,7 @@ def test_two_ranks_equal_one_process(case):
     for key, value in ranks[0]["state"].items():  # both ranks hold the very same state
         assert torch.equal(value, ranks[1]["state"][key]), key
     # the evaluation sharded over the ranks and gathered: every rank has all of it, in order
-    assert torch.equal(ranks[0]["val_logits"], ranks[1]["val_logits"])
-    assert torch.allclose(ranks[0]["val_logits"], single["val_logits"], rtol=1e-4, atol=1e-4)
+    assert torch.equal(ranks[0]["val"].logits, ranks[1]["val"].logits)
+    assert torch.allclose(ranks[0]["val"].logits, single["val"].logits, rtol=1e-4, atol=1e-4)
     moved = [k for k, v in single["state"].items() if v.is_floating_point()]
     assert moved, "the run has no floating-point state to compare"

@@ -19,12 +19,17 @@ from . import IGNORE
 
 def pixel_cross_entropy(logits: Tensor, masks: Tensor, log_prior: Tensor | None = None,
                         tau: float = 0.0) -> Tensor:
-    """Mean cross-entropy of ``logits`` ``[B, C, H, W]`` against ``masks`` ``[B, H, W]``, the
-    logits shifted by ``tau * log_prior`` first (logit adjustment; ``tau`` 0: plain CE).
+    """Mean cross-entropy of ``logits`` ``[B, C, h, w]`` against ``masks`` ``[B, H, W]``, the
+    logits upsampled bilinearly to the masks' size when theirs differs (as mmsegmentation's
+    decode heads do in their loss) and shifted by ``tau * log_prior`` first (logit adjustment;
+    ``tau`` 0: plain CE).
 
     Averaged over every pixel, the ignored ones counting zero, as mmsegmentation's
     ``CrossEntropyLoss`` does by default (``avg_non_ignore=False``).
     """
+    if logits.shape[-2:] != masks.shape[-2:]:
+        logits = F.interpolate(logits, size=tuple(masks.shape[-2:]), mode="bilinear",
+                               align_corners=False)
     if tau:
         logits = logits + tau * log_prior.to(logits.dtype).view(1, -1, 1, 1)
     per_pixel = F.cross_entropy(logits, masks.long(), ignore_index=IGNORE, reduction="none")

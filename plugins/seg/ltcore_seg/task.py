@@ -5,9 +5,10 @@
   (epoch seed, position in the epoch) as the core's per-image views are. A step's labels are
   the masks ``[B, S, S]`` (255: ignore).
 * Forward (:meth:`SegmentationTask.forward`): the dense backbone gives pixel features
-  ``[B, D, h, w]`` (and the auxiliary head's); the run's classifier is applied to every pixel
-  and the logits are upsampled to the crop, ``step.logits[role]`` ``[B, C, S, S]``; the
-  auxiliary logits go to ``step.extras[AUX_LOGITS]``.
+  ``[B, D, h, w]`` (and the auxiliary head's); the run's classifier is applied to every pixel,
+  ``step.logits[role]`` ``[B, C, h, w]`` at the features' resolution (the losses upsample them
+  to the masks, so that a distributed step gathers logits 64 times smaller than the crop's);
+  the auxiliary logits, gathered alike, go to ``step.extras[AUX_LOGITS]``.
 * Evaluation: whole-image (or sliding-window, ``seg.eval_mode``) inference at the evaluation
   view's scale, logits upsampled to the mask's own size, ``eval.posthoc_la_tau`` applied per
   pixel, and a confusion matrix per split (:class:`ltcore_seg.metrics.SegmentationOutputs`).
@@ -48,17 +49,16 @@ class SegmentationTask(Task):
     def forward(self, run, step, roles, x):
         stage = step.stage
         model = stage.model
-        size = x.shape[-2:]
         features, aux = model.backbone(x)
         counts = [len(step.images[r]) for r in roles]
         aux_parts = aux.split(counts) if aux is not None else [None] * len(roles)
         for role, f, a in zip(roles, features.split(counts), aux_parts):
             step.features[role] = f
             if stage.views[role].classify:
-                step.logits[role] = pixel_logits(model.classifier, f, size)
+                step.logits[role] = pixel_logits(model.classifier, f)
                 if a is not None and AUX_HEAD in model.heads:
-                    step.extras.setdefault(AUX_LOGITS, {})[role] = pixel_logits(
-                        model.heads[AUX_HEAD], a, size)
+                    step.extras.setdefault(AUX_LOGITS, {})[role] = step.gather(pixel_logits(
+                        model.heads[AUX_HEAD], a))
 
     def evaluate(self, run, model, splits, *, stage, final, keep_features):
         from .metrics import SegmentationOutputs
@@ -96,13 +96,15 @@ class SegmentationTask(Task):
         return pixel_group_lines(run.dataset.class_counts.cpu(), run.dataset.classes)
 
 
-def pixel_logits(classifier, features: torch.Tensor, size) -> torch.Tensor:
+def pixel_logits(classifier, features: torch.Tensor, size=None) -> torch.Tensor:
     """``classifier`` (a per-vector classifier, ``[N, D] -> [N, C]``) applied to every pixel
-    of ``features`` ``[B, D, h, w]``, upsampled bilinearly to ``size``: ``[B, C, *size]``
-    float32."""
+    of ``features`` ``[B, D, h, w]``: ``[B, C, h, w]`` float32, or upsampled bilinearly to
+    ``size``, ``[B, C, *size]``."""
     b, d, h, w = features.shape
     flat = classifier(features.permute(0, 2, 3, 1).reshape(-1, d))
     logits = flat.reshape(b, h, w, -1).permute(0, 3, 1, 2).float()
+    if size is None:
+        return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
@@ -190,7 +192,8 @@ class JointViews:
 def confusion(run, model, split) -> torch.Tensor:
     """The confusion matrix ``[C, C]`` (rows: true class) of ``model`` on ``split``: each image
     at the evaluation view's scale, whole or by sliding window (``seg.eval_mode``), its logits
-    upsampled to its mask, ``eval.posthoc_la_tau`` applied per pixel."""
+    upsampled to its mask, ``eval.posthoc_la_tau`` applied per pixel. Over several ranks each
+    evaluates its consecutive share of the images and the counts are summed."""
     from .metrics import confusion_matrix
 
     ds = run.dataset
@@ -205,7 +208,8 @@ def confusion(run, model, split) -> torch.Tensor:
     model.eval()
     try:
         with run.autocast():
-            for image, mask in _eval_pairs(run, split, transform):
+            for image, mask in _eval_pairs(run, split, transform,
+                                           run.world.span(len(split))):
                 image, mask = image.to(run.device), mask.to(run.device)
                 if options.eval_mode == "slide":
                     logits = slide_logits(model, image, ds.image_size, options.slide_stride,
@@ -220,28 +224,29 @@ def confusion(run, model, split) -> torch.Tensor:
                 total += confusion_matrix(logits.argmax(dim=1), mask, num_classes)
     finally:
         model.train(was_training)
-    return total.cpu()
+    return run.world.gather(total[None]).sum(0).cpu()  # the ranks' counts, summed
 
 
-def _eval_pairs(run, split, transform):
-    """(image ``[1, 3, h, w]``, mask ``[1, H, W]``) of every image of ``split``, through the
-    evaluation view, read by DataLoader workers: one image at a time, as images of any size
+def _eval_pairs(run, split, transform, rows: slice):
+    """(image ``[1, 3, h, w]``, mask ``[1, H, W]``) of the images ``rows`` of ``split``, through
+    the evaluation view, read by DataLoader workers: one image at a time, as images of any size
     are (``eval.batch_size`` does not apply)."""
     loader = torch.utils.data.DataLoader(
-        _EvalPairs(run.dataset, split, transform), batch_size=1,
+        _EvalPairs(run.dataset, split, transform, range(len(split))[rows]), batch_size=1,
         num_workers=run.config.views.loader_workers)
     return iter(loader)
 
 
 class _EvalPairs(torch.utils.data.Dataset):
-    def __init__(self, dataset, split, transform):
+    def __init__(self, dataset, split, transform, indices: range):
         self.dataset, self.split, self.transform = dataset, split, transform
+        self.indices = indices
 
     def __len__(self):
-        return len(self.split)
+        return len(self.indices)
 
-    def __getitem__(self, index):
-        return self.transform(*read_pair(self.dataset, self.split, index))
+    def __getitem__(self, position):
+        return self.transform(*read_pair(self.dataset, self.split, self.indices[position]))
 
 
 def slide_logits(model, image: torch.Tensor, crop: int, stride: int,

@@ -36,6 +36,20 @@ def test_pixel_cross_entropy_is_the_mean_over_all_pixels_of_the_adjusted_ce(tau)
     assert float(got) == pytest.approx(slow_pixel_ce(logits, masks, prior.log(), tau), rel=1e-5)
 
 
+def test_pixel_cross_entropy_upsamples_coarse_logits_to_the_masks():
+    """Logits at the features' resolution are upsampled bilinearly to the masks before the
+    logit adjustment and the CE, as an upsampled forward would have given them."""
+    g = torch.Generator().manual_seed(4)
+    coarse = torch.randn(2, 3, 2, 3, generator=g)
+    masks = torch.randint(0, 3, (2, 8, 12), generator=g)
+    prior = torch.tensor([0.7, 0.2, 0.1])
+    fine = torch.nn.functional.interpolate(coarse, size=(8, 12), mode="bilinear",
+                                           align_corners=False)
+    got = pixel_cross_entropy(coarse, masks, prior.log(), 0.5)
+    assert torch.equal(got, pixel_cross_entropy(fine, masks, prior.log(), 0.5))
+    assert float(got) == pytest.approx(slow_pixel_ce(fine, masks, prior.log(), 0.5), rel=1e-5)
+
+
 def test_pixel_cross_entropy_hand_case():
     # one pixel of class 1 with logits (0, 0) and one ignored pixel: log 2 over 2 pixels
     logits = torch.zeros(1, 2, 1, 2)
