@@ -25,7 +25,8 @@ class TrackingConfig:
     experiment: str = doc("MLflow experiment name", default="ltcore", validator=experiment_name)
     log_model: bool = doc("log the final model as an MLflow Model (runs:/<id>/model: network "
                           "and preprocessing exported with torch.export, loadable without "
-                          "ltcore; 0.5 to 1 s a run on a CPU, 2 s the first in a process)",
+                          "ltcore; 0.5 to 1 s a run on a CPU, 2 s the first in a process; "
+                          "none for a task whose model does not stand alone, as segmentation's)",
                           default=True)
     register_model: str = doc("also register the logged model in the MLflow Model Registry "
                               "under this name ('' = no)", default="",

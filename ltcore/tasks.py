@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     import torch
@@ -75,10 +75,16 @@ class Task:
                                              "accuracy", "class size", "training images")
     standalone: bool = True
     """Whether a saved model of the task predicts on its own (``load_model``, ``ltrun predict``
-    and ``export``, the figures ``ltrun report`` computes from a run's model)."""
+    and ``export``, the MLflow Model a run logs, the figures ``ltrun report`` computes from a
+    run's model)."""
 
     def check(self, run: "Run", plugin: str) -> None:
-        """Refuse a run whose plugins cannot train this task; ``plugin`` registered it."""
+        """Refuse a run whose plugins or settings cannot train this task; ``plugin`` registered
+        it."""
+        if not self.standalone and run.config.tracking.register_model:
+            raise ConfigError(f"tracking.register_model registers the run's MLflow Model; a "
+                              f"{self.name} model is not logged as one (it is used through its "
+                              f"run: ltrun evaluate --checkpoint)")
         if plugin == "core":
             return
         dataset = run.dataset.name

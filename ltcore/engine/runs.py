@@ -485,7 +485,7 @@ def _finish(trainer: Trainer, echo: Echo | None, how: str) -> Result:
         state = checkpoints.model_state(run)
         checkpoints.write(final_model, state)
     tracker.log_artifact(parent, str(final_model), "checkpoints")
-    if run.world.is_main and run.config.tracking.log_model:
+    if run.world.is_main and run.config.tracking.log_model and run.task.standalone:
         from ..tracking.model import log_final_model
 
         try:

@@ -140,6 +140,16 @@ def test_a_segmentation_run_refuses_what_cannot_train_it(ltrun, args, message):
     assert result.exit_code == 2 and message in result.stderr, result.stderr
 
 
+def test_a_segmentation_run_logs_no_mlflow_model_and_refuses_registering_one(ltrun):
+    refused = ltrun("--plugin", "seg", "--register-model", "segnet", "--epochs", "1")
+    assert refused.exit_code == 2, refused.stderr
+    assert "a segmentation model is not logged as one" in refused.stderr
+    done = ltrun("--plugin", "seg", "--epochs", "1", "--set", "limit.steps=2", "--set",
+                 "views.workers=0", "--set", "limit.plots=false", "--no-progress")
+    assert done.exit_code == 0, done.stderr
+    assert "MLflow Model" not in done.output + done.stderr  # neither logged nor warned about
+
+
 def test_table_8_is_the_reference_of_ade20k_runs():
     from ltcore import Plugins
 
