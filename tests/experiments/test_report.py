@@ -119,7 +119,7 @@ def test_runs_that_differ_only_in_seed_share_a_curve_group():
     without the seed is the same."""
     from types import SimpleNamespace
 
-    from ltcore.experiments.report import run_label
+    from ltcore.experiments.report import label_keys, run_label
 
     def run(plugins, seed, factor="100"):
         tags = {"plugins": plugins, "seed": str(seed), "imbalance_factor": factor}
@@ -133,6 +133,10 @@ def test_runs_that_differ_only_in_seed_share_a_curve_group():
     assert groups == ["bcl IF=100", "bcl IF=100", "bcl,rcl IF=100", "bcl IF=10"]
     assert [run_label(r, group_by) for r in runs[:2]] == ["bcl IF=100 seed=0",
                                                            "bcl IF=100 seed=1"]
+    # legends name the settings that differ among the report's runs; the first when none does
+    assert label_keys(runs, group_by) == group_by
+    assert label_keys(runs[:3], group_by) == ["plugins"]
+    assert label_keys(runs[:2], ["imbalance_factor", "plugins"]) == ["imbalance_factor"]
 
 
 def test_per_class_figure_draws_one_line_per_method_on_the_tables_split(tmp_path):
