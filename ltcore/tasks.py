@@ -101,8 +101,9 @@ class Task:
 
     def views(self, run: "Run", stage: "Stage", sources: tuple[str, ...]):
         """The stage's training batches: an object with ``epoch(order, sources, batch_size,
-        seed, start, state)`` yielding :class:`ltcore.engine.backends.Batch` and
-        ``generator_state()`` (:mod:`ltcore.engine.backends`)."""
+        seed, start, state)`` yielding :class:`ltcore.engine.backends.Batch`,
+        ``generator_state()`` and ``close()``, called when the stage ends (a DataLoader's
+        workers ended there: :func:`ltcore.shut_down_workers`) (:mod:`ltcore.engine.backends`)."""
         from .engine.backends import stage_views
 
         return stage_views(run, stage, sources)

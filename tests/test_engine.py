@@ -113,3 +113,20 @@ def test_adamw_trains(ltrun, isolated):
     assert result.exit_code == 0, result.stderr
     (parent,) = recorded_runs(nested=False)
     assert parent.data.params["optim.name"] == "adamw" and parent.info.status == "FINISHED"
+
+
+def test_a_stages_views_end_their_dataloader_workers_when_closed():
+    """The engine closes a stage's views when the stage ends: the DataLoader's persistent
+    workers end then, not whenever the garbage collector gets to them."""
+    from ltcore.testing import assemble_run
+
+    run = assemble_run(["ce"], "views.workers=1", "views.backend=reference")
+    stage = run.main_stage
+    views = run.task.views(run, stage, ("sample",))
+    order = torch.arange(32).unsqueeze(1)
+    assert len(list(views.epoch(order, ("sample",), 16, seed=0))) == 2
+    workers = list(views.loader._iterator._workers)
+    assert workers and all(w.is_alive() for w in workers)
+    views.close()
+    assert views.loader._iterator is None and not any(w.is_alive() for w in workers)
+    views.close()  # twice is harmless

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import torch
@@ -290,84 +290,84 @@ class Trainer:
         run.hooks.stage_start(run=run, stage=stage)
         sampler = run.build("sampler", stage.sampler, **stage.sampler_options)
         sources = tuple(getattr(sampler, "sources", ("sample",)))
-        views = run.task.views(run, stage, sources)
-        mark("views built")
-        groups = parameter_groups(run, stage)
-        metrics: dict[str, float] = {}
-        evaluation: Evaluation | None = None
-        with trained_parameters(stage, groups):
-            step_fn = distributed_step(run, stage, groups)
-            self.ended = None
-            updates = Updates(run, stage, groups)
-            if self.updates_state is not None and self.updates_state.get(
-                    "stage", stage.name) == stage.name:
-                updates.load_state_dict(self.updates_state)
-            self.updates_state = None
-            epochs = range(start_epoch, stage.epochs)
-            if start_epoch and self.stopped_early(stage, start_epoch - 1):
-                epochs = range(0)  # resumed after the epoch that ended the stage
-            for epoch in epochs:
-                t0 = time.perf_counter()
-                seed = run.epoch_seed(stage, epoch)
-                torch.manual_seed(run.world.seed(seed))
-                random.seed(run.world.seed(seed))
-                lr = updates.schedule.at(epoch)
-                set_learning_rate(updates.optimizer, lr)
-                run.hooks.epoch_start(run=run, stage=stage, epoch=epoch)
-                generator = torch.Generator().manual_seed(seed)
-                order = sampler.epoch_indices(epoch, generator)
-                if order.dim() == 1:
-                    order = order.unsqueeze(1)
-                progress = None
-                if self._resumed_epoch is not None:  # continue the epoch where it stopped
-                    progress, objects = self._resumed_epoch
-                    self._resumed_epoch = None
-                    run.run_plugins.load_state_dict(objects)
-                    progress.restore_random_states()
-                sums, seen, elapsed = self.train_epoch(index, stage, views, order, sources,
-                                                       updates, epoch, seed, t0, progress,
-                                                       step_fn)
-                run.world.broadcast_buffers(run.modules)  # rank 0's BatchNorm statistics
-                metrics = {"train/lr": lr, "train/epoch_time": elapsed,
-                           "train/samples_per_s": seen / max(elapsed, 1e-9)}
-                total = 0.0
-                for term, value in zip(stage.losses, sums.tolist()):
-                    metrics[f"train/loss/{term.name}"] = value
-                    total += term.weight * value
-                metrics["train/loss"] = total
-                last = epoch == stage.epochs - 1
-                if self.evaluated(stage, epoch):
-                    with updates.evaluated_weights():
-                        evaluation = self.evaluate(stage, last)
-                        metrics.update(evaluation.figures())
-                        self.keep_if_best(stage, epoch, metrics)
-                        if not last and self.stopped_early(stage, epoch):
-                            last = True
-                            self.say(self.early_stop_line(stage, epoch))
-                            self.tracker.set_tags(run_id, {"ltcore.stopped_early":
-                                                           f"after epoch {epoch + 1}"})
-                            evaluation = self.evaluate(stage, True)
+        with closing(run.task.views(run, stage, sources)) as views:  # its workers end with it
+            mark("views built")
+            groups = parameter_groups(run, stage)
+            metrics: dict[str, float] = {}
+            evaluation: Evaluation | None = None
+            with trained_parameters(stage, groups):
+                step_fn = distributed_step(run, stage, groups)
+                self.ended = None
+                updates = Updates(run, stage, groups)
+                if self.updates_state is not None and self.updates_state.get(
+                        "stage", stage.name) == stage.name:
+                    updates.load_state_dict(self.updates_state)
+                self.updates_state = None
+                epochs = range(start_epoch, stage.epochs)
+                if start_epoch and self.stopped_early(stage, start_epoch - 1):
+                    epochs = range(0)  # resumed after the epoch that ended the stage
+                for epoch in epochs:
+                    t0 = time.perf_counter()
+                    seed = run.epoch_seed(stage, epoch)
+                    torch.manual_seed(run.world.seed(seed))
+                    random.seed(run.world.seed(seed))
+                    lr = updates.schedule.at(epoch)
+                    set_learning_rate(updates.optimizer, lr)
+                    run.hooks.epoch_start(run=run, stage=stage, epoch=epoch)
+                    generator = torch.Generator().manual_seed(seed)
+                    order = sampler.epoch_indices(epoch, generator)
+                    if order.dim() == 1:
+                        order = order.unsqueeze(1)
+                    progress = None
+                    if self._resumed_epoch is not None:  # continue the epoch where it stopped
+                        progress, objects = self._resumed_epoch
+                        self._resumed_epoch = None
+                        run.run_plugins.load_state_dict(objects)
+                        progress.restore_random_states()
+                    sums, seen, elapsed = self.train_epoch(index, stage, views, order, sources,
+                                                           updates, epoch, seed, t0, progress,
+                                                           step_fn)
+                    run.world.broadcast_buffers(run.modules)  # rank 0's BatchNorm statistics
+                    metrics = {"train/lr": lr, "train/epoch_time": elapsed,
+                               "train/samples_per_s": seen / max(elapsed, 1e-9)}
+                    total = 0.0
+                    for term, value in zip(stage.losses, sums.tolist()):
+                        metrics[f"train/loss/{term.name}"] = value
+                        total += term.weight * value
+                    metrics["train/loss"] = total
+                    last = epoch == stage.epochs - 1
+                    if self.evaluated(stage, epoch):
+                        with updates.evaluated_weights():
+                            evaluation = self.evaluate(stage, last)
                             metrics.update(evaluation.figures())
-                        if last and self.best is not None and self.best["stage"] == stage.name:
-                            # in the last epoch's record, so a resume sends or skips them with it
-                            metrics.update(self.best_figures(stage, epoch, evaluation))
-                updates.schedule.observe(epoch, metrics)
-                run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
-                self.say(self.console.epoch(stage, epoch, metrics))
-                self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
-                self.tracker.log_metrics(run_id, per_epoch(metrics), step=epoch)
-                self.save(index, epoch + 1, updates)
-                self.tracker.flush()  # what is not sent stays in the checkpoint
-                if last:
-                    break
-                if self.stopping(True):
-                    self.stopped(stage, epoch + 1, None)
-            if stage.evaluate:
-                with updates.evaluated_weights():
-                    if evaluation is None or not evaluation.final:  # resumed after the last epoch
-                        evaluation = self.evaluate(stage, True)
-            updates.finish()
-            self.ended = updates
+                            self.keep_if_best(stage, epoch, metrics)
+                            if not last and self.stopped_early(stage, epoch):
+                                last = True
+                                self.say(self.early_stop_line(stage, epoch))
+                                self.tracker.set_tags(run_id, {"ltcore.stopped_early":
+                                                               f"after epoch {epoch + 1}"})
+                                evaluation = self.evaluate(stage, True)
+                                metrics.update(evaluation.figures())
+                            if last and self.best is not None and self.best["stage"] == stage.name:
+                                # in the last epoch's record, so a resume sends or skips them
+                                metrics.update(self.best_figures(stage, epoch, evaluation))
+                    updates.schedule.observe(epoch, metrics)
+                    run.hooks.epoch_end(run=run, stage=stage, epoch=epoch, metrics=metrics)
+                    self.say(self.console.epoch(stage, epoch, metrics))
+                    self.history.append({"stage": stage.name, "epoch": epoch, **metrics})
+                    self.tracker.log_metrics(run_id, per_epoch(metrics), step=epoch)
+                    self.save(index, epoch + 1, updates)
+                    self.tracker.flush()  # what is not sent stays in the checkpoint
+                    if last:
+                        break
+                    if self.stopping(True):
+                        self.stopped(stage, epoch + 1, None)
+                if stage.evaluate:
+                    with updates.evaluated_weights():
+                        if evaluation is None or not evaluation.final:  # resumed after the end
+                            evaluation = self.evaluate(stage, True)
+                updates.finish()
+                self.ended = updates
         if not metrics:  # resumed after the stage's last epoch: that epoch's record
             metrics = next((row for row in reversed(self.history) if row["stage"] == stage.name),
                            {})

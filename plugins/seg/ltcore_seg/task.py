@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ltcore import (EpochKeys, Evaluation, PerClassTable, PluginError, Task, load_image,
-                    seed_image_randomness)
+                    seed_image_randomness, shut_down_workers)
 
 AUX_LOGITS = "seg_aux_logits"
 """``step.extras`` key of the auxiliary head's logits (role -> ``[B, C, S, S]``)."""
@@ -183,6 +183,9 @@ class JointViews:
 
     def generator_state(self):
         return None
+
+    def close(self):
+        shut_down_workers(self.loader)
 
 
 # -- evaluation ------------------------------------------------------------------------------
