@@ -41,7 +41,7 @@ _EXPORTS = {
     # plugins, training and saved runs
     "Task": "tasks", "PerClassTable": "tasks", "Batch": "engine.backends",
     "batch_rows": "engine.backends", "EpochKeys": "engine.backends",
-    "shut_down_workers": "engine.backends",
+    "shut_down_workers": "engine.backends", "worker_options": "launch",
     "PaperTable": "tables", "TableRow": "tables", "TableColumn": "tables",
     "record_figure": "figures", "save_figure": "files", "run_colours": "plots",
     "RUN_MARKERS": "plots",

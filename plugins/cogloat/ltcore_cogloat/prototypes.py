@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ltcore import LossTerm, PluginError, Step, hookimpl, load_image, seed_image_randomness
+from ltcore import (LossTerm, PluginError, Step, hookimpl, load_image, seed_image_randomness,
+                    worker_options)
 
 from .components import SECOND_VIEW_EMBEDDINGS
 from .coreset import select_coreset
@@ -204,7 +205,8 @@ class CoresetPrototypes:
                         dataset = _CoresetImages(ds.train, indices.tolist(), transform,
                                                  seed * 2 + view)
                         loader = torch.utils.data.DataLoader(
-                            dataset, batch_size=size, num_workers=run.config.views.loader_workers)
+                            dataset, batch_size=size, num_workers=run.config.views.loader_workers,
+                            **worker_options())
                         views.append(torch.cat([self._embed(model, x.to(run.device))
                                                 for x in loader]))
         finally:

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from ltcore import (EpochKeys, Evaluation, PerClassTable, PluginError, Task, load_image,
-                    seed_image_randomness, shut_down_workers)
+                    seed_image_randomness, shut_down_workers, worker_options)
 
 AUX_LOGITS = "seg_aux_logits"
-"""``step.extras`` key of the auxiliary head's logits (role -> ``[B, C, S, S]``)."""
+"""``step.extras`` key of the auxiliary head's logits (role -> ``[B, C, h, w]``, the global
+batch's)."""
 METRIC = "segmentation"
 AUX_HEAD = "seg_aux"
 """``model.heads`` key of the auxiliary head's per-pixel classifier."""
@@ -165,7 +166,8 @@ class JointViews:
         workers = run.config.views.loader_workers
         self.loader = torch.utils.data.DataLoader(
             _Pairs(ds, ds.train, transform), batch_sampler=self.batches, num_workers=workers,
-            persistent_workers=workers > 0, pin_memory=run.device.type == "cuda")
+            persistent_workers=workers > 0, pin_memory=run.device.type == "cuda",
+            **worker_options())
 
     def epoch(self, order, sources, batch_size, seed, start=0, state=None):
         """The epoch's batches from batch ``start`` on (each image's randomness depends on its
@@ -236,7 +238,7 @@ def _eval_pairs(run, split, transform, rows: slice):
     are (``eval.batch_size`` does not apply)."""
     loader = torch.utils.data.DataLoader(
         _EvalPairs(run.dataset, split, transform, range(len(split))[rows]), batch_size=1,
-        num_workers=run.config.views.loader_workers)
+        num_workers=run.config.views.loader_workers, **worker_options())
     return iter(loader)
 
 

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -202,3 +203,21 @@ def test_figure_2_is_drawn_against_alpha_in_the_sweeps_report(ltrun, tmp_path):
     assert report.exit_code == 0, report.stderr
     page = (tmp_path / "r" / "report.html").read_text()
     assert "gml-fig2.png" in page and (tmp_path / "r" / "plots" / "gml-fig2.png").is_file()
+
+
+def test_the_joint_views_workers_leave_stop_signals_to_the_run_and_end_with_the_stage():
+    """As the core's views: the workers ignore SIGTERM, SIGINT and SIGHUP (the run stops at a
+    step with a checkpoint), and close() ends them."""
+    from ltcore import worker_options
+    from ltcore.testing import assemble_run
+
+    run = assemble_run(["seg"], "dataset=digits-seg", "model.backbone=fcn-small",
+                       "model.pretrained=none", "seg.interval_steps=0", "views.image_size=0",
+                       "views.workers=1")
+    views = run.task.views(run, run.main_stage, ("sample",))
+    assert views.loader.worker_init_fn.func is worker_options()["worker_init_fn"].func
+    order = torch.arange(8).unsqueeze(1)
+    assert len(list(views.epoch(order, ("sample",), 4, seed=0))) == 2
+    workers = list(views.loader._iterator._workers)
+    views.close()
+    assert not any(worker.is_alive() for worker in workers)
