@@ -388,6 +388,7 @@ class JointPipeline:
         raise NotImplementedError(f"view pipeline {self.name!r} moves an image and its mask "
                                   "together and has only a per-image form; use make_reference")
 
+
 PIPELINES = (
     JointPipeline(
         name="seg-train",
